@@ -1,0 +1,552 @@
+#!/usr/bin/env bash
+# bench/run.sh — throughput/latency of unstick vs. nginx vs. the bare upstream.
+#
+# In ONE run, on 127.0.0.1 only, this script starts:
+#   * the upstream: unstick's bundled demo app (`unstick demo-app`),
+#   * nginx as a keep-alive reverse proxy in front of it,
+#   * a private redis-server and unstick (`unstick serve`) in front of the same upstream,
+# then runs wrk against the three targets in interleaved rounds, all with the same
+# request (GET /me + a valid demo.sid session cookie), and prints a table plus
+# throughput ratios. Everything it starts is stopped by the EXIT trap.
+#
+# Knobs (environment variables):
+#   ROUNDS=3          interleaved rounds (each round runs every target once)
+#   DURATION=8        seconds per wrk run
+#   CONNECTIONS=64    wrk connections
+#   THREADS=2         wrk threads
+#   WARMUP=2          seconds of unrecorded warm-up per target before round 1 (0 = none)
+#   PROXY_WORKERS=1   nginx worker_processes and unstick's TOKIO_WORKER_THREADS
+#   TARGETS="direct nginx unstick"   subset/order of targets
+#   UNSTICK_BIN=target/release/unstick   binary to use; NO_BUILD=1 skips `cargo build --release`
+#   KEEP_TMP=1        keep the temp dir (configs, logs, raw wrk output) after the run
+#   BENCH_UPSTREAM=demo   `stub` = nginx `return 200` stand-in upstream. Only for testing
+#                         this harness while the binary is unavailable; implies no unstick target.
+set -euo pipefail
+
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-8}"
+CONNECTIONS="${CONNECTIONS:-64}"
+THREADS="${THREADS:-2}"
+WARMUP="${WARMUP:-2}"
+PROXY_WORKERS="${PROXY_WORKERS:-1}"
+BENCH_UPSTREAM="${BENCH_UPSTREAM:-demo}"
+UNSTICK_BIN="${UNSTICK_BIN:-$REPO_DIR/target/release/unstick}"
+NO_BUILD="${NO_BUILD:-0}"
+KEEP_TMP="${KEEP_TMP:-0}"
+if [[ "$BENCH_UPSTREAM" == stub ]]; then
+    TARGETS="${TARGETS:-direct nginx}"
+else
+    TARGETS="${TARGETS:-direct nginx unstick}"
+fi
+read -r -a TARGET_LIST <<<"$TARGETS"
+
+HOST=127.0.0.1 # loopback only, by design: never point this at another address
+COOKIE_NAME=demo.sid
+BENCH_USER=bench
+BENCH_PATH=/me
+
+PIDS=()     # every background process we start, in start order
+NAMES=()    # a label per PID, for logs and cleanup messages
+WORK_DIR="" # mktemp dir holding configs, pid files, logs, raw wrk output
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+    printf '[bench] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------- cleanup ----
+
+# Stop everything we started (reverse order, TERM then KILL) and drop the temp dir.
+# On failure, show the tail of each service log first: it is the only clue left.
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local i pid
+    if ((rc != 0)) && [[ -n "$WORK_DIR" ]]; then
+        for ((i = 0; i < ${#NAMES[@]}; i++)); do
+            if [[ -s "$WORK_DIR/${NAMES[i]}.log" ]]; then
+                log "--- last lines of ${NAMES[i]}.log ---"
+                tail -n 20 "$WORK_DIR/${NAMES[i]}.log" >&2 || true
+            fi
+        done
+    fi
+    if [[ -n "${WRK_PID:-}" ]]; then
+        kill -TERM "$WRK_PID" 2>/dev/null || true
+        wait "$WRK_PID" 2>/dev/null || true
+    fi
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        pid="${PIDS[i]}"
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        pid="${PIDS[i]}"
+        # Bounded wait (~5 s) for a graceful exit, then force it.
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "${NAMES[i]} (pid $pid) did not stop on TERM; sending KILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n "$WORK_DIR" && -d "$WORK_DIR" ]]; then
+        if [[ "$KEEP_TMP" == 1 ]]; then
+            log "kept temp dir: $WORK_DIR"
+        else
+            rm -rf "$WORK_DIR"
+        fi
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+# Background children of a non-interactive shell ignore SIGINT, so turn signals
+# into a normal exit: the EXIT trap then stops the children.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ------------------------------------------------------------------ setup ----
+
+require_uint() { # name value
+    [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a non-negative integer, got '$2'"
+}
+
+# Install a tool through apt only when it is missing (the machine may be fresh).
+ensure_tool() { # command apt-package
+    command -v "$1" >/dev/null 2>&1 && return 0
+    log "$1 missing: installing apt package $2"
+    if [[ -z "${APT_UPDATED:-}" ]]; then
+        apt-get update -qq >&2
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >&2
+    command -v "$1" >/dev/null 2>&1 || die "could not install $2"
+}
+
+# Print N distinct free TCP ports on 127.0.0.1. All sockets are held open until
+# every port is chosen, so the N ports are distinct (the usual bind-then-close
+# race with other programs remains, but nothing else should grab them here).
+free_ports() { # count
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks:
+    s.close()
+PY
+}
+
+# Start a long-running process in the background, logging to $WORK_DIR/NAME.log,
+# and remember its PID for cleanup.
+start_bg() { # name cmd args...
+    local name="$1"
+    shift
+    "$@" >"$WORK_DIR/$name.log" 2>&1 &
+    PIDS+=("$!")
+    NAMES+=("$name")
+}
+
+# Wait (bounded, ~10 s) until something accepts TCP connections on PORT, and fail
+# fast if the process that should serve it has already died.
+wait_for_port() { # name port
+    local name="$1" port="$2" pid="${PIDS[${#PIDS[@]} - 1]}"
+    for _ in $(seq 100); do
+        if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || die "$name exited before listening on $HOST:$port"
+        sleep 0.1
+    done
+    die "$name did not listen on $HOST:$port within 10 s"
+}
+
+# nginx config in its own prefix: pid, logs and every temp path live in $WORK_DIR,
+# so the system service and its files are never touched.
+#   mode=proxy: the benchmarked keep-alive reverse proxy to the upstream.
+#   mode=stub : stand-in upstream answering 200 with a fixed JSON (harness testing only).
+write_nginx_conf() { # dir mode listen_port upstream_port
+    local dir="$1" mode="$2" port="$3" app_port="${4:-}"
+    mkdir -p "$dir"
+    local user_line=""
+    # As root, nginx would drop workers to 'nobody', who cannot enter our 0700
+    # temp dir; keep them as the current user instead.
+    if ((EUID == 0)); then user_line="user root;"; fi
+    local location
+    if [[ "$mode" == proxy ]]; then
+        location="
+        upstream app {
+            server $HOST:$app_port;
+            keepalive 64;
+            # nginx closes an upstream keep-alive connection after 1000 requests
+            # by default; raise it so nginx is measured at its best.
+            keepalive_requests 1000000;
+        }
+        server {
+            listen $HOST:$port;
+            location / {
+                proxy_pass http://app;
+                proxy_http_version 1.1;
+                proxy_set_header Connection \"\";
+            }
+        }"
+    else
+        location="
+        server {
+            listen $HOST:$port;
+            default_type application/json;
+            location / { return 200 '{\"user\":\"$BENCH_USER\",\"instance\":\"stub\"}'; }
+        }"
+    fi
+    cat >"$dir/nginx.conf" <<EOF
+$user_line
+daemon off;
+master_process on;
+worker_processes $PROXY_WORKERS;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    # No access log: unstick is run with RUST_LOG=warn, so neither side logs per request.
+    access_log off;
+    # Same client keep-alive treatment on both proxies (default closes after 1000 requests).
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+$location
+}
+EOF
+}
+
+start_nginx() { # name mode listen_port [upstream_port]
+    local name="$1" dir="$WORK_DIR/$1"
+    write_nginx_conf "$dir" "$2" "$3" "${4:-}"
+    # -e: the compiled-in error log path is outside our prefix; -t fails fast on typos.
+    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" -t >"$WORK_DIR/$name.log" 2>&1 ||
+        die "nginx config test failed: $(cat "$WORK_DIR/$name.log")"
+    start_bg "$name" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+    wait_for_port "$name" "$3"
+}
+
+# The unstick config, in one heredoc so the schema is easy to adjust.
+write_unstick_conf() { # path proxy_port redis_port app_port
+    cat >"$1" <<EOF
+[listener]
+address = "$HOST:$2"
+
+[redis]
+url = "redis://$HOST:$3"
+key_prefix = "bench:"
+
+[session]
+cookie = "$COOKIE_NAME"
+id_format = "plain"
+idle_timeout = "30m"
+absolute_lifetime = "12h"
+
+[identity.capture]
+source = "whoami"
+whoami_path = "/me"
+user = "/user"
+
+[[upstreams]]
+name = "app"
+instances = [ { name = "a", url = "http://$HOST:$4" } ]
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+mode = "redis"
+EOF
+}
+
+# Log in through unstick and print the demo.sid value it hands back.
+obtain_session() { # proxy_port
+    local headers sid
+    headers="$(curl -s -i --max-time 5 -X POST -d "user=$BENCH_USER" "http://$HOST:$1/login")" ||
+        die "POST /login through unstick failed"
+    sid="$(printf '%s\n' "$headers" | tr -d '\r' | awk -v name="$COOKIE_NAME" '
+        tolower($1) == "set-cookie:" {
+            c = $2; sub(/;.*/, "", c)
+            if (index(c, name "=") == 1) { print substr(c, length(name) + 2); exit }
+        }')"
+    [[ -n "$sid" ]] || die "no $COOKIE_NAME cookie in the /login response:
+$headers"
+    printf '%s\n' "$sid"
+}
+
+# Print the JSON "user" field of a /me body (empty if absent or not JSON).
+json_user() {
+    python3 -c 'import json,sys
+try: u = json.load(sys.stdin).get("user")
+except Exception: u = None
+print("" if u is None else u)'
+}
+
+# Show what one bench request returns on a target. unstick must say user=bench
+# (else every unstick number would measure an error path); for the others a
+# mismatch is only a warning, since the upstream may not know the unstick session.
+check_target() { # target port strict(0|1)
+    local target="$1" port="$2" strict="$3" out code body user
+    out="$(curl -s --max-time 5 -w '\n%{http_code}' -H "Cookie: $COOKIE_NAME=$SESSION_ID" \
+        "http://$HOST:$port$BENCH_PATH")" || die "GET $BENCH_PATH on $target failed"
+    code="${out##*$'\n'}"
+    body="${out%$'\n'*}"
+    user="$(printf '%s' "$body" | json_user)"
+    log "check $target: HTTP $code, body ${body:0:120}"
+    if [[ "$code" != 200 || "$user" != "$BENCH_USER" ]]; then
+        if [[ "$strict" == 1 ]]; then
+            die "$target did not answer $BENCH_PATH as user '$BENCH_USER' (HTTP $code)"
+        fi
+        log "WARNING: $target does not answer as user '$BENCH_USER'; its per-request work may differ"
+    fi
+}
+
+# Redis commands processed so far (to report unstick's Redis calls per request).
+redis_commands() {
+    redis-cli -h "$HOST" -p "$REDIS_PORT" INFO stats 2>/dev/null |
+        tr -d '\r' | awk -F: '$1 == "total_commands_processed" { print $2 }'
+}
+
+# -------------------------------------------------------------- measuring ----
+
+# Run wrk once; raw output goes to FILE. `timeout` is a backstop so a wedged
+# target cannot keep the script from stopping by itself.
+# wrk runs in the background + `wait` because bash defers traps while a foreground
+# child runs: this way INT/TERM stop the script (and wrk) at once.
+WRK_PID=""
+run_wrk() { # port seconds file
+    timeout $(($2 + 30)) wrk -t "$THREADS" -c "$CONNECTIONS" -d "${2}s" --latency \
+        -H "Cookie: $COOKIE_NAME=$SESSION_ID" "http://$HOST:$1$BENCH_PATH" >"$3" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || die "wrk failed: $(cat "$3")"
+    WRK_PID=""
+}
+
+# Parse wrk --latency output into "rps p50_ms p99_ms errors requests".
+# errors = non-2xx/3xx responses + socket errors; latencies normalised to ms.
+parse_wrk() { # file
+    awk '
+        function ms(v,   n, u) {
+            n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
+            if (u == "us") return n / 1000
+            if (u == "ms") return n
+            if (u == "s")  return n * 1000
+            if (u == "m")  return n * 60000
+            if (u == "h")  return n * 3600000
+            return -1
+        }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        $1 == "Requests/sec:" { rps = $2 }
+        / requests in / { reqs = $1 }
+        /Non-2xx or 3xx responses:/ { errs += $NF }
+        /Socket errors:/ { gsub(",", ""); errs += $4 + $6 + $8 + $10 }
+        END {
+            if (rps == "" || p50 == "" || p99 == "") exit 1
+            printf "%.1f %.3f %.3f %d %d\n", rps, p50, p99, errs, reqs
+        }' "$1"
+}
+
+target_port() {
+    case "$1" in
+    direct) echo "$APP_PORT" ;;
+    nginx) echo "$NGINX_PORT" ;;
+    unstick) echo "$PROXY_PORT" ;;
+    *) die "unknown target '$1'" ;;
+    esac
+}
+
+# Median of the numbers on stdin (mean of the middle two for an even count).
+median() {
+    sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "nan"; exit }
+        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# ------------------------------------------------------------------- main ----
+
+for v in ROUNDS DURATION CONNECTIONS THREADS WARMUP PROXY_WORKERS; do
+    require_uint "$v" "${!v}"
+done
+((ROUNDS >= 1 && DURATION >= 1 && CONNECTIONS >= 1 && THREADS >= 1 && PROXY_WORKERS >= 1)) ||
+    die "ROUNDS, DURATION, CONNECTIONS, THREADS and PROXY_WORKERS must be >= 1"
+((${#TARGET_LIST[@]} >= 1)) || die "TARGETS is empty"
+for t in "${TARGET_LIST[@]}"; do
+    case "$t" in direct | nginx | unstick) ;; *) die "unknown target '$t' in TARGETS" ;; esac
+done
+[[ "$BENCH_UPSTREAM" == demo || "$BENCH_UPSTREAM" == stub ]] ||
+    die "BENCH_UPSTREAM must be 'demo' or 'stub'"
+if [[ "$BENCH_UPSTREAM" == stub && " ${TARGET_LIST[*]} " == *" unstick "* ]]; then
+    die "the unstick target needs the demo app upstream (BENCH_UPSTREAM=demo)"
+fi
+want_unstick=0
+[[ " ${TARGET_LIST[*]} " == *" unstick "* ]] && want_unstick=1
+
+ensure_tool wrk wrk
+ensure_tool nginx nginx
+ensure_tool curl curl
+ensure_tool python3 python3
+ensure_tool timeout coreutils
+if ((want_unstick)); then
+    ensure_tool redis-server redis-server
+    ensure_tool redis-cli redis-tools
+fi
+
+if [[ "$BENCH_UPSTREAM" == demo ]]; then
+    if [[ "$NO_BUILD" != 1 ]]; then
+        log "cargo build --release"
+        (cd "$REPO_DIR" && cargo build --release --quiet) >&2 || die "cargo build --release failed"
+    fi
+    [[ -x "$UNSTICK_BIN" ]] || die "no unstick binary at $UNSTICK_BIN"
+    "$UNSTICK_BIN" demo-app --help >/dev/null 2>&1 ||
+        die "$UNSTICK_BIN has no 'demo-app' subcommand yet (BENCH_UPSTREAM=stub tests the harness alone)"
+fi
+
+WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/unstick-bench.XXXXXX")"
+ports="$(free_ports 4)" || die "could not pick free ports"
+read -r APP_PORT NGINX_PORT PROXY_PORT REDIS_PORT <<<"$ports"
+
+# --- header: the facts needed to read the numbers
+echo "== unstick benchmark =="
+echo "date:        $(date -u '+%Y-%m-%dT%H:%M:%SZ')"
+echo "machine:     nproc=$(nproc), $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null), kernel $(uname -r)"
+echo "wrk:         $(wrk -v 2>&1 | head -n 1 || true)"
+echo "nginx:       $(nginx -v 2>&1 | head -n 1)"
+if ((want_unstick)); then
+    echo "redis:       $(redis-server --version | awk '{ print $3 }')"
+fi
+if [[ "$BENCH_UPSTREAM" == demo ]]; then
+    echo "unstick:     $("$UNSTICK_BIN" --version 2>/dev/null || echo "$UNSTICK_BIN")"
+    echo "upstream:    unstick demo-app ($HOST:$APP_PORT)"
+else
+    echo "upstream:    STUB nginx 'return 200' ($HOST:$APP_PORT) -- harness test only, not a real result"
+fi
+echo "load:        wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, GET $BENCH_PATH with a $COOKIE_NAME cookie"
+echo "rounds:      $ROUNDS interleaved (${TARGET_LIST[*]}), warm-up ${WARMUP}s per target"
+echo "cpu budget:  nginx worker_processes=$PROXY_WORKERS, unstick TOKIO_WORKER_THREADS=$PROXY_WORKERS"
+echo "             (one proxy core each, to compare like with like; wrk, redis and the"
+echo "             upstream share the same $(nproc) core(s) in every target)"
+echo
+
+# --- start services (the upstream first: both proxies point at it)
+if [[ "$BENCH_UPSTREAM" == demo ]]; then
+    start_bg app "$UNSTICK_BIN" demo-app --listen "$HOST:$APP_PORT" --name a
+    wait_for_port app "$APP_PORT"
+else
+    start_nginx app stub "$APP_PORT"
+fi
+
+if [[ " ${TARGET_LIST[*]} " == *" nginx "* ]]; then
+    start_nginx nginx proxy "$NGINX_PORT" "$APP_PORT"
+fi
+
+SESSION_ID=""
+if ((want_unstick)); then
+    mkdir -p "$WORK_DIR/redis"
+    start_bg redis redis-server --bind "$HOST" --port "$REDIS_PORT" --save "" --appendonly no \
+        --dir "$WORK_DIR/redis" --protected-mode yes
+    wait_for_port redis "$REDIS_PORT"
+
+    write_unstick_conf "$WORK_DIR/unstick.toml" "$PROXY_PORT" "$REDIS_PORT" "$APP_PORT"
+    # RUST_LOG=warn: no per-request logging, as nginx runs with access_log off.
+    start_bg unstick env RUST_LOG="${RUST_LOG:-warn}" TOKIO_WORKER_THREADS="$PROXY_WORKERS" \
+        "$UNSTICK_BIN" serve --config "$WORK_DIR/unstick.toml"
+    wait_for_port unstick "$PROXY_PORT"
+
+    SESSION_ID="$(obtain_session "$PROXY_PORT")"
+    log "session: $COOKIE_NAME=${SESSION_ID:0:12}..."
+else
+    # No unstick: still send a cookie so the request looks the same.
+    SESSION_ID="bench-no-unstick-session"
+fi
+
+for t in "${TARGET_LIST[@]}"; do
+    strict=0
+    [[ "$t" == unstick ]] && strict=1
+    check_target "$t" "$(target_port "$t")" "$strict"
+done
+
+if ((WARMUP > 0)); then
+    for t in "${TARGET_LIST[@]}"; do
+        log "warm-up $t ${WARMUP}s"
+        run_wrk "$(target_port "$t")" "$WARMUP" "$WORK_DIR/warmup-$t.txt"
+    done
+fi
+
+# --- measure. Each round runs every target once; the start target rotates per
+# round so no target always runs first/last (thermal, background drift).
+RESULTS="$WORK_DIR/results.txt" # round target rps p50 p99 errors requests redis_cmds_per_req
+: >"$RESULTS"
+n=${#TARGET_LIST[@]}
+for ((r = 1; r <= ROUNDS; r++)); do
+    for ((k = 0; k < n; k++)); do
+        t="${TARGET_LIST[$(((k + r - 1) % n))]}"
+        port="$(target_port "$t")"
+        raw="$WORK_DIR/wrk-r$r-$t.txt"
+        log "round $r/$ROUNDS: $t (${DURATION}s)"
+        before=""
+        [[ "$t" == unstick ]] && before="$(redis_commands)"
+        run_wrk "$port" "$DURATION" "$raw"
+        parsed="$(parse_wrk "$raw")" || die "could not parse wrk output: $(cat "$raw")"
+        read -r rps p50 p99 errs reqs <<<"$parsed"
+        per_req="-"
+        if [[ "$t" == unstick && -n "$before" ]]; then
+            after="$(redis_commands)"
+            if [[ -n "$after" ]] && ((reqs > 0)); then
+                per_req="$(awk -v a="$after" -v b="$before" -v n="$reqs" 'BEGIN { printf "%.2f", (a - b) / n }')"
+            fi
+        fi
+        echo "$r $t $rps $p50 $p99 $errs $reqs $per_req" >>"$RESULTS"
+    done
+done
+
+# --- report
+printf '%-7s %-8s %12s %10s %10s %8s %10s\n' round target 'req/s' 'p50 ms' 'p99 ms' errors 'redis/req'
+printf '%s\n' '--------------------------------------------------------------------------'
+while read -r r t rps p50 p99 errs _ per_req; do
+    printf '%-7s %-8s %12.1f %10.3f %10.3f %8d %10s\n' "$r" "$t" "$rps" "$p50" "$p99" "$errs" "$per_req"
+done <"$RESULTS"
+printf '%s\n' '--------------------------------------------------------------------------'
+# Median over rounds of column C (3=req/s, 4=p50, 5=p99) for target T.
+col() { awk -v t="$1" -v c="$2" '$2 == t { print $c }' "$RESULTS" | median; }
+declare -A MED_RPS=()
+for t in "${TARGET_LIST[@]}"; do
+    MED_RPS[$t]="$(col "$t" 3)"
+    errs_total="$(awk -v t="$t" '$2 == t { s += $6 } END { print s + 0 }' "$RESULTS")"
+    per_req="-"
+    [[ "$t" == unstick ]] && per_req="$(awk '$2 == "unstick" && $8 != "-" { print $8 }' "$RESULTS" | median)"
+    printf '%-7s %-8s %12.1f %10.3f %10.3f %8d %10s\n' median "$t" "${MED_RPS[$t]}" "$(col "$t" 4)" "$(col "$t" 5)" "$errs_total" "$per_req"
+done
+echo
+
+# Ratios of median throughput; all numbers come from this one run on this machine.
+ratio() { # label numerator-target denominator-target
+    if [[ -n "${MED_RPS[$2]:-}" && -n "${MED_RPS[$3]:-}" ]]; then
+        awk -v a="${MED_RPS[$2]}" -v b="${MED_RPS[$3]}" -v l="$1" \
+            'BEGIN { if (b > 0) printf "%-16s %6.3f\n", l, a / b; else printf "%-16s %6s\n", l, "n/a" }'
+    fi
+}
+echo "throughput ratios (median req/s, same run):"
+ratio "unstick/nginx" unstick nginx
+ratio "unstick/direct" unstick direct
+ratio "nginx/direct" nginx direct
+
+if awk '$6 > 0 { bad = 1 } END { exit !bad }' "$RESULTS"; then
+    echo
+    echo "WARNING: some runs had errors (non-2xx/3xx responses or socket errors); see the errors column."
+fi
+if [[ "$BENCH_UPSTREAM" == stub ]]; then
+    echo
+    echo "NOTE: stub upstream (harness test) -- these numbers say nothing about unstick."
+fi

@@ -1,0 +1,144 @@
+//! The TOML file as written by the operator. Unknown keys are rejected so that a typo is an
+//! error with a line number, not a silently ignored setting. `validate.rs` turns this into
+//! the runtime [`super::Config`].
+
+use super::values::{HumanDuration, Text};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listener: RawListener,
+    pub redis: RawRedis,
+    pub session: RawSession,
+    #[serde(default)]
+    pub identity: RawIdentity,
+    pub upstreams: Vec<RawUpstream>,
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub address: Spanned<Text>,
+    pub shutdown_grace: Option<HumanDuration>,
+    #[serde(default)]
+    pub trust_forwarded_headers: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: Spanned<Text>,
+    pub key_prefix: Option<Spanned<Text>>,
+    pub connect_timeout: Option<HumanDuration>,
+    pub command_timeout: Option<Spanned<HumanDuration>>,
+    pub reconnect_min: Option<HumanDuration>,
+    pub reconnect_max: Option<HumanDuration>,
+    pub pool_size: Option<Spanned<usize>>,
+    pub retry_after: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawIdFormat {
+    Plain,
+    ExpressSigned,
+    JvmRoute,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub cookie: Spanned<Text>,
+    pub id_format: Spanned<RawIdFormat>,
+    #[serde(default)]
+    pub secrets: Vec<Text>,
+    pub idle_timeout: Spanned<HumanDuration>,
+    pub absolute_lifetime: Spanned<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub user_header: Option<Spanned<Text>>,
+    pub roles_header: Option<Spanned<Text>>,
+    pub email_header: Option<Spanned<Text>>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Spanned<RawAttribute>>,
+    #[serde(default)]
+    pub capture: RawCapture,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAttribute {
+    pub header: Text,
+    pub pointer: Text,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawCaptureSource {
+    #[default]
+    Whoami,
+    ResponseHeader,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    #[serde(default)]
+    pub source: RawCaptureSource,
+    pub whoami_path: Option<Spanned<Text>>,
+    pub whoami_timeout: Option<HumanDuration>,
+    pub response_header: Option<Spanned<Text>>,
+    pub user: Option<Text>,
+    pub roles: Option<Text>,
+    pub email: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub name: Spanned<String>,
+    pub instances: Spanned<Vec<RawInstance>>,
+    pub connect_timeout: Option<HumanDuration>,
+    pub response_timeout: Option<HumanDuration>,
+    pub max_idle_per_instance: Option<usize>,
+    pub health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstance {
+    pub name: Spanned<String>,
+    pub url: Spanned<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    pub path: Spanned<Text>,
+    pub interval: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawMode {
+    Redis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub host: Option<Text>,
+    pub path_prefix: Option<Spanned<Text>>,
+    pub upstream: Spanned<String>,
+    pub mode: RawMode,
+    #[serde(default)]
+    pub logout_paths: Vec<Spanned<Text>>,
+}

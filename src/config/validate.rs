@@ -1,0 +1,504 @@
+//! Turns a [`RawConfig`] into a [`Config`], checking what TOML types cannot: references between
+//! sections, header names, URLs, lifetimes. Each error carries the key and its line.
+
+use super::raw::*;
+use super::*;
+use crate::config::values::Text;
+use std::collections::HashSet;
+use std::ops::Range;
+use toml::Spanned;
+
+const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// Parses and validates config text; `path` is only used in messages.
+pub fn parse_config(source: &str, path: &Path) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(source).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    Validator { source, path }.config(raw)
+}
+
+struct Validator<'a> {
+    source: &'a str,
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let line = self.source[..span.start.min(self.source.len())]
+            .matches('\n')
+            .count()
+            + 1;
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn header_name(&self, value: &Spanned<Text>, key: &str) -> Result<HeaderName, ConfigError> {
+        HeaderName::from_bytes(value.get_ref().0.as_bytes()).map_err(|_| {
+            self.err(
+                value.span(),
+                key,
+                format!("{:?} is not a valid header name", value.get_ref().0),
+            )
+        })
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let listener = self.listener(raw.listener)?;
+        let store = self.store(raw.redis)?;
+        let session = self.session(raw.session)?;
+        let identity = self.identity(raw.identity)?;
+        let mut upstreams = Vec::new();
+        for upstream in raw.upstreams {
+            if upstreams
+                .iter()
+                .any(|u: &UpstreamConfig| u.name == *upstream.name.get_ref())
+            {
+                return Err(self.err(
+                    upstream.name.span(),
+                    "upstreams.name",
+                    "two upstreams share this name",
+                ));
+            }
+            upstreams.push(self.upstream(upstream)?);
+        }
+        if raw.routes.is_empty() {
+            return Err(ConfigError::Parse {
+                path: self.path.to_path_buf(),
+                message: "no [[routes]]: add at least one route (e.g. path_prefix = \"/\")".into(),
+            });
+        }
+        let mut routes = Vec::new();
+        for route in raw.routes {
+            routes.push(self.route(route, &upstreams)?);
+        }
+        Ok(Config {
+            listener,
+            store,
+            session,
+            identity,
+            upstreams,
+            routes,
+        })
+    }
+
+    fn listener(&self, raw: RawListener) -> Result<ListenerConfig, ConfigError> {
+        let address = raw.address.get_ref().0.parse().map_err(|_| {
+            self.err(
+                raw.address.span(),
+                "listener.address",
+                "expected an IP address and port, e.g. \"0.0.0.0:8080\"",
+            )
+        })?;
+        Ok(ListenerConfig {
+            address,
+            shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+            trust_forwarded_headers: raw.trust_forwarded_headers,
+        })
+    }
+
+    fn store(&self, raw: RawRedis) -> Result<StoreConfig, ConfigError> {
+        let url_text = raw.url.get_ref().0.trim().to_string();
+        let url = if url_text == "memory://" {
+            StoreUrl::Memory
+        } else if url_text.starts_with("redis://") || url_text.starts_with("rediss://") {
+            fred::types::config::Config::from_url(&url_text).map_err(|e| {
+                self.err(
+                    raw.url.span(),
+                    "redis.url",
+                    format!("not a usable Redis URL: {e}"),
+                )
+            })?;
+            StoreUrl::Redis(url_text)
+        } else {
+            return Err(self.err(
+                raw.url.span(),
+                "redis.url",
+                "expected redis://host:port, rediss://host:port, or memory:// (demo only)",
+            ));
+        };
+        let key_prefix = match raw.key_prefix {
+            Some(prefix) => {
+                let text = prefix.get_ref().0.clone();
+                if text.is_empty() || text.contains(char::is_whitespace) {
+                    return Err(self.err(
+                        prefix.span(),
+                        "redis.key_prefix",
+                        "must be non-empty without spaces, e.g. \"myapp:prod:\"",
+                    ));
+                }
+                text
+            }
+            None => "unstick:".to_string(),
+        };
+        let command_timeout = match raw.command_timeout {
+            Some(t) if t.get_ref().0.is_zero() => {
+                return Err(self.err(
+                    t.span(),
+                    "redis.command_timeout",
+                    "must be greater than zero",
+                ))
+            }
+            Some(t) => t.get_ref().0,
+            None => DEFAULT_COMMAND_TIMEOUT,
+        };
+        let pool_size = match raw.pool_size {
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > 64 => {
+                return Err(self.err(n.span(), "redis.pool_size", "must be between 1 and 64"))
+            }
+            Some(n) => *n.get_ref(),
+            None => 2,
+        };
+        Ok(StoreConfig {
+            url,
+            key_prefix,
+            connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(2), |d| d.0),
+            command_timeout,
+            reconnect_min: raw.reconnect_min.map_or(Duration::from_millis(50), |d| d.0),
+            reconnect_max: raw.reconnect_max.map_or(Duration::from_secs(2), |d| d.0),
+            pool_size,
+            retry_after: raw.retry_after.map_or(Duration::from_secs(1), |d| d.0),
+        })
+    }
+
+    fn session(&self, raw: RawSession) -> Result<SessionConfig, ConfigError> {
+        let cookie_name = raw.cookie.get_ref().0.clone();
+        if cookie_name.is_empty()
+            || cookie_name.contains(|c: char| c.is_whitespace() || "=;,\"".contains(c))
+        {
+            return Err(self.err(
+                raw.cookie.span(),
+                "session.cookie",
+                "not a valid cookie name",
+            ));
+        }
+        let id_format = match raw.id_format.get_ref() {
+            RawIdFormat::Plain => IdFormat::Plain,
+            RawIdFormat::JvmRoute => IdFormat::JvmRoute,
+            RawIdFormat::ExpressSigned => {
+                let secrets: Vec<String> = raw.secrets.into_iter().map(|s| s.0).collect();
+                if secrets.is_empty() || secrets.iter().any(String::is_empty) {
+                    return Err(self.err(
+                        raw.id_format.span(),
+                        "session.secrets",
+                        "express-signed needs `secrets = [\"current\", \"older\", ...]` (the app's secrets, none empty)",
+                    ));
+                }
+                IdFormat::ExpressSigned { secrets }
+            }
+        };
+        let idle_timeout = raw.idle_timeout.get_ref().0;
+        let absolute_lifetime = raw.absolute_lifetime.get_ref().0;
+        if idle_timeout < Duration::from_secs(1) {
+            return Err(self.err(
+                raw.idle_timeout.span(),
+                "session.idle_timeout",
+                "must be at least 1s",
+            ));
+        }
+        if absolute_lifetime < idle_timeout {
+            return Err(self.err(
+                raw.absolute_lifetime.span(),
+                "session.absolute_lifetime",
+                "must not be shorter than session.idle_timeout",
+            ));
+        }
+        Ok(SessionConfig {
+            cookie_name,
+            id_format,
+            idle_timeout,
+            absolute_lifetime,
+        })
+    }
+
+    fn identity(&self, raw: RawIdentity) -> Result<IdentityConfig, ConfigError> {
+        let header = |value: &Option<Spanned<Text>>, key: &str, default: &'static str| match value {
+            Some(v) => self.header_name(v, key),
+            None => Ok(HeaderName::from_static(default)),
+        };
+        let mut headers = IdentityHeaders {
+            user: header(&raw.user_header, "identity.user_header", "x-auth-user")?,
+            roles: header(&raw.roles_header, "identity.roles_header", "x-auth-roles")?,
+            email: header(&raw.email_header, "identity.email_header", "x-auth-email")?,
+            attributes: BTreeMap::new(),
+        };
+        let capture = &raw.capture;
+        let mut mapping = IdentityMapping {
+            user: pointer(capture.user.as_ref(), "/user"),
+            roles: pointer(capture.roles.as_ref(), "/roles"),
+            email: pointer(capture.email.as_ref(), "/email"),
+            attributes: BTreeMap::new(),
+        };
+        for (name, attribute) in &raw.attributes {
+            let key = format!("identity.attributes.{name}");
+            let value = attribute.get_ref();
+            let header = HeaderName::from_bytes(value.header.0.as_bytes()).map_err(|_| {
+                self.err(
+                    attribute.span(),
+                    &key,
+                    "`header` is not a valid header name",
+                )
+            })?;
+            if !value.pointer.0.is_empty() && !value.pointer.0.starts_with('/') {
+                return Err(self.err(
+                    attribute.span(),
+                    &key,
+                    "`pointer` must be a JSON pointer such as \"/tenant\"",
+                ));
+            }
+            headers.attributes.insert(name.clone(), header);
+            mapping
+                .attributes
+                .insert(name.clone(), value.pointer.0.clone());
+        }
+        let mut seen = HashSet::new();
+        for name in headers.owned() {
+            if !seen.insert(crate::proxy::headers::normalize_header_name(name.as_str())) {
+                return Err(ConfigError::Parse {
+                    path: self.path.to_path_buf(),
+                    message: format!("identity header {name} is configured twice"),
+                });
+            }
+        }
+        let capture = match raw.capture.source {
+            RawCaptureSource::Whoami => {
+                let path = match &raw.capture.whoami_path {
+                    Some(p) if !p.get_ref().0.starts_with('/') => {
+                        return Err(self.err(
+                            p.span(),
+                            "identity.capture.whoami_path",
+                            "must start with /",
+                        ))
+                    }
+                    Some(p) => p.get_ref().0.clone(),
+                    None => "/whoami".to_string(),
+                };
+                CaptureSource::Whoami {
+                    path,
+                    timeout: raw
+                        .capture
+                        .whoami_timeout
+                        .map_or(Duration::from_secs(2), |d| d.0),
+                }
+            }
+            RawCaptureSource::ResponseHeader => CaptureSource::ResponseHeader {
+                header: match &raw.capture.response_header {
+                    Some(h) => self.header_name(h, "identity.capture.response_header")?,
+                    None => HeaderName::from_static("x-unstick-identity"),
+                },
+            },
+        };
+        Ok(IdentityConfig {
+            headers,
+            mapping,
+            capture,
+        })
+    }
+
+    fn upstream(&self, raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+        let name = raw.name.get_ref().clone();
+        if raw.instances.get_ref().is_empty() {
+            return Err(self.err(
+                raw.instances.span(),
+                format!("upstreams.{name}.instances"),
+                "needs at least one instance",
+            ));
+        }
+        let mut instances: Vec<InstanceConfig> = Vec::new();
+        for instance in raw.instances.into_inner() {
+            let key = format!("upstreams.{name}.instances.url");
+            let url = &instance.url.get_ref().0;
+            let uri: http::Uri = url.parse().map_err(|_| {
+                self.err(instance.url.span(), &key, format!("{url:?} is not a URL"))
+            })?;
+            if uri.scheme_str() != Some("http") || uri.port_u16().is_none() {
+                return Err(self.err(
+                    instance.url.span(),
+                    &key,
+                    "expected http://host:port (plain HTTP to the app, with a port)",
+                ));
+            }
+            if uri.path() != "/" && !uri.path().is_empty() {
+                return Err(self.err(
+                    instance.url.span(),
+                    &key,
+                    "must not have a path; requests keep their own path",
+                ));
+            }
+            let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+            if instances.iter().any(|i| i.name == *instance.name.get_ref()) {
+                return Err(self.err(
+                    instance.name.span(),
+                    format!("upstreams.{name}.instances.name"),
+                    "two instances share this name",
+                ));
+            }
+            instances.push(InstanceConfig {
+                name: instance.name.into_inner(),
+                authority,
+            });
+        }
+        let health_check = match raw.health_check {
+            Some(check) => {
+                if !check.path.get_ref().0.starts_with('/') {
+                    return Err(self.err(
+                        check.path.span(),
+                        format!("upstreams.{name}.health_check.path"),
+                        "must start with /",
+                    ));
+                }
+                Some(HealthCheckConfig {
+                    path: check.path.into_inner().0,
+                    interval: check.interval.map_or(Duration::from_secs(5), |d| d.0),
+                    timeout: check.timeout.map_or(Duration::from_secs(2), |d| d.0),
+                })
+            }
+            None => None,
+        };
+        Ok(UpstreamConfig {
+            name,
+            instances,
+            connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(2), |d| d.0),
+            response_timeout: raw
+                .response_timeout
+                .map_or(Duration::from_secs(60), |d| d.0),
+            max_idle_per_instance: raw.max_idle_per_instance.unwrap_or(128),
+            health_check,
+        })
+    }
+
+    fn route(
+        &self,
+        raw: RawRoute,
+        upstreams: &[UpstreamConfig],
+    ) -> Result<RouteConfig, ConfigError> {
+        let upstream = raw.upstream.get_ref().clone();
+        if !upstreams.iter().any(|u| u.name == upstream) {
+            let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+            return Err(self.err(
+                raw.upstream.span(),
+                "routes.upstream",
+                format!(
+                    "no upstream named {upstream:?} (known: {})",
+                    known.join(", ")
+                ),
+            ));
+        }
+        let path_prefix = match &raw.path_prefix {
+            Some(p) if !p.get_ref().0.starts_with('/') => {
+                return Err(self.err(p.span(), "routes.path_prefix", "must start with /"))
+            }
+            Some(p) => p.get_ref().0.clone(),
+            None => "/".to_string(),
+        };
+        let mut logout_paths = Vec::new();
+        for path in raw.logout_paths {
+            if !path.get_ref().0.starts_with('/') {
+                return Err(self.err(
+                    path.span(),
+                    "routes.logout_paths",
+                    "each path must start with /",
+                ));
+            }
+            logout_paths.push(path.into_inner().0);
+        }
+        Ok(RouteConfig {
+            host: raw.host.map(|h| h.0.to_ascii_lowercase()),
+            path_prefix,
+            upstream,
+            mode: match raw.mode {
+                RawMode::Redis => Mode::Redis,
+            },
+            logout_paths,
+        })
+    }
+}
+
+fn pointer(value: Option<&Text>, default: &str) -> String {
+    value.map_or_else(|| default.to_string(), |t| t.0.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[listener]
+address = "127.0.0.1:8080"
+
+[redis]
+url = "redis://127.0.0.1:6379"
+
+[session]
+cookie = "connect.sid"
+id_format = "plain"
+idle_timeout = "30m"
+absolute_lifetime = "12h"
+
+[[upstreams]]
+name = "app"
+instances = [{ name = "a", url = "http://127.0.0.1:3001" }]
+
+[[routes]]
+upstream = "app"
+mode = "redis"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        parse_config(text, Path::new("unstick.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.store.command_timeout, Duration::from_millis(250));
+        assert_eq!(config.identity.headers.user.as_str(), "x-auth-user");
+        assert_eq!(config.routes[0].path_prefix, "/");
+        assert_eq!(config.upstreams[0].instances[0].authority, "127.0.0.1:3001");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = MINIMAL.replace("idle_timeout", "idle_timout");
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(message.contains("idle_timout"), "{message}");
+        assert!(message.contains("line 11"), "{message}");
+    }
+
+    #[test]
+    fn bad_reference_names_key_and_line() {
+        let text = MINIMAL.replace("upstream = \"app\"", "upstream = \"ap\"");
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(
+            message.starts_with("unstick.toml:19: `routes.upstream`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let text = MINIMAL.replace("\"30m\"", "\"thirty minutes\"");
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(
+            message.contains("idle_timeout") && message.contains("line 11"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn express_signed_needs_secrets() {
+        let text = MINIMAL.replace("\"plain\"", "\"express-signed\"");
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(message.contains("session.secrets"), "{message}");
+    }
+}

@@ -1,0 +1,310 @@
+//! The bundled "legacy" app: keeps logins in its own process memory, exactly the kind of app
+//! unstick is for. It trusts the identity header only when its own session is empty, which is
+//! how an app is configured for header auth during a migration.
+//!
+//! `POST /login` (form `user`, optional `remember`), `POST /logout`, `GET /me` (JSON
+//! `{"user", "instance"}`), `GET /` (a small page), `GET /healthz`.
+
+use crate::body::{self, Body};
+use crate::config::IdFormat;
+use crate::session::cookie::{express_sign, parse_session_cookie};
+use http::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use rand::distributions::{Alphanumeric, DistString};
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// What `encodeURIComponent` leaves alone (express-session encodes cookie values with it).
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// "Remember me" cookies last this long.
+const REMEMBER_SECONDS: u64 = 30 * 24 * 3600;
+
+#[derive(Debug, Clone)]
+pub struct LegacyAppConfig {
+    /// Shown as `instance` in answers.
+    pub name: String,
+    pub cookie_name: String,
+    /// Sign cookies as express-session does (`s:<id>.<sig>`), with this secret.
+    pub signing_secret: Option<String>,
+    /// The header it trusts for identity when it has no session of its own.
+    pub identity_header: String,
+}
+
+impl LegacyAppConfig {
+    pub fn new(name: &str) -> LegacyAppConfig {
+        LegacyAppConfig {
+            name: name.to_string(),
+            cookie_name: "demo.sid".to_string(),
+            signing_secret: None,
+            identity_header: "x-auth-user".to_string(),
+        }
+    }
+}
+
+struct AppState {
+    config: LegacyAppConfig,
+    /// Session id -> user: lost when the process (or this instance) stops.
+    sessions: Mutex<HashMap<String, String>>,
+}
+
+/// A running instance. Dropping it (or [`LegacyApp::stop`]) closes the listener and every open
+/// connection, like a process exit: its sessions are gone.
+pub struct LegacyApp {
+    pub address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl LegacyApp {
+    pub async fn start(
+        listener: TcpListener,
+        config: LegacyAppConfig,
+    ) -> std::io::Result<LegacyApp> {
+        let address = listener.local_addr()?;
+        let state = Arc::new(AppState {
+            config,
+            sessions: Mutex::default(),
+        });
+        let task = tokio::spawn(accept_loop(listener, state));
+        Ok(LegacyApp { address, task })
+    }
+
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = (&mut { self }.task).await;
+    }
+}
+
+impl Drop for LegacyApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
+    // Connections live in this set so that aborting the app closes them too.
+    let mut connections = JoinSet::new();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, request).await) }
+            });
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        while connections.try_join_next().is_some() {}
+    }
+}
+
+async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+    let wants_html = request
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/me") => {
+            let user = state.current_user(request.headers());
+            state.me(user.as_deref())
+        }
+        (&Method::GET, "/") => {
+            let user = state.current_user(request.headers());
+            state.page(user.as_deref())
+        }
+        (&Method::POST, "/login") => {
+            let form = match read_form(request).await {
+                Ok(form) => form,
+                Err(status) => return text(status, "bad form\n"),
+            };
+            let Some(user) = form.get("user").map(|u| u.trim()).filter(|u| !u.is_empty()) else {
+                return text(StatusCode::BAD_REQUEST, "form field `user` is required\n");
+            };
+            let id = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+            state.sessions_lock().insert(id.clone(), user.to_string());
+            let mut cookie = format!(
+                "{}={}; Path=/; HttpOnly; SameSite=Lax",
+                state.config.cookie_name,
+                state.cookie_value(&id)
+            );
+            if form.contains_key("remember") {
+                cookie.push_str(&format!("; Max-Age={REMEMBER_SECONDS}"));
+            }
+            state.after_form(wants_html, Some(user), cookie)
+        }
+        (&Method::POST, "/logout") => {
+            if let Some(id) = state.own_session_id(request.headers()) {
+                state.sessions_lock().remove(&id);
+            }
+            let cookie = format!("{}=; Path=/; Max-Age=0", state.config.cookie_name);
+            state.after_form(wants_html, None, cookie)
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+impl AppState {
+    fn sessions_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn id_format(&self) -> IdFormat {
+        match &self.config.signing_secret {
+            Some(secret) => IdFormat::ExpressSigned {
+                secrets: vec![secret.clone()],
+            },
+            None => IdFormat::Plain,
+        }
+    }
+
+    fn cookie_value(&self, id: &str) -> String {
+        match &self.config.signing_secret {
+            Some(secret) => {
+                utf8_percent_encode(&express_sign(id, secret), URI_COMPONENT).to_string()
+            }
+            None => id.to_string(),
+        }
+    }
+
+    /// The session id in the request's cookie that this instance knows.
+    fn own_session_id(&self, headers: &HeaderMap) -> Option<String> {
+        let format = self.id_format();
+        let sessions = self.sessions_lock();
+        headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(name, _)| *name == self.config.cookie_name)
+            .filter_map(|(_, value)| parse_session_cookie(value, &format))
+            .map(|id| id.cookie_value().to_string())
+            .map(|value| self.id_from_value(&value))
+            .find(|id| sessions.contains_key(id))
+    }
+
+    fn id_from_value(&self, value: &str) -> String {
+        match &self.config.signing_secret {
+            Some(_) => {
+                let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
+                let signed = decoded.strip_prefix("s:").unwrap_or(&decoded);
+                signed
+                    .rsplit_once('.')
+                    .map_or(signed, |(id, _)| id)
+                    .to_string()
+            }
+            None => value.to_string(),
+        }
+    }
+
+    /// Its own session first; only without one does it trust the identity header.
+    fn current_user(&self, headers: &HeaderMap) -> Option<String> {
+        if let Some(id) = self.own_session_id(headers) {
+            return self.sessions_lock().get(&id).cloned();
+        }
+        headers
+            .get(self.config.identity_header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    }
+
+    fn me(&self, user: Option<&str>) -> Response<Body> {
+        let doc = serde_json::json!({ "user": user, "instance": self.config.name });
+        let mut response = Response::new(body::full(doc.to_string()));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            "application/json".parse().expect("static header"),
+        );
+        response
+    }
+
+    fn after_form(&self, wants_html: bool, user: Option<&str>, cookie: String) -> Response<Body> {
+        let mut response = if wants_html {
+            let mut redirect = Response::new(body::empty());
+            *redirect.status_mut() = StatusCode::SEE_OTHER;
+            redirect
+                .headers_mut()
+                .insert(LOCATION, "/".parse().expect("static header"));
+            redirect
+        } else {
+            self.me(user)
+        };
+        if let Ok(value) = cookie.parse() {
+            response.headers_mut().insert(SET_COOKIE, value);
+        }
+        response
+    }
+
+    fn page(&self, user: Option<&str>) -> Response<Body> {
+        let instance = escape(&self.config.name);
+        let body = match user {
+            Some(user) => format!(
+                "<p>Logged in as <b>{}</b>. This page was served by instance <b>{instance}</b>.</p>\
+                 <form method=post action=/logout><button>Log out</button></form>",
+                escape(user)
+            ),
+            None => format!(
+                "<p>Not logged in. This page was served by instance <b>{instance}</b>.</p>\
+                 <form method=post action=/login><input name=user placeholder=name required> \
+                 <label><input type=checkbox name=remember> remember me</label> <button>Log in</button></form>"
+            ),
+        };
+        let html = format!(
+            "<!doctype html><meta charset=utf-8><title>legacy app</title>\
+             <h1>The legacy app</h1>{body}<p>Reload a few times: each reload may be served by another instance.</p>"
+        );
+        let mut response = Response::new(body::full(html));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            "text/html; charset=utf-8".parse().expect("static header"),
+        );
+        response
+    }
+}
+
+async fn read_form(request: Request<Incoming>) -> Result<HashMap<String, String>, StatusCode> {
+    let bytes = Limited::new(request.into_body(), 16 * 1024)
+        .collect()
+        .await
+        .map_err(|_| StatusCode::PAYLOAD_TOO_LARGE)?
+        .to_bytes();
+    Ok(form_urlencoded::parse(&bytes).into_owned().collect())
+}
+
+fn text(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut response = Response::new(body::full(message));
+    *response.status_mut() = status;
+    response
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,29 @@
+//! unstick: a reverse proxy that moves a legacy web app's sessions into Redis without changing
+//! the app and without logging anyone out.
+//!
+//! Map of the crate (a request flows top to bottom):
+//! - [`config`]: TOML file -> validated [`config::Config`]; `${VAR}` interpolation; errors name key and line.
+//! - [`server`]: listener, accept loop, graceful shutdown; hands each request to the proxy.
+//! - [`runtime`]: one config made live (routes, pools, store); swapped whole on reload.
+//! - [`proxy`]: the request pipeline in one function ([`proxy::Proxy::handle`]) and its steps:
+//!   header hygiene, forwarding, upgrades, error responses.
+//! - [`upstream`]: pools of app instances, health, balancing, pooled keep-alive connections.
+//! - [`session`]: the app's cookie formats, the [`session::SessionRecord`], stores (Redis, memory),
+//!   old stores, resolution by migration mode, capture of logins and logouts.
+//! - [`demo`]: the bundled sticky legacy app and the one-command demo.
+
+pub mod body;
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod runtime;
+pub mod server;
+pub mod session;
+pub mod upstream;
+
+/// Installs the process-wide rustls crypto provider. Call once at start, before any TLS is used:
+/// with more than one provider compiled in, rustls refuses to pick one and panics at first use.
+pub fn install_crypto_provider() {
+    // Err only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,0 +1,289 @@
+//! Header hygiene on the way in and out: hop-by-hop removal (RFC 9110 section 7.6.1), the
+//! identity headers unstick owns (a client can never send its own), and X-Forwarded-*.
+
+use crate::config::IdentityHeaders;
+use crate::session::Identity;
+use http::header::{self, HeaderName, HeaderValue};
+use http::HeaderMap;
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+/// Always hop-by-hop, whether or not `Connection` lists them.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Lower case with `_` read as `-`: many app servers (CGI-style `HTTP_X_AUTH_USER`) cannot
+/// tell `X_Auth_User` from `X-Auth-User`, so neither may pass.
+pub fn normalize_header_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+/// Header names (normalized) that a client must never supply.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedHeaders(HashSet<String>);
+
+impl OwnedHeaders {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a HeaderName>) -> OwnedHeaders {
+        OwnedHeaders(
+            names
+                .into_iter()
+                .map(|n| normalize_header_name(n.as_str()))
+                .collect(),
+        )
+    }
+
+    fn contains(&self, name: &HeaderName) -> bool {
+        let name = name.as_str();
+        if name.contains('_') {
+            self.0.contains(&normalize_header_name(name))
+        } else {
+            self.0.contains(name)
+        }
+    }
+}
+
+/// The protocol a request asks to switch to (`Connection: upgrade` + `Upgrade: x`), if any.
+pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers: the fixed set and every name listed in `Connection`. When
+/// `upgrade` is set (a WebSocket handshake or a 101), `Connection: upgrade` and `Upgrade` are
+/// put back so the next hop sees the handshake.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+    let listed: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+}
+
+/// Removes every copy of every owned identity header, in any case and with `_` for `-`.
+pub fn strip_identity_headers(headers: &mut HeaderMap, owned: &OwnedHeaders) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| owned.contains(n))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+/// Adds the identity headers from a session record. Call after stripping, never before.
+pub fn inject_identity(headers: &mut HeaderMap, names: &IdentityHeaders, identity: &Identity) {
+    let mut set = |name: &HeaderName, value: &str| {
+        // A value that cannot be a header (control characters) is left out, not mangled.
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name.clone(), value);
+        }
+    };
+    set(&names.user, &identity.user);
+    if !identity.roles.is_empty() {
+        set(&names.roles, &identity.roles.join(","));
+    }
+    if let Some(email) = &identity.email {
+        set(&names.email, email);
+    }
+    for (attribute, name) in &names.attributes {
+        if let Some(value) = identity.attributes.get(attribute) {
+            set(name, value);
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For/Proto/Host`. Client-sent values are replaced unless the operator
+/// trusts a proxy in front of unstick, in which case the client address is appended.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: IpAddr,
+    proto: &'static str,
+    host: Option<&str>,
+    trust_client: bool,
+) {
+    let for_name = HeaderName::from_static("x-forwarded-for");
+    let proto_name = HeaderName::from_static("x-forwarded-proto");
+    let host_name = HeaderName::from_static("x-forwarded-host");
+    let client = client_ip.to_string();
+    let chain = match headers.get(&for_name).and_then(|v| v.to_str().ok()) {
+        Some(previous) if trust_client => format!("{previous}, {client}"),
+        _ => client,
+    };
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(for_name, value);
+    }
+    if !(trust_client && headers.contains_key(&proto_name)) {
+        headers.insert(proto_name, HeaderValue::from_static(proto));
+    }
+    if !(trust_client && headers.contains_key(&host_name)) {
+        match host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            Some(value) => {
+                headers.insert(host_name, value);
+            }
+            None => {
+                headers.remove(host_name);
+            }
+        }
+    }
+}
+
+/// HTTP/2 clients may split cookies over several headers (RFC 9113 section 8.2.3); an
+/// HTTP/1.1 app expects one.
+pub fn merge_cookie_headers(headers: &mut HeaderMap) {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if let Ok(value) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> IdentityHeaders {
+        IdentityHeaders {
+            user: HeaderName::from_static("x-auth-user"),
+            roles: HeaderName::from_static("x-auth-roles"),
+            email: HeaderName::from_static("x-auth-email"),
+            attributes: [(
+                "tenant".to_string(),
+                HeaderName::from_static("x-auth-tenant"),
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn strips_every_spelling_and_copy_of_owned_headers() {
+        let owned = OwnedHeaders::new(names().owned());
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("X-Auth-User", "mallory"),
+            ("x-auth-user", "mallory2"),
+            ("X_Auth_User", "mallory3"),
+            ("x_AUTH-roles", "admin"),
+            ("X-Auth-Tenant", "other"),
+            ("x-auth-username", "kept"),
+            ("accept", "*/*"),
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        strip_identity_headers(&mut headers, &owned);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["accept", "x-auth-username"]);
+    }
+
+    #[test]
+    fn connection_listed_names_go_but_cannot_remove_injected_identity() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-auth-user, X-Custom"),
+        );
+        headers.insert("x-custom", HeaderValue::from_static("1"));
+        headers.insert("x-auth-user", HeaderValue::from_static("mallory"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        strip_hop_by_hop(&mut headers, None);
+        strip_identity_headers(&mut headers, &OwnedHeaders::new(names().owned()));
+        let identity = Identity {
+            user: "alice".into(),
+            roles: vec!["admin".into(), "user".into()],
+            email: None,
+            attributes: [("tenant".to_string(), "acme".to_string())].into(),
+        };
+        inject_identity(&mut headers, &names(), &identity);
+        assert!(headers.get("x-custom").is_none());
+        assert!(headers.get(header::TRANSFER_ENCODING).is_none());
+        assert!(headers.get(header::CONNECTION).is_none());
+        assert_eq!(headers["x-auth-user"], "alice");
+        assert_eq!(headers["x-auth-roles"], "admin,user");
+        assert_eq!(headers["x-auth-tenant"], "acme");
+        assert!(headers.get("x-auth-email").is_none());
+    }
+
+    #[test]
+    fn upgrade_handshake_survives_stripping() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let upgrade = requested_upgrade(&headers);
+        assert_eq!(upgrade.as_ref().unwrap(), "websocket");
+        strip_hop_by_hop(&mut headers, upgrade.as_ref());
+        assert_eq!(headers[header::CONNECTION], "upgrade");
+        assert_eq!(headers[header::UPGRADE], "websocket");
+    }
+
+    #[test]
+    fn forwarded_headers_replace_client_values_unless_trusted() {
+        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        set_forwarded(&mut headers, ip, "http", Some("app.example"), false);
+        assert_eq!(headers["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "app.example");
+        let mut trusted = HeaderMap::new();
+        trusted.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+        set_forwarded(&mut trusted, ip, "http", None, true);
+        assert_eq!(trusted["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+    }
+
+    #[test]
+    fn split_cookies_are_merged() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        merge_cookie_headers(&mut headers);
+        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
+        assert_eq!(headers[header::COOKIE], "a=1; b=2");
+    }
+}

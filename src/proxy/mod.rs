@@ -1,0 +1,186 @@
+//! The request pipeline. [`Proxy::handle`] is the whole flow of one request, top to bottom;
+//! each step lives in its own module.
+
+pub mod headers;
+pub mod response;
+mod upgrade;
+
+use crate::body::Body;
+use crate::runtime::Runtime;
+use crate::session::capture::{observe_response, RequestFacts};
+use crate::session::cookie::session_ids_from_request;
+use crate::session::resolve_session;
+use crate::upstream::ForwardError;
+use arc_swap::ArcSwap;
+use http::header::{HOST, UPGRADE, USER_AGENT};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The proxy: the live runtime (swapped whole on reload) and the pipeline over it.
+pub struct Proxy {
+    live: ArcSwap<Runtime>,
+}
+
+impl Proxy {
+    pub fn new(runtime: Runtime) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            live: ArcSwap::from_pointee(runtime),
+        })
+    }
+
+    /// The runtime requests starting now will use.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.live.load_full()
+    }
+
+    /// Swaps in a new runtime; requests in flight finish on the one they started with.
+    pub fn replace(&self, runtime: Runtime) {
+        self.live.store(Arc::new(runtime));
+    }
+
+    /// One request, from the client's bytes to the app and back. `scheme` is the listener's.
+    pub async fn handle(
+        &self,
+        mut request: Request<Incoming>,
+        client: SocketAddr,
+        scheme: &'static str,
+    ) -> Response<Body> {
+        // 1. One snapshot of the config for the whole request, and the route.
+        let runtime = self.runtime();
+        let host = request_host(&request);
+        let Some(route) = runtime.route_for(host.as_deref(), request.uri().path()) else {
+            return response::no_route();
+        };
+        let config = &runtime.config;
+
+        // 2. Header hygiene: hop-by-hop headers out, and every client copy of our identity headers.
+        let upgrade = headers::requested_upgrade(request.headers());
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+        let (mut parts, body) = request.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
+        headers::strip_identity_headers(&mut parts.headers, &runtime.owned_headers);
+
+        // 3. + 4. The app's session cookie -> session id(s) -> the session, by the route's mode.
+        let ids = session_ids_from_request(&parts.headers, &config.session);
+        let session =
+            match resolve_session(&runtime.store, &config.session, route.config.mode, &ids).await {
+                Ok(session) => session,
+                Err(e) => {
+                    // Fail closed: never serve a request that carries a session as anonymous.
+                    tracing::warn!(error = %e, "session lookup failed; answering 503");
+                    return response::retry_later(config.store.retry_after);
+                }
+            };
+
+        // 6. Identity and forwarding headers; an HTTP/1.1 request in origin form for the app.
+        if let Some(session) = &session {
+            headers::inject_identity(
+                &mut parts.headers,
+                &config.identity.headers,
+                &session.record.identity,
+            );
+        }
+        headers::set_forwarded(
+            &mut parts.headers,
+            client.ip(),
+            scheme,
+            host.as_deref(),
+            config.listener.trust_forwarded_headers,
+        );
+        headers::merge_cookie_headers(&mut parts.headers);
+        if let Err(message) = to_origin_form(&mut parts) {
+            return response::bad_request(message);
+        }
+        let facts = RequestFacts {
+            path: parts.uri.path().to_string(),
+            host,
+            user_agent: parts
+                .headers
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
+            client_ip: client.ip(),
+        };
+        let request = Request::from_parts(parts, body.boxed());
+
+        // 5. An instance: round robin over healthy ones (identity travels in the headers).
+        let (mut response, instance) = match route
+            .pool
+            .send(request, None, client_upgrade.is_some())
+            .await
+        {
+            Ok(answer) => answer,
+            Err(e @ ForwardError::Timeout { .. }) => {
+                tracing::warn!(error = %e, "upstream timeout");
+                return response::gateway_timeout();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream failed");
+                return response::bad_gateway();
+            }
+        };
+
+        // 7. The response: logins and logouts, then header hygiene on the way out.
+        let status = response.status();
+        if let Err(e) = observe_response(
+            &runtime,
+            route,
+            &facts,
+            session.as_ref(),
+            &instance,
+            status,
+            response.headers_mut(),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "could not record a login or logout; answering 503");
+            return response::retry_later(config.store.retry_after);
+        }
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        let protocol = switching
+            .then(|| response.headers().get(UPGRADE).cloned())
+            .flatten();
+        headers::strip_hop_by_hop(response.headers_mut(), protocol.as_ref());
+        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+            upgrade::splice(client_upgrade, hyper::upgrade::on(&mut response));
+        }
+        response.map(|body| body.boxed())
+    }
+}
+
+/// The request's host, lower case and without port: from the URI (HTTP/2, absolute form) or
+/// the Host header.
+fn request_host(request: &Request<Incoming>) -> Option<String> {
+    let authority = match request.uri().authority() {
+        Some(authority) => authority.clone(),
+        None => request
+            .headers()
+            .get(HOST)?
+            .to_str()
+            .ok()?
+            .parse::<Authority>()
+            .ok()?,
+    };
+    Some(authority.host().to_ascii_lowercase())
+}
+
+/// The app speaks HTTP/1.1 and expects `GET /path?query` with a Host header.
+fn to_origin_form(parts: &mut http::request::Parts) -> Result<(), &'static str> {
+    if parts.headers.get(HOST).is_none() {
+        let authority = parts.uri.authority().ok_or("Missing Host header.\n")?;
+        let value = HeaderValue::from_str(authority.as_str()).map_err(|_| "Bad Host.\n")?;
+        parts.headers.insert(HOST, value);
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::from(path);
+    parts.version = Version::HTTP_11;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! Responses unstick writes itself. Short plain-text bodies, never cached.
+
+use crate::body::{self, Body};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::{Response, StatusCode};
+use std::time::Duration;
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(body::full(text));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        "text/plain; charset=utf-8".parse().expect("static header"),
+    );
+    headers.insert(CACHE_CONTROL, "no-store".parse().expect("static header"));
+    response
+}
+
+/// The session store cannot answer: the user should retry shortly (never served anonymously).
+pub fn retry_later(retry_after: Duration) -> Response<Body> {
+    let mut response = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Your session could not be checked just now. Please retry in a moment.\n",
+    );
+    let seconds = retry_after.as_secs().max(1);
+    response.headers_mut().insert(
+        RETRY_AFTER,
+        seconds
+            .to_string()
+            .parse()
+            .expect("digits are a header value"),
+    );
+    response
+}
+
+pub fn no_route() -> Response<Body> {
+    plain(StatusCode::NOT_FOUND, "No route for this host and path.\n")
+}
+
+pub fn bad_gateway() -> Response<Body> {
+    plain(
+        StatusCode::BAD_GATEWAY,
+        "The application could not be reached.\n",
+    )
+}
+
+pub fn gateway_timeout() -> Response<Body> {
+    plain(
+        StatusCode::GATEWAY_TIMEOUT,
+        "The application did not answer in time.\n",
+    )
+}
+
+pub fn bad_request(text: &'static str) -> Response<Body> {
+    plain(StatusCode::BAD_REQUEST, text)
+}

@@ -1,0 +1,101 @@
+//! The live state built from one [`Config`]: routes bound to upstream pools, the session
+//! store, the owned header set. A request loads one `Arc<Runtime>` and uses it to the end.
+
+use crate::config::{CaptureSource, Config, RouteConfig};
+use crate::proxy::headers::OwnedHeaders;
+use crate::session::SessionStore;
+use crate::upstream::UpstreamPool;
+use http::HeaderName;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub struct Route {
+    pub config: RouteConfig,
+    pub pool: Arc<UpstreamPool>,
+}
+
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub store: SessionStore,
+    pub routes: Vec<Route>,
+    /// Identity headers no client may send.
+    pub owned_headers: OwnedHeaders,
+    /// Response headers meant for unstick only; removed before the client sees the response.
+    pub internal_response_headers: Vec<HeaderName>,
+}
+
+impl Runtime {
+    /// Builds pools and routes around an existing store. Must run inside the Tokio runtime
+    /// (pools start their health checks).
+    pub fn new(config: Config, store: SessionStore) -> Runtime {
+        let pools: HashMap<&str, Arc<UpstreamPool>> = config
+            .upstreams
+            .iter()
+            .map(|u| (u.name.as_str(), UpstreamPool::new(u)))
+            .collect();
+        let mut routes: Vec<Route> = config
+            .routes
+            .iter()
+            .filter_map(|r| {
+                Some(Route {
+                    config: r.clone(),
+                    pool: pools.get(r.upstream.as_str())?.clone(),
+                })
+            })
+            .collect();
+        // Most specific first: a route for a host before any-host routes, longer prefixes first.
+        routes.sort_by_key(|r| {
+            (
+                r.config.host.is_none(),
+                std::cmp::Reverse(r.config.path_prefix.len()),
+            )
+        });
+        let owned_headers = OwnedHeaders::new(config.identity.headers.owned());
+        let internal_response_headers = match &config.identity.capture {
+            CaptureSource::ResponseHeader { header } => vec![header.clone()],
+            CaptureSource::Whoami { .. } => Vec::new(),
+        };
+        Runtime {
+            config: Arc::new(config),
+            store,
+            routes,
+            owned_headers,
+            internal_response_headers,
+        }
+    }
+
+    /// The route for a request's host (lower case, without port) and path.
+    pub fn route_for(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|route| {
+            let host_matches = match (&route.config.host, host) {
+                (None, _) => true,
+                (Some(want), Some(have)) => want == have,
+                (Some(_), None) => false,
+            };
+            host_matches && path_has_prefix(path, &route.config.path_prefix)
+        })
+    }
+}
+
+/// `/api` matches `/api` and `/api/x` but not `/apiary`.
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_has_prefix;
+
+    #[test]
+    fn prefixes_match_at_segment_boundaries() {
+        assert!(path_has_prefix("/anything", "/"));
+        assert!(path_has_prefix("/api", "/api"));
+        assert!(path_has_prefix("/api/users", "/api"));
+        assert!(!path_has_prefix("/apiary", "/api"));
+        assert!(path_has_prefix("/api/x", "/api/"));
+        assert!(!path_has_prefix("/other", "/api"));
+    }
+}

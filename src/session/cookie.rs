@@ -1,0 +1,389 @@
+//! The app's session cookie: finding it in a request, reading the session id out of its value
+//! in the app's own format, and noticing when a response sets or clears it. The cookie itself
+//! is never rewritten; unstick only reads it.
+
+use crate::config::{IdFormat, SessionConfig};
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use http::header::{COOKIE, SET_COOKIE};
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::time::Duration;
+
+/// More same-named cookies than this in one request are ignored (a browser sends one or two).
+const MAX_CANDIDATES: usize = 4;
+
+/// A session id read from the app's cookie. It is a bearer credential: `Debug` hides it and
+/// nothing stores or logs it; [`SessionId::hash`] is the form that may be kept.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionId {
+    id: String,
+    route: Option<String>,
+    cookie_value: String,
+}
+
+impl SessionId {
+    /// The id's SHA-256, hex: the Redis key and the handle used in logs and the admin API.
+    pub fn hash(&self) -> SessionHash {
+        SessionHash(hex::encode(Sha256::digest(self.id.as_bytes())))
+    }
+
+    /// The instance route carried in the cookie (`<id>.<route>`), if the format has one.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_deref()
+    }
+
+    /// The cookie value exactly as the client sent it (to call the app on the user's behalf).
+    pub fn cookie_value(&self) -> &str {
+        &self.cookie_value
+    }
+}
+
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SessionId({})", self.hash().short())
+    }
+}
+
+/// Hex SHA-256 of a session id. Safe to store and log: it cannot be replayed as a cookie.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct SessionHash(String);
+
+impl SessionHash {
+    /// Accepts a 64-char lower-case hex string (from an operator or the admin API).
+    pub fn parse(text: &str) -> Option<SessionHash> {
+        (text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| SessionHash(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// First 12 hex chars: enough to correlate log lines.
+    pub fn short(&self) -> &str {
+        &self.0[..12]
+    }
+}
+
+impl fmt::Display for SessionHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Every session id the request carries in the app's cookie, in the order sent, that parses
+/// in the configured format. Browsers can send two cookies of one name (host-only and domain,
+/// or two paths); callers try them in this order, so the choice is deterministic.
+pub fn session_ids_from_request(headers: &HeaderMap, session: &SessionConfig) -> Vec<SessionId> {
+    let mut ids: Vec<SessionId> = Vec::new();
+    for header in headers.get_all(COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        for pair in text.split(';') {
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            if name.trim() != session.cookie_name {
+                continue;
+            }
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            if let Some(id) = parse_session_cookie(value, &session.id_format) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+            if ids.len() == MAX_CANDIDATES {
+                return ids;
+            }
+        }
+    }
+    ids
+}
+
+/// Reads the session id from one cookie value; `None` when it is not a valid session cookie
+/// in this format (including a signature that does not verify).
+pub fn parse_session_cookie(value: &str, format: &IdFormat) -> Option<SessionId> {
+    if value.is_empty() || value.len() > 4096 {
+        return None;
+    }
+    let (id, route) = match format {
+        IdFormat::Plain => (value.to_string(), None),
+        IdFormat::JvmRoute => match value.split_once('.') {
+            Some((id, route)) if !route.is_empty() => (id.to_string(), Some(route.to_string())),
+            _ => (value.to_string(), None),
+        },
+        IdFormat::ExpressSigned { secrets } => (verify_express(value, secrets)?, None),
+    };
+    if id.is_empty() {
+        return None;
+    }
+    Some(SessionId {
+        id,
+        route,
+        cookie_value: value.to_string(),
+    })
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// express-session / cookie-signature: the wire value is percent-encoded `s:<id>.<sig>`, `sig`
+/// unpadded standard base64 of HMAC-SHA256(secret, id). `+` is not a space here.
+fn verify_express(value: &str, secrets: &[String]) -> Option<String> {
+    let decoded = percent_encoding::percent_decode_str(value)
+        .decode_utf8()
+        .ok()?;
+    let signed = decoded.strip_prefix("s:")?;
+    let (id, signature) = signed.rsplit_once('.')?;
+    let signature = STANDARD_NO_PAD
+        .decode(signature.trim_end_matches('='))
+        .ok()?;
+    secrets.iter().find_map(|secret| {
+        let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).ok()?;
+        mac.update(id.as_bytes());
+        // verify_slice compares in constant time.
+        mac.verify_slice(&signature).ok().map(|_| id.to_string())
+    })
+}
+
+/// Signs an id as express-session does (`s:<id>.<sig>`, not yet percent-encoded).
+pub fn express_sign(id: &str, secret: &str) -> String {
+    let mut mac =
+        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    mac.update(id.as_bytes());
+    format!(
+        "s:{id}.{}",
+        STANDARD_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// What a response does to the app's session cookie.
+#[derive(Clone, PartialEq, Eq)]
+pub enum CookieChange {
+    /// A value is set (a login, an id regeneration, or the same value re-sent).
+    Set {
+        value: String,
+        /// Max-Age or Expires, when the app gave one (a persistent, "remember me" cookie).
+        lifetime: Option<Duration>,
+    },
+    /// Emptied or expired: the app ended the session.
+    Cleared,
+}
+
+impl fmt::Debug for CookieChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CookieChange::Set { lifetime, .. } => write!(f, "Set {{ lifetime: {lifetime:?} }}"),
+            CookieChange::Cleared => f.write_str("Cleared"),
+        }
+    }
+}
+
+/// The last `Set-Cookie` for the app's cookie in a response, as a [`CookieChange`].
+pub fn session_cookie_change(headers: &HeaderMap, cookie_name: &str) -> Option<CookieChange> {
+    let now = cookie::time::OffsetDateTime::now_utc();
+    let mut change = None;
+    for header in headers.get_all(SET_COOKIE) {
+        let Ok(text) = header.to_str() else { continue };
+        let Ok(parsed) = cookie::Cookie::parse(text) else {
+            continue;
+        };
+        if parsed.name() != cookie_name {
+            continue;
+        }
+        let expires_in = parsed.expires_datetime().map(|at| at - now);
+        let lifetime = parsed.max_age().or(expires_in);
+        change = Some(match lifetime {
+            _ if parsed.value().is_empty() => CookieChange::Cleared,
+            Some(left) if left <= cookie::time::Duration::ZERO => CookieChange::Cleared,
+            _ => CookieChange::Set {
+                value: parsed.value().to_string(),
+                lifetime: lifetime.and_then(|d| Duration::try_from(d).ok()),
+            },
+        });
+    }
+    change
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn session(format: IdFormat) -> SessionConfig {
+        SessionConfig {
+            cookie_name: "connect.sid".into(),
+            id_format: format,
+            idle_timeout: Duration::from_secs(60),
+            absolute_lifetime: Duration::from_secs(600),
+        }
+    }
+
+    fn request(cookies: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for c in cookies {
+            headers.append(COOKIE, HeaderValue::from_str(c).unwrap());
+        }
+        headers
+    }
+
+    const VECTOR_ID: &str = "kAuMTZsG0rGFHBzTdTRxWxg3XvRa4Rg_";
+    const VECTOR_WIRE: &str =
+        "s%3AkAuMTZsG0rGFHBzTdTRxWxg3XvRa4Rg_.EVZ80zzGIOx6wXZyoVdkFMPh7U%2F%2FjOF%2FRhgCOUTTWLA";
+
+    #[test]
+    fn express_test_vector_signs_and_verifies() {
+        assert_eq!(
+            express_sign(VECTOR_ID, "keyboard cat"),
+            "s:kAuMTZsG0rGFHBzTdTRxWxg3XvRa4Rg_.EVZ80zzGIOx6wXZyoVdkFMPh7U//jOF/RhgCOUTTWLA"
+        );
+        let format = IdFormat::ExpressSigned {
+            secrets: vec!["new secret".into(), "keyboard cat".into()],
+        };
+        let id = parse_session_cookie(VECTOR_WIRE, &format).expect("old secret verifies");
+        assert_eq!(id.id, VECTOR_ID);
+        assert_eq!(id.cookie_value(), VECTOR_WIRE);
+    }
+
+    #[test]
+    fn express_rejects_tampering_and_unsigned_values() {
+        let format = IdFormat::ExpressSigned {
+            secrets: vec!["keyboard cat".into()],
+        };
+        let tampered = VECTOR_WIRE.replace("EVZ8", "EVZ9");
+        assert!(parse_session_cookie(&tampered, &format).is_none());
+        let other_id = VECTOR_WIRE.replace("kAuM", "kAuN");
+        assert!(parse_session_cookie(&other_id, &format).is_none());
+        assert!(
+            parse_session_cookie(VECTOR_ID, &format).is_none(),
+            "no s: prefix"
+        );
+        assert!(parse_session_cookie("s%3A", &format).is_none());
+        assert!(parse_session_cookie("s:abc.%%%", &format).is_none());
+        // `+` must not be read as a space: a signature with `+` still verifies exactly.
+        let with_plus = express_sign("id+x", "k");
+        let format = IdFormat::ExpressSigned {
+            secrets: vec!["k".into()],
+        };
+        assert_eq!(
+            parse_session_cookie(&with_plus, &format).unwrap().id,
+            "id+x"
+        );
+    }
+
+    #[test]
+    fn jvm_route_splits_at_first_dot() {
+        let id = parse_session_cookie(
+            "0123456789ABCDEF0123456789ABCDEF.node1",
+            &IdFormat::JvmRoute,
+        )
+        .unwrap();
+        assert_eq!(id.id, "0123456789ABCDEF0123456789ABCDEF");
+        assert_eq!(id.route(), Some("node1"));
+        let same = parse_session_cookie(
+            "0123456789ABCDEF0123456789ABCDEF.node2",
+            &IdFormat::JvmRoute,
+        )
+        .unwrap();
+        assert_eq!(
+            id.hash(),
+            same.hash(),
+            "the route is not part of the session's identity"
+        );
+    }
+
+    #[test]
+    fn finds_cookie_among_others_and_across_headers_in_order() {
+        let config = session(IdFormat::Plain);
+        let headers = request(&[
+            "a=1; connect.sid=first",
+            "connect.sid=\"second\"; b=2",
+            "connect.sid=first",
+        ]);
+        let ids = session_ids_from_request(&headers, &config);
+        assert_eq!(
+            ids.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            ["first", "second"]
+        );
+    }
+
+    #[test]
+    fn malformed_cookie_headers_yield_nothing() {
+        let config = session(IdFormat::Plain);
+        for junk in [
+            "",
+            ";;;",
+            "connect.sid",
+            "connect.sid=",
+            "=x",
+            "connect.sid ; =;",
+        ] {
+            assert!(
+                session_ids_from_request(&request(&[junk]), &config).is_empty(),
+                "{junk:?}"
+            );
+        }
+        let mut headers = HeaderMap::new();
+        headers.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"connect.sid=\xff\xfe").unwrap(),
+        );
+        assert!(session_ids_from_request(&headers, &config).is_empty());
+    }
+
+    #[test]
+    fn debug_never_shows_the_raw_id() {
+        let id = parse_session_cookie("supersecretvalue", &IdFormat::Plain).unwrap();
+        assert!(!format!("{id:?}").contains("supersecret"));
+        assert_eq!(SessionHash::parse(id.hash().as_str()), Some(id.hash()));
+        assert_eq!(SessionHash::parse("xyz"), None);
+    }
+
+    #[test]
+    fn set_cookie_changes() {
+        let mut headers = HeaderMap::new();
+        headers.append(SET_COOKIE, HeaderValue::from_static("other=1; Path=/"));
+        assert_eq!(session_cookie_change(&headers, "connect.sid"), None);
+        headers.append(
+            SET_COOKIE,
+            HeaderValue::from_static("connect.sid=abc; Path=/; HttpOnly"),
+        );
+        assert_eq!(
+            session_cookie_change(&headers, "connect.sid"),
+            Some(CookieChange::Set {
+                value: "abc".into(),
+                lifetime: None
+            })
+        );
+        let persistent = HeaderMap::from_iter([(
+            SET_COOKIE,
+            HeaderValue::from_static("connect.sid=abc; Max-Age=2592000"),
+        )]);
+        assert_eq!(
+            session_cookie_change(&persistent, "connect.sid"),
+            Some(CookieChange::Set {
+                value: "abc".into(),
+                lifetime: Some(Duration::from_secs(2_592_000))
+            })
+        );
+        for cleared in [
+            "connect.sid=; Path=/",
+            "connect.sid=abc; Max-Age=0",
+            "connect.sid=abc; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+        ] {
+            let headers = HeaderMap::from_iter([(SET_COOKIE, HeaderValue::from_static(cleared))]);
+            assert_eq!(
+                session_cookie_change(&headers, "connect.sid"),
+                Some(CookieChange::Cleared),
+                "{cleared}"
+            );
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! What unstick keeps per session: who the user is and a little metadata for operators.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The identity injected into requests as headers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub user: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Attribute name (from `[identity.attributes]`) -> value.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// One session as stored, keyed by the hash of its id (never the id itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub identity: Identity,
+    /// Unix milliseconds.
+    pub created_ms: u64,
+    /// Unix milliseconds after which the session is over, however active.
+    pub expires_ms: u64,
+    /// Idle timeout of this session (a "remember me" cookie can make it longer than the default).
+    pub idle_ms: u64,
+    /// The instance that saw the login.
+    #[serde(default)]
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    #[serde(default)]
+    pub client_ip: Option<String>,
+}
+
+impl SessionRecord {
+    /// Milliseconds this record may still live if unused from `now_ms` on.
+    pub fn ttl_ms(&self, now_ms: u64, touch_interval: Duration) -> u64 {
+        let idle = self.idle_ms + touch_interval.as_millis() as u64;
+        idle.min(self.expires_ms.saturating_sub(now_ms))
+    }
+}
+
+/// Current Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,99 @@
+//! Where session records live: Redis in production, process memory for the demo only.
+//! Both give the same semantics: a sliding idle TTL renewed at most once per touch interval,
+//! and a hard absolute expiry.
+
+mod memory;
+mod redis;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+use super::cookie::SessionHash;
+use super::record::SessionRecord;
+use crate::config::{StoreConfig, StoreUrl};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store did not answer in time or at all; the caller fails closed.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The session store of a running proxy (one per process, shared by all routes).
+#[derive(Clone)]
+pub enum SessionStore {
+    Redis(RedisStore),
+    Memory(MemoryStore),
+}
+
+impl SessionStore {
+    /// Builds the store. Redis is connected in the background: a Redis that is down at start
+    /// is reported, and requests with a session get a 503 until it is reachable.
+    pub async fn connect(config: &StoreConfig) -> Result<SessionStore, StoreError> {
+        match &config.url {
+            StoreUrl::Redis(url) => {
+                Ok(SessionStore::Redis(RedisStore::connect(url, config).await?))
+            }
+            StoreUrl::Memory => {
+                tracing::warn!(
+                    "SESSION STORE IS PROCESS MEMORY (memory://): sessions are lost on restart and not shared \
+                     between proxies. For the demo and local trials only; use redis:// in production."
+                );
+                Ok(SessionStore::Memory(MemoryStore::new(&config.key_prefix)))
+            }
+        }
+    }
+
+    /// Loads a live session and renews its idle timeout when the last renewal is older than
+    /// `touch_interval`: one round trip.
+    pub async fn load(
+        &self,
+        hash: &SessionHash,
+        now_ms: u64,
+        touch_interval: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.load(hash, now_ms, touch_interval).await,
+            SessionStore::Memory(store) => Ok(store.load(hash, now_ms, touch_interval)),
+        }
+    }
+
+    /// Writes a session with its TTL.
+    pub async fn save(
+        &self,
+        hash: &SessionHash,
+        record: &SessionRecord,
+        now_ms: u64,
+        touch_interval: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.save(hash, record, now_ms, touch_interval).await,
+            SessionStore::Memory(store) => {
+                store.save(hash, record, now_ms, touch_interval);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a session; `true` when it existed.
+    pub async fn delete(&self, hash: &SessionHash) -> Result<bool, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.delete(hash).await,
+            SessionStore::Memory(store) => Ok(store.delete(hash)),
+        }
+    }
+
+    /// The full key of a session, for operators and tests.
+    pub fn key(&self, hash: &SessionHash) -> String {
+        match self {
+            SessionStore::Redis(store) => store.key(hash),
+            SessionStore::Memory(store) => store.key(hash),
+        }
+    }
+}
+
+/// Key layout, shared by both stores: `<prefix>s:<sha256 hex of the id>`.
+pub(crate) fn session_key(prefix: &str, hash: &SessionHash) -> String {
+    format!("{prefix}s:{hash}")
+}

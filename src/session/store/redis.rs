@@ -1,0 +1,173 @@
+//! Sessions in Redis through one fred client pool per process.
+//!
+//! A session is one hash at `<prefix>s:<sha256(id)>` with fields `rec` (JSON record), `seen`,
+//! `abs` and `idle` (ms). Reads and renewals are single-key Lua scripts: one round trip, and
+//! valid on Redis Cluster.
+
+use super::{session_key, StoreError};
+use crate::config::StoreConfig;
+use crate::session::cookie::SessionHash;
+use crate::session::record::SessionRecord;
+use fred::prelude::*;
+use fred::types::config::{
+    ConnectionConfig, PerformanceConfig, ReconnectPolicy, UnresponsiveConfig,
+};
+use fred::types::scripts::Script;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Returns the record and renews the TTL when the last renewal is older than ARGV[2] ms.
+/// ARGV: now_ms, touch_ms. The TTL is the idle timeout plus the touch interval (so a session
+/// in use never dies early), capped by the absolute expiry.
+const LOAD_AND_TOUCH: &str = r#"
+local v = redis.call('HMGET', KEYS[1], 'rec', 'seen', 'abs', 'idle')
+if not v[1] then return false end
+local now = tonumber(ARGV[1])
+local touch = tonumber(ARGV[2])
+local abs = tonumber(v[3]) or 0
+if now >= abs then
+  redis.call('DEL', KEYS[1])
+  return false
+end
+if now - (tonumber(v[2]) or 0) >= touch then
+  redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], math.floor(math.min((tonumber(v[4]) or 0) + touch, abs - now)))
+end
+return v[1]
+"#;
+
+/// ARGV: rec, now_ms, abs_ms, idle_ms, ttl_ms.
+const SAVE: &str = r#"
+redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'seen', ARGV[2], 'abs', ARGV[3], 'idle', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"#;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    pool: Pool,
+    prefix: Arc<str>,
+    load_script: Arc<Script>,
+    save_script: Arc<Script>,
+}
+
+fn unavailable(error: Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl RedisStore {
+    pub async fn connect(url: &str, config: &StoreConfig) -> Result<RedisStore, StoreError> {
+        let mut redis_config = Config::from_url(url).map_err(unavailable)?;
+        // Keep retrying the first connection too: the proxy must start (and serve requests
+        // without sessions) while Redis is down, and recover on its own.
+        redis_config.fail_fast = false;
+        let reconnect = ReconnectPolicy::new_exponential(
+            0,
+            config.reconnect_min.as_millis().max(1) as u32,
+            config.reconnect_max.as_millis().max(1) as u32,
+            2,
+        );
+        let pool = Builder::from_config(redis_config)
+            .with_performance_config(|perf: &mut PerformanceConfig| {
+                perf.default_command_timeout = config.command_timeout;
+            })
+            .with_connection_config(|conn: &mut ConnectionConfig| {
+                conn.connection_timeout = config.connect_timeout;
+                conn.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
+                // A Redis that stops answering (paused, network black hole) is dropped and
+                // reconnected rather than queued behind forever.
+                conn.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(config.command_timeout.max(Duration::from_millis(500)) * 4),
+                    interval: Duration::from_millis(250),
+                };
+                // Commands wait for a reconnect only within their own timeout.
+                conn.max_command_attempts = 1;
+            })
+            .set_policy(reconnect)
+            .build_pool(config.pool_size)
+            .map_err(unavailable)?;
+        pool.connect();
+        match tokio::time::timeout(config.connect_timeout, pool.wait_for_connect()).await {
+            Ok(Ok(())) => tracing::info!("connected to Redis"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Redis not reachable yet; retrying in the background")
+            }
+            Err(_) => tracing::warn!("Redis not reachable yet; retrying in the background"),
+        }
+        Ok(RedisStore {
+            pool,
+            prefix: Arc::from(config.key_prefix.as_str()),
+            load_script: Arc::new(Script::from_lua(LOAD_AND_TOUCH)),
+            save_script: Arc::new(Script::from_lua(SAVE)),
+        })
+    }
+
+    pub fn key(&self, hash: &SessionHash) -> String {
+        session_key(&self.prefix, hash)
+    }
+
+    /// The client pool, for commands outside the session hot path (checks, admin).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub async fn load(
+        &self,
+        hash: &SessionHash,
+        now_ms: u64,
+        touch: Duration,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let key = self.key(hash);
+        let raw: Option<String> = self
+            .load_script
+            .evalsha_with_reload(
+                self.pool.next(),
+                key,
+                vec![now_ms.to_string(), touch.as_millis().to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(raw) = raw else { return Ok(None) };
+        match serde_json::from_str(&raw) {
+            Ok(record) => Ok(Some(record)),
+            Err(e) => {
+                // Unreadable (written by an incompatible version, or by hand): treat as no session.
+                tracing::warn!(session = hash.short(), error = %e, "unreadable session record; ignoring it");
+                Ok(None)
+            }
+        }
+    }
+
+    pub async fn save(
+        &self,
+        hash: &SessionHash,
+        record: &SessionRecord,
+        now_ms: u64,
+        touch: Duration,
+    ) -> Result<(), StoreError> {
+        let json =
+            serde_json::to_string(record).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let ttl = record.ttl_ms(now_ms, touch).max(1);
+        let _: i64 = self
+            .save_script
+            .evalsha_with_reload(
+                self.pool.next(),
+                self.key(hash),
+                vec![
+                    json,
+                    now_ms.to_string(),
+                    record.expires_ms.to_string(),
+                    record.idle_ms.to_string(),
+                    ttl.to_string(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, hash: &SessionHash) -> Result<bool, StoreError> {
+        let removed: i64 = self.pool.del(self.key(hash)).await.map_err(unavailable)?;
+        Ok(removed > 0)
+    }
+}

@@ -1,0 +1,281 @@
+//! The app's instances: which are healthy, which one takes a request (round robin, or the
+//! preferred instance while it is healthy), and sending a request with retry when it was
+//! never sent (refused connection, stale keep-alive).
+
+mod connection;
+
+pub use connection::ConnectError;
+
+use crate::body::{self, Body};
+use crate::config::{HealthCheckConfig, UpstreamConfig};
+use connection::ConnectionPool;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// How long an instance that refused a connection is skipped (when others are available).
+const DOWN_COOLDOWN: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// Nothing was sent: every instance refused or could not be reached.
+    #[error("no instance of upstream {upstream} could be reached (last: {last})")]
+    Unreachable { upstream: String, last: String },
+    /// The request was (maybe partly) sent and then the connection failed: not safe to retry.
+    #[error("upstream {instance} failed: {source}")]
+    Failed {
+        instance: String,
+        source: hyper::Error,
+    },
+    /// No response head within the upstream's response timeout.
+    #[error("upstream {instance} did not answer within {timeout:?}")]
+    Timeout { instance: String, timeout: Duration },
+}
+
+/// One app instance.
+pub struct Instance {
+    pub name: String,
+    pub authority: String,
+    connections: ConnectionPool,
+    /// Milliseconds since the pool's epoch until which this instance counts as down; 0 = up.
+    down_until_ms: AtomicU64,
+}
+
+/// The instances of one `[[upstreams]]` entry.
+pub struct UpstreamPool {
+    pub name: String,
+    instances: Vec<Arc<Instance>>,
+    next: AtomicUsize,
+    epoch: Instant,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl UpstreamPool {
+    /// Builds the pool and, when configured, starts its active health check (which stops when
+    /// the pool is dropped).
+    pub fn new(config: &UpstreamConfig) -> Arc<UpstreamPool> {
+        let pool = Arc::new(UpstreamPool {
+            name: config.name.clone(),
+            instances: config
+                .instances
+                .iter()
+                .map(|i| {
+                    Arc::new(Instance {
+                        name: i.name.clone(),
+                        authority: i.authority.clone(),
+                        connections: ConnectionPool::new(
+                            i.authority.clone(),
+                            config.max_idle_per_instance,
+                        ),
+                        down_until_ms: AtomicU64::new(0),
+                    })
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+        });
+        if let Some(check) = &config.health_check {
+            tokio::spawn(health_check_loop(Arc::downgrade(&pool), check.clone()));
+        }
+        pool
+    }
+
+    pub fn instances(&self) -> &[Arc<Instance>] {
+        &self.instances
+    }
+
+    pub fn instance(&self, name: &str) -> Option<&Arc<Instance>> {
+        self.instances.iter().find(|i| i.name == name)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn is_healthy(&self, instance: &Instance) -> bool {
+        instance.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+    }
+
+    fn mark_down(&self, instance: &Instance, for_how_long: Duration) {
+        let until = self.now_ms() + for_how_long.as_millis() as u64;
+        instance.down_until_ms.store(until, Ordering::Relaxed);
+    }
+
+    fn mark_up(&self, instance: &Instance) {
+        instance.down_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// The order in which instances are tried: the preferred one first when healthy, then the
+    /// healthy ones round robin, then the ones marked down (their mark may be stale; trying
+    /// them beats failing the request).
+    fn candidates(&self, preferred: Option<&str>) -> Vec<Arc<Instance>> {
+        let count = self.instances.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut order: Vec<Arc<Instance>> = Vec::with_capacity(count);
+        if let Some(instance) = preferred.and_then(|name| self.instance(name)) {
+            if self.is_healthy(instance) {
+                order.push(instance.clone());
+            }
+        }
+        let rotated = (0..count).map(|i| &self.instances[(start + i) % count]);
+        let (up, down): (Vec<_>, Vec<_>) = rotated.partition(|i| self.is_healthy(i));
+        for instance in up.into_iter().chain(down) {
+            if !order.iter().any(|o| Arc::ptr_eq(o, instance)) {
+                order.push(instance.clone());
+            }
+        }
+        order
+    }
+
+    /// Sends a request to the preferred instance when healthy, else any healthy one. A request
+    /// that was never sent moves on to the next instance; one that was sent is not retried.
+    /// `upgrade` requests get a connection of their own that is never pooled.
+    pub async fn send(
+        &self,
+        request: Request<Body>,
+        preferred: Option<&str>,
+        upgrade: bool,
+    ) -> Result<(Response<Incoming>, Arc<Instance>), ForwardError> {
+        let mut request = request;
+        let mut last_error = String::from("no instance tried");
+        for instance in self.candidates(preferred) {
+            // A pooled connection may have been closed by the app just now; then the request
+            // comes back unsent and is tried once more on a fresh connection to the same instance.
+            let mut pooled = if upgrade {
+                None
+            } else {
+                instance.connections.take_idle()
+            };
+            loop {
+                let reused = pooled.is_some();
+                let mut sender = match pooled.take() {
+                    Some(sender) => sender,
+                    None => match instance.connections.connect(self.connect_timeout).await {
+                        Ok(sender) => sender,
+                        Err(e) => {
+                            tracing::warn!(upstream = %self.name, instance = %instance.name, error = %e, "instance unreachable; trying another");
+                            self.mark_down(&instance, DOWN_COOLDOWN);
+                            last_error = e.to_string();
+                            break;
+                        }
+                    },
+                };
+                let sent =
+                    tokio::time::timeout(self.response_timeout, sender.try_send_request(request))
+                        .await;
+                match sent {
+                    Err(_) => {
+                        return Err(ForwardError::Timeout {
+                            instance: instance.name.clone(),
+                            timeout: self.response_timeout,
+                        })
+                    }
+                    Ok(Ok(response)) => {
+                        if !upgrade {
+                            instance.connections.put_back(sender);
+                        }
+                        return Ok((response, instance));
+                    }
+                    Ok(Err(mut error)) => match error.take_message() {
+                        Some(unsent) => {
+                            request = unsent;
+                            last_error = error.into_error().to_string();
+                            if reused {
+                                continue;
+                            }
+                            self.mark_down(&instance, DOWN_COOLDOWN);
+                            break;
+                        }
+                        None => {
+                            return Err(ForwardError::Failed {
+                                instance: instance.name.clone(),
+                                source: error.into_error(),
+                            })
+                        }
+                    },
+                }
+            }
+        }
+        Err(ForwardError::Unreachable {
+            upstream: self.name.clone(),
+            last: last_error,
+        })
+    }
+
+    /// Sends a request to one given instance (login capture, old-store lookups), bounded by
+    /// `timeout`. No retry elsewhere: the answer must come from that instance.
+    pub async fn send_to(
+        &self,
+        instance: &Instance,
+        request: Request<Body>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, ForwardError> {
+        let attempt = async {
+            let mut sender = match instance.connections.take_idle() {
+                Some(sender) => sender,
+                None => instance
+                    .connections
+                    .connect(self.connect_timeout)
+                    .await
+                    .map_err(|e| ForwardError::Unreachable {
+                        upstream: self.name.clone(),
+                        last: e.to_string(),
+                    })?,
+            };
+            let response =
+                sender
+                    .send_request(request)
+                    .await
+                    .map_err(|source| ForwardError::Failed {
+                        instance: instance.name.clone(),
+                        source,
+                    })?;
+            instance.connections.put_back(sender);
+            Ok(response)
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or(Err(ForwardError::Timeout {
+                instance: instance.name.clone(),
+                timeout,
+            }))
+    }
+}
+
+/// Probes each instance every `interval`; a non-2xx/3xx answer or no answer marks it down
+/// until the next probe succeeds. Stops when the pool is gone (replaced by a reload).
+async fn health_check_loop(pool: Weak<UpstreamPool>, check: HealthCheckConfig) {
+    let mut ticker = tokio::time::interval(check.interval);
+    loop {
+        ticker.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        for instance in pool.instances.clone() {
+            let request = Request::get(check.path.as_str())
+                .header(http::header::HOST, instance.authority.as_str())
+                .header("user-agent", "unstick-health-check")
+                .body(body::empty());
+            let Ok(request) = request else { continue };
+            let healthy = match pool.send_to(&instance, request, check.timeout).await {
+                Ok(response) => {
+                    response.status().is_success() || response.status().is_redirection()
+                }
+                Err(_) => false,
+            };
+            let was_healthy = pool.is_healthy(&instance);
+            if healthy {
+                pool.mark_up(&instance);
+            } else {
+                // Down until a later probe says otherwise.
+                pool.mark_down(&instance, Duration::from_secs(365 * 24 * 3600));
+            }
+            if healthy != was_healthy {
+                tracing::warn!(upstream = %pool.name, instance = %instance.name, healthy, "instance health changed");
+            }
+        }
+    }
+}
