@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
                 .with_context(|| format!("cannot listen on {address}"))?;
+            let address = listener.local_addr().unwrap_or(address);
             let store = SessionStore::connect(&config.store).await?;
             let proxy = Proxy::new(Runtime::new(config, store));
             tracing::info!(%address, "unstick listening");

@@ -107,10 +107,16 @@ impl Proxy {
         };
         let request = Request::from_parts(parts, body.boxed());
 
-        // 5. An instance: round robin over healthy ones (identity travels in the headers).
+        // 5. An instance: round robin over healthy ones (identity travels in the headers). A
+        //    logout goes to the instance that saw the login, so the app's own copy ends too.
+        let is_logout = route.config.logout_paths.contains(&facts.path);
+        let preferred = session
+            .as_ref()
+            .filter(|_| is_logout)
+            .and_then(|s| s.record.origin.as_deref());
         let (mut response, instance) = match route
             .pool
-            .send(request, None, client_upgrade.is_some())
+            .send(request, preferred, client_upgrade.is_some())
             .await
         {
             Ok(answer) => answer,

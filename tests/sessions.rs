@@ -1,0 +1,463 @@
+//! A user's session through unstick in `redis` mode: login, hops between instances, restarts,
+//! logout, expiry, signed cookies, and identity headers nobody can forge.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+use unstick::demo::LegacyAppConfig;
+
+#[tokio::test]
+async fn login_on_one_instance_holds_on_every_instance() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let proxy = ProxyProcess::start(&ProxyConfig::new(
+        &redis.url(),
+        &[("a", a.address), ("b", b.address)],
+    ))
+    .await;
+
+    let mut alice = Browser::new();
+    let answer = alice.login(&proxy, "alice").await;
+    assert_eq!(answer["user"], "alice");
+
+    let mut instances = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let (status, user, instance) = alice.me(&proxy).await;
+        assert_eq!(status, 200);
+        assert_eq!(user.as_deref(), Some("alice"));
+        instances.insert(instance.unwrap());
+    }
+    assert_eq!(
+        instances.len(),
+        2,
+        "round robin reached both instances: {instances:?}"
+    );
+
+    // Redis holds the session under the hash of its id, never the id itself.
+    let id = alice.cookie_value();
+    let keys = redis.keys("*").await;
+    assert_eq!(keys, vec![format!("test:s:{}", session_hash(&id))]);
+    let client = redis.client().await;
+    let stored: std::collections::HashMap<String, String> =
+        fred::interfaces::HashesInterface::hgetall(&client, &keys[0])
+            .await
+            .unwrap();
+    assert!(stored["rec"].contains("\"user\":\"alice\""));
+    assert!(
+        stored.values().all(|v| !v.contains(&id)),
+        "raw id stored: {stored:?}"
+    );
+    assert!(!proxy.logs().contains(&id), "raw session id in the logs");
+}
+
+#[tokio::test]
+async fn two_users_at_once_never_mix() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let proxy = ProxyProcess::start(&ProxyConfig::new(
+        &redis.url(),
+        &[("a", a.address), ("b", b.address)],
+    ))
+    .await;
+
+    let mut alice = Browser::new();
+    let mut bob = Browser::new();
+    alice.login(&proxy, "alice").await;
+    bob.login(&proxy, "bob").await;
+    let anonymous = Browser::new();
+    for _ in 0..6 {
+        let (alice_seen, bob_seen, nobody) =
+            tokio::join!(alice.me(&proxy), bob.me(&proxy), anonymous.me(&proxy));
+        assert_eq!(alice_seen.1.as_deref(), Some("alice"));
+        assert_eq!(bob_seen.1.as_deref(), Some("bob"));
+        assert_eq!(nobody.1, None);
+    }
+}
+
+#[tokio::test]
+async fn restarting_every_instance_keeps_the_login() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let (a_address, b_address) = (a.address, b.address);
+    let proxy = ProxyProcess::start(&ProxyConfig::new(
+        &redis.url(),
+        &[("a", a_address), ("b", b_address)],
+    ))
+    .await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+
+    // A rolling deploy: each instance restarts, losing its in-memory sessions.
+    a.stop().await;
+    let (_, user, instance) = alice.me(&proxy).await;
+    assert_eq!(
+        (user.as_deref(), instance.as_deref()),
+        (Some("alice"), Some("b")),
+        "while a is down"
+    );
+    let _a = legacy_app_with(LegacyAppConfig::new("a"), Some(a_address)).await;
+    b.stop().await;
+    let _b = legacy_app_with(LegacyAppConfig::new("b"), Some(b_address)).await;
+
+    for _ in 0..4 {
+        let (status, user, _) = alice.me(&proxy).await;
+        assert_eq!((status, user.as_deref()), (200, Some("alice")));
+    }
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_everywhere() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let proxy = ProxyProcess::start(&ProxyConfig::new(
+        &redis.url(),
+        &[("a", a.address), ("b", b.address)],
+    ))
+    .await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    let stale_cookie = alice.cookie.clone();
+    alice.me(&proxy).await;
+
+    assert_eq!(alice.logout(&proxy).await, 200);
+    assert_eq!(alice.cookie, None, "the app cleared its cookie");
+    assert!(
+        redis.keys("test:s:*").await.is_empty(),
+        "session deleted from Redis"
+    );
+
+    // Even a client that keeps sending the old cookie is anonymous on every instance: the
+    // logout went to the instance that held the login, so no copy survives anywhere.
+    let replay = Browser {
+        cookie: stale_cookie,
+        ..Browser::new()
+    };
+    for _ in 0..4 {
+        let (status, user, _) = replay.me(&proxy).await;
+        assert_eq!((status, user), (200, None));
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_cleared_by_the_app_deletes_the_session() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address)]);
+    config.route_extra = String::new(); // no logout path: only the cleared cookie tells
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    assert_eq!(redis.keys("test:s:*").await.len(), 1);
+    alice.logout(&proxy).await;
+    assert!(redis.keys("test:s:*").await.is_empty());
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_and_used_ones_slide() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    config.idle_timeout = "2s".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+
+    // Used every 0.7 s for 4 s: twice the idle timeout, still logged in.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert_eq!(alice.me(&proxy).await.1.as_deref(), Some("alice"));
+    }
+    // Then left alone past the idle timeout (plus its renewal slack).
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let (status, user, instance) = alice.me(&proxy).await;
+    assert_eq!(status, 200);
+    // The instance that saw the login still remembers it in memory; any other does not.
+    // Ask until the other instance answers, which shows the proxy no longer vouches for alice.
+    let other = if instance.as_deref() == Some("a") {
+        alice.me(&proxy).await
+    } else {
+        (status, user, instance)
+    };
+    assert_eq!(other.2.as_deref(), Some("b"));
+    assert_eq!(other.1, None, "idle session still accepted");
+    assert!(
+        redis.keys("test:s:*").await.is_empty(),
+        "idle session still in Redis"
+    );
+}
+
+#[tokio::test]
+async fn absolute_lifetime_ends_even_an_active_session() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
+    config.cookie = "sid".into();
+    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    config.idle_timeout = "2s".into();
+    config.absolute_lifetime = "3s".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let browser = reqwest::Client::new();
+    let login = browser
+        .post(proxy.url("/login?user=carol"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let user_seen = || async {
+        let echo: serde_json::Value = browser
+            .get(proxy.url("/echo"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        echo["headers"]["x-auth-user"][0].as_str().map(String::from)
+    };
+    assert_eq!(user_seen().await.as_deref(), Some("carol"));
+    let mut last = user_seen().await;
+    for _ in 0..9 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        last = user_seen().await;
+    }
+    assert_eq!(
+        last, None,
+        "active for 4.5 s, past the 3 s absolute lifetime"
+    );
+}
+
+#[tokio::test]
+async fn remember_me_keeps_the_cookie_lifetime() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let proxy = ProxyProcess::start(&ProxyConfig::new(&redis.url(), &[("a", a.address)])).await;
+    let response = Browser::new()
+        .post(&proxy.url("/login"))
+        .form(&[("user", "dave"), ("remember", "on")])
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=2592000"));
+    let keys = redis.keys("test:s:*").await;
+    let ttl: i64 = fred::interfaces::KeysInterface::ttl(&redis.client().await, &keys[0])
+        .await
+        .unwrap();
+    assert!(
+        ttl > 29 * 24 * 3600,
+        "a 30-day cookie got a {ttl} s session"
+    );
+}
+
+#[tokio::test]
+async fn express_signed_cookies_verify_with_old_secrets_and_reject_tampering() {
+    let redis = RedisServer::start().await;
+    // The app still signs with its previous secret; unstick knows the new one first.
+    let app_config = LegacyAppConfig {
+        signing_secret: Some("old secret".into()),
+        ..LegacyAppConfig::new("a")
+    };
+    let a = legacy_app_with(app_config.clone(), None).await;
+    let b = legacy_app_with(
+        LegacyAppConfig {
+            name: "b".into(),
+            ..app_config
+        },
+        None,
+    )
+    .await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    config.id_format =
+        "id_format = \"express-signed\"\nsecrets = [\"new secret\", \"old secret\"]".into();
+    let proxy = ProxyProcess::start(&config).await;
+
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    assert!(
+        alice.cookie_value().starts_with("s%3A"),
+        "express-style cookie: {}",
+        alice.cookie_value()
+    );
+    for _ in 0..4 {
+        assert_eq!(alice.me(&proxy).await.1.as_deref(), Some("alice"));
+    }
+    // The Redis key is the hash of the bare id, as unstick reads it from the signed value.
+    let value = alice.cookie_value();
+    let decoded = value
+        .replace("%3A", ":")
+        .replace("%2F", "/")
+        .replace("%2B", "+")
+        .replace("%3D", "=");
+    let id = decoded
+        .strip_prefix("s:")
+        .unwrap()
+        .rsplit_once('.')
+        .unwrap()
+        .0;
+    assert_eq!(
+        redis.keys("test:s:*").await,
+        vec![format!("test:s:{}", session_hash(id))]
+    );
+
+    // One character of the signature changed: not a session, on any instance.
+    let (head, signature) = value.rsplit_once('.').unwrap();
+    let flipped: String = signature
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 0 {
+                if c == 'A' {
+                    'B'
+                } else {
+                    'A'
+                }
+            } else {
+                c
+            }
+        })
+        .collect();
+    let tampered = Browser {
+        cookie: Some(format!("demo.sid={head}.{flipped}")),
+        ..Browser::new()
+    };
+    for _ in 0..4 {
+        let (status, user, _) = tampered.me(&proxy).await;
+        assert_eq!((status, user), (200, None));
+    }
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_never_reach_the_app() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
+    config.cookie = "sid".into();
+    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let http = reqwest::Client::new();
+    let spoof = |request: reqwest::RequestBuilder| {
+        request
+            .header("X-Auth-User", "mallory")
+            .header("x-auth-user", "mallory2")
+            .header("X_Auth_User", "mallory3")
+            .header("X-AUTH-ROLES", "admin")
+            .header("x_auth_email", "m@evil.test")
+            .header("Connection", "x-auth-user, X-Auth-Roles")
+    };
+    let owned = [
+        "x-auth-user",
+        "x_auth_user",
+        "x-auth-roles",
+        "x-auth-email",
+        "x_auth_email",
+    ];
+
+    // Anonymous: none of the forged headers arrive.
+    let echo: serde_json::Value = spoof(http.get(proxy.url("/echo")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for name in owned {
+        assert!(
+            echo["headers"].get(name).is_none(),
+            "{name} reached the app: {echo}"
+        );
+    }
+
+    // Logged in: exactly one copy of each, from the session.
+    let login = http
+        .post(proxy.url("/login?user=erin"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let echo: serde_json::Value = spoof(http.get(proxy.url("/echo")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["headers"]["x-auth-user"], serde_json::json!(["erin"]));
+    assert_eq!(
+        echo["headers"]["x-auth-roles"],
+        serde_json::json!(["member"])
+    );
+    assert_eq!(
+        echo["headers"]["x-auth-email"],
+        serde_json::json!(["erin@example.test"])
+    );
+    assert!(echo["headers"].get("x_auth_user").is_none());
+    assert_eq!(
+        echo["headers"]["x-forwarded-for"],
+        serde_json::json!(["127.0.0.1"])
+    );
+}
+
+#[tokio::test]
+async fn identity_from_a_response_header_is_captured_and_hidden_from_the_client() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
+    config.cookie = "sid".into();
+    config.capture =
+        "source = \"response-header\"\nresponse_header = \"X-Unstick-Identity\"".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let http = reqwest::Client::new();
+    let login = http
+        .post(proxy.url("/login?user=frank"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        login.headers().get("x-unstick-identity").is_none(),
+        "internal header leaked to the client"
+    );
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let echo: serde_json::Value = http
+        .get(proxy.url("/echo"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["headers"]["x-auth-user"], serde_json::json!(["frank"]));
+    assert_eq!(
+        echo["headers"]["x-auth-email"],
+        serde_json::json!(["frank@example.test"])
+    );
+}

@@ -1,0 +1,315 @@
+//! Fixtures for the end-to-end tests: a real `redis-server` per test, real app instances on
+//! real sockets, the real `unstick` binary, and an HTTP client.
+#![allow(dead_code)] // each test binary uses a different part of the fixtures
+
+pub mod redis;
+pub mod test_app;
+
+use reqwest::header::{COOKIE, SET_COOKIE};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use unstick::demo::{LegacyApp, LegacyAppConfig};
+
+pub use self::redis::RedisServer;
+pub use self::test_app::TestApp;
+
+/// A config for the proxy under test, written out as a real TOML file.
+pub struct ProxyConfig {
+    pub redis_url: String,
+    pub instances: Vec<(String, SocketAddr)>,
+    pub cookie: String,
+    /// The `id_format` line(s) of `[session]`.
+    pub id_format: String,
+    pub idle_timeout: String,
+    pub absolute_lifetime: String,
+    /// The `[identity.capture]` table body.
+    pub capture: String,
+    /// Extra lines for the `[[upstreams]]` table.
+    pub upstream_extra: String,
+    /// Extra lines for the `[[routes]]` table.
+    pub route_extra: String,
+    /// Extra lines for `[redis]`.
+    pub redis_extra: String,
+}
+
+impl ProxyConfig {
+    /// Defaults for the bundled legacy app: cookie `demo.sid`, whoami at `/me`.
+    pub fn new(redis_url: &str, instances: &[(&str, SocketAddr)]) -> ProxyConfig {
+        ProxyConfig {
+            redis_url: redis_url.to_string(),
+            instances: instances.iter().map(|(n, a)| (n.to_string(), *a)).collect(),
+            cookie: "demo.sid".into(),
+            id_format: "id_format = \"plain\"".into(),
+            idle_timeout: "30m".into(),
+            absolute_lifetime: "12h".into(),
+            capture: "source = \"whoami\"\nwhoami_path = \"/me\"\nuser = \"/user\"".into(),
+            upstream_extra: String::new(),
+            route_extra: "logout_paths = [\"/logout\"]".into(),
+            redis_extra: String::new(),
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        let instances: Vec<String> = self
+            .instances
+            .iter()
+            .map(|(name, addr)| format!("  {{ name = \"{name}\", url = \"http://{addr}\" }},"))
+            .collect();
+        format!(
+            "[listener]\naddress = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n\n\
+             [redis]\nurl = \"{}\"\nkey_prefix = \"test:\"\n{}\n\n\
+             [session]\ncookie = \"{}\"\n{}\nidle_timeout = \"{}\"\nabsolute_lifetime = \"{}\"\n\n\
+             [identity.capture]\n{}\n\n\
+             [[upstreams]]\nname = \"app\"\ninstances = [\n{}\n]\n{}\n\n\
+             [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\nmode = \"redis\"\n{}\n",
+            self.redis_url,
+            self.redis_extra,
+            self.cookie,
+            self.id_format,
+            self.idle_timeout,
+            self.absolute_lifetime,
+            self.capture,
+            instances.join("\n"),
+            self.upstream_extra,
+            self.route_extra,
+        )
+    }
+}
+
+/// The real `unstick serve` process. Its JSON log lines are collected for assertions.
+pub struct ProxyProcess {
+    child: Child,
+    pub address: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ProxyProcess {
+    pub async fn start(config: &ProxyConfig) -> ProxyProcess {
+        Self::start_toml(&config.to_toml()).await
+    }
+
+    pub async fn start_toml(toml: &str) -> ProxyProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("unstick.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_unstick"))
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start unstick");
+        let logs: Arc<Mutex<Vec<String>>> = Arc::default();
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(doc) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if doc["fields"]["message"] == "unstick listening" {
+                        if let Some(address) = doc["fields"]["address"].as_str() {
+                            let _ =
+                                address_tx.send(address.parse::<SocketAddr>().expect("address"));
+                        }
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let address =
+            tokio::task::spawn_blocking(move || address_rx.recv_timeout(Duration::from_secs(20)))
+                .await
+                .unwrap()
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "unstick did not start; logs:\n{}",
+                        logs.lock().unwrap().join("\n")
+                    )
+                });
+        ProxyProcess {
+            child,
+            address,
+            logs,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory of the proxy process so far, in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
+    /// Sends SIGTERM (graceful shutdown) and returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// Starts an instance of the bundled legacy app on a free port (or the given address).
+pub async fn legacy_app(name: &str) -> LegacyApp {
+    legacy_app_with(LegacyAppConfig::new(name), None).await
+}
+
+pub async fn legacy_app_with(config: LegacyAppConfig, address: Option<SocketAddr>) -> LegacyApp {
+    let address = address.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap());
+    // A restarted instance rebinds its old port; the old socket may linger briefly.
+    for _ in 0..50 {
+        if let Ok(listener) = TcpListener::bind(address).await {
+            return LegacyApp::start(listener, config).await.expect("start app");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("cannot bind {address}");
+}
+
+/// A browser-like client: no redirects followed, cookies kept by hand so tests see them.
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub cookie: Option<String>,
+}
+
+impl Default for Browser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Browser {
+    pub fn new() -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            cookie: None,
+        }
+    }
+
+    fn remember(&mut self, response: &reqwest::Response, name: &str) {
+        for value in response.headers().get_all(SET_COOKIE) {
+            let text = value.to_str().unwrap();
+            let pair = text.split(';').next().unwrap();
+            if let Some((n, v)) = pair.split_once('=') {
+                if n == name {
+                    let cleared = v.is_empty() || text.contains("Max-Age=0");
+                    self.cookie = (!cleared).then(|| pair.to_string());
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        let request = self.http.get(url);
+        match &self.cookie {
+            Some(cookie) => request.header(COOKIE, cookie),
+            None => request,
+        }
+    }
+
+    pub fn post(&self, url: &str) -> reqwest::RequestBuilder {
+        let request = self.http.post(url);
+        match &self.cookie {
+            Some(cookie) => request.header(COOKIE, cookie),
+            None => request,
+        }
+    }
+
+    /// Logs in through the legacy app's form; keeps the `demo.sid` cookie.
+    pub async fn login(&mut self, proxy: &ProxyProcess, user: &str) -> serde_json::Value {
+        let response = self
+            .post(&proxy.url("/login"))
+            .form(&[("user", user)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            200,
+            "login answered {}",
+            response.status()
+        );
+        self.remember(&response, "demo.sid");
+        assert!(self.cookie.is_some(), "login set no cookie");
+        response.json().await.unwrap()
+    }
+
+    pub async fn logout(&mut self, proxy: &ProxyProcess) -> reqwest::StatusCode {
+        let response = self.post(&proxy.url("/logout")).send().await.unwrap();
+        self.remember(&response, "demo.sid");
+        response.status()
+    }
+
+    /// `GET /me`: (status, user, instance). The user is `None` when anonymous.
+    pub async fn me(&self, proxy: &ProxyProcess) -> (u16, Option<String>, Option<String>) {
+        let response = self.get(&proxy.url("/me")).send().await.unwrap();
+        let status = response.status().as_u16();
+        if status != 200 {
+            return (status, None, None);
+        }
+        let doc: serde_json::Value = response.json().await.unwrap();
+        (
+            status,
+            doc["user"].as_str().map(String::from),
+            doc["instance"].as_str().map(String::from),
+        )
+    }
+
+    /// The session id in the cookie (the value after `demo.sid=`).
+    pub fn cookie_value(&self) -> String {
+        self.cookie
+            .as_ref()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_string()
+    }
+}
+
+/// SHA-256 hex of a session id, as unstick keys it.
+pub fn session_hash(id: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(id.as_bytes()))
+}

@@ -1,0 +1,227 @@
+//! An app instance for the tests that need more than the legacy app: it echoes the headers it
+//! receives, streams large bodies both ways, speaks WebSocket, answers slowly on demand and can
+//! send its login identity in a response header.
+//!
+//! Cookie `sid`. `POST /login?user=U` sets it (and `X-Unstick-Identity`); `GET /whoami`;
+//! `GET /echo`; `POST /upload` -> `{"bytes": n}`; `GET /download?bytes=N`; `GET /ws` (echo);
+//! `GET /slow?ms=N`.
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+pub struct TestApp {
+    pub address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Default)]
+struct State {
+    sessions: Mutex<HashMap<String, String>>,
+    counter: Mutex<u64>,
+}
+
+impl TestApp {
+    pub async fn start() -> TestApp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let state = Arc::new(State::default());
+        let task = tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = state.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        });
+        TestApp { address, task }
+    }
+}
+
+fn full(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()).boxed());
+    *response.status_mut() = status;
+    response
+}
+
+fn json(value: serde_json::Value) -> Response<Body> {
+    let mut response = full(StatusCode::OK, value.to_string());
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
+}
+
+fn query(request: &Request<Incoming>) -> HashMap<String, String> {
+    request
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+fn session_user(state: &State, request: &Request<Incoming>) -> Option<String> {
+    let cookies = request.headers().get("cookie")?.to_str().ok()?;
+    let id = cookies
+        .split(';')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(n, _)| *n == "sid")?
+        .1;
+    state.sessions.lock().unwrap().get(id).cloned()
+}
+
+async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
+    let query = query(&request);
+    match (request.method().as_str(), request.uri().path()) {
+        ("GET", "/echo") => {
+            let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+            for (name, value) in request.headers() {
+                headers
+                    .entry(name.as_str().to_string())
+                    .or_default()
+                    .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+            }
+            json(serde_json::json!({ "headers": headers, "path": request.uri().path() }))
+        }
+        ("POST", "/login") => {
+            let user = query.get("user").cloned().unwrap_or_default();
+            let id = {
+                let mut counter = state.counter.lock().unwrap();
+                *counter += 1;
+                format!("t{}x{:016x}", *counter, rand_u64())
+            };
+            state
+                .sessions
+                .lock()
+                .unwrap()
+                .insert(id.clone(), user.clone());
+            let mut response = json(serde_json::json!({ "user": user }));
+            let mut cookie = format!("sid={id}; Path=/; HttpOnly");
+            if let Some(max_age) = query.get("max_age") {
+                cookie.push_str(&format!("; Max-Age={max_age}"));
+            }
+            response
+                .headers_mut()
+                .insert("set-cookie", cookie.parse().unwrap());
+            let identity = serde_json::json!({ "user": user, "roles": ["member"], "email": format!("{user}@example.test") });
+            response
+                .headers_mut()
+                .insert("x-unstick-identity", identity.to_string().parse().unwrap());
+            response
+        }
+        ("GET", "/whoami") => {
+            let user = session_user(state, &request);
+            json(
+                serde_json::json!({ "user": user, "roles": ["member"], "email": user.as_ref().map(|u| format!("{u}@example.test")) }),
+            )
+        }
+        ("POST", "/upload") => {
+            let mut body = request.into_body();
+            let mut bytes = 0u64;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(frame) => bytes += frame.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => return full(StatusCode::BAD_REQUEST, "broken upload"),
+                }
+            }
+            json(serde_json::json!({ "bytes": bytes }))
+        }
+        ("GET", "/download") => {
+            let total: u64 = query.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(0);
+            let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
+            let stream = futures_util::stream::unfold(total, move |left| {
+                let chunk = chunk.clone();
+                async move {
+                    if left == 0 {
+                        return None;
+                    }
+                    let n = left.min(chunk.len() as u64);
+                    Some((
+                        Ok::<_, Infallible>(Frame::data(chunk.slice(..n as usize))),
+                        left - n,
+                    ))
+                }
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(stream)))
+        }
+        ("GET", "/slow") => {
+            let ms: u64 = query.get("ms").and_then(|b| b.parse().ok()).unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            full(StatusCode::OK, "slow answer")
+        }
+        ("GET", "/ws") => websocket_echo(request),
+        _ => full(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn websocket_echo(mut request: Request<Incoming>) -> Response<Body> {
+    let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
+        return full(StatusCode::BAD_REQUEST, "not a websocket handshake");
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(message)) = socket.next().await {
+            if message.is_close() {
+                break;
+            }
+            if socket.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut response = full(StatusCode::SWITCHING_PROTOCOLS, "");
+    let headers = response.headers_mut();
+    headers.insert("upgrade", "websocket".parse().unwrap());
+    headers.insert("connection", "Upgrade".parse().unwrap());
+    headers.insert(
+        "sec-websocket-accept",
+        derive_accept_key(key.as_bytes()).parse().unwrap(),
+    );
+    response
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish()
+}
