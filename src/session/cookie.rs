@@ -30,6 +30,11 @@ impl SessionId {
         SessionHash(hex::encode(Sha256::digest(self.id.as_bytes())))
     }
 
+    /// The raw id, for building an old store's key or file name. Never log or store it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The instance route carried in the cookie (`<id>.<route>`), if the format has one.
     pub fn route(&self) -> Option<&str> {
         self.route.as_deref()
