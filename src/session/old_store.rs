@@ -48,6 +48,12 @@ pub trait OldStore: Send + Sync {
         id: &SessionId,
         context: &LookupContext<'_>,
     ) -> Result<Option<OldSession>, OldStoreError>;
+
+    /// Ends the session in this store too (a logout during the migration), where the store can
+    /// be written. The default is a store that cannot be written.
+    async fn delete(&self, _id: &SessionId) -> Result<(), OldStoreError> {
+        Ok(())
+    }
 }
 
 /// The app's own "who am I" endpoint on the instance that holds the session.
