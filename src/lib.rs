@@ -4,18 +4,22 @@
 //! Map of the crate (a request flows top to bottom):
 //! - [`config`]: TOML file -> validated [`config::Config`]; `${VAR}` interpolation; errors name key and line.
 //! - [`server`]: listener, accept loop, graceful shutdown; hands each request to the proxy.
+//! - [`reload`]: SIGHUP and file-change reload: validate, build, swap; a bad file changes nothing.
 //! - [`runtime`]: one config made live (routes, pools, store); swapped whole on reload.
 //! - [`proxy`]: the request pipeline in one function ([`proxy::Proxy::handle`]) and its steps:
 //!   header hygiene, forwarding, upgrades, error responses.
 //! - [`upstream`]: pools of app instances, health, balancing, pooled keep-alive connections.
 //! - [`session`]: the app's cookie formats, the [`session::SessionRecord`], stores (Redis, memory),
 //!   old stores, resolution by migration mode, capture of logins and logouts.
+//! - [`metrics`]: Prometheus counters and histograms, exported by the admin listener.
 //! - [`demo`]: the bundled sticky legacy app and the one-command demo.
 
 pub mod body;
 pub mod config;
 pub mod demo;
+pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod session;

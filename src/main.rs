@@ -4,9 +4,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use unstick::config::load_config;
 use unstick::demo::{run_demo, LegacyApp, LegacyAppConfig};
+use unstick::metrics::Metrics;
 use unstick::proxy::Proxy;
+use unstick::reload::Reloader;
 use unstick::runtime::Runtime;
 use unstick::server::{serve, shutdown_signal};
 use unstick::session::SessionStore;
@@ -79,8 +82,10 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     unstick::install_crypto_provider();
     match cli.command {
-        Command::Serve { config } => {
-            let config = load_config(&config)?;
+        Command::Serve {
+            config: config_path,
+        } => {
+            let config = load_config(&config_path)?;
             let address = config.listener.address;
             let grace = config.listener.shutdown_grace;
             let listener = tokio::net::TcpListener::bind(address)
@@ -88,7 +93,12 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {address}"))?;
             let address = listener.local_addr().unwrap_or(address);
             let store = SessionStore::connect(&config.store).await?;
-            let proxy = Proxy::new(Runtime::new(config, store));
+            let metrics = Arc::new(Metrics::new());
+            let runtime = Runtime::build(config.clone(), store, metrics.clone()).await?;
+            let proxy = Proxy::new(runtime);
+            let reloader = Reloader::new(&config_path, proxy.clone(), metrics.clone());
+            reloader.mark_active(&config);
+            reloader.spawn_watchers();
             tracing::info!(%address, "unstick listening");
             serve(listener, proxy, shutdown_signal(), grace).await;
         }

@@ -2,7 +2,9 @@
 //! store, the owned header set. A request loads one `Arc<Runtime>` and uses it to the end.
 
 use crate::config::{CaptureSource, Config, RouteConfig};
+use crate::metrics::Metrics;
 use crate::proxy::headers::OwnedHeaders;
+use crate::session::old_store::{open_old_store, OldStoreError, OldStoreHandle};
 use crate::session::SessionStore;
 use crate::upstream::UpstreamPool;
 use http::HeaderName;
@@ -10,37 +12,68 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 pub struct Route {
+    /// `host` + `path_prefix`, for metrics and logs.
+    pub label: String,
     pub config: RouteConfig,
     pub pool: Arc<UpstreamPool>,
+    /// Asked in order on a miss (overlap) or for warming (legacy).
+    pub old_stores: Vec<OldStoreHandle>,
 }
 
 pub struct Runtime {
     pub config: Arc<Config>,
     pub store: SessionStore,
-    pub routes: Vec<Route>,
+    pub routes: Vec<Arc<Route>>,
     /// Identity headers no client may send.
     pub owned_headers: OwnedHeaders,
     /// Response headers meant for unstick only; removed before the client sees the response.
     pub internal_response_headers: Vec<HeaderName>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Runtime {
-    /// Builds pools and routes around an existing store. Must run inside the Tokio runtime
-    /// (pools start their health checks).
-    pub fn new(config: Config, store: SessionStore) -> Runtime {
+    /// Builds pools, old stores and routes around an existing store and metrics registry.
+    /// Must run inside the Tokio runtime (pools start their health checks).
+    pub async fn build(
+        config: Config,
+        store: SessionStore,
+        metrics: Arc<Metrics>,
+    ) -> Result<Runtime, OldStoreError> {
         let pools: HashMap<&str, Arc<UpstreamPool>> = config
             .upstreams
             .iter()
             .map(|u| (u.name.as_str(), UpstreamPool::new(u)))
             .collect();
-        let mut routes: Vec<Route> = config
+        let mut old_stores: HashMap<&str, OldStoreHandle> = HashMap::new();
+        for old in &config.old_stores {
+            let used = config
+                .routes
+                .iter()
+                .any(|r| r.old_stores.contains(&old.name));
+            if used {
+                old_stores.insert(
+                    &old.name,
+                    open_old_store(old, &config.session.cookie_name).await?,
+                );
+            }
+        }
+        let mut routes: Vec<Arc<Route>> = config
             .routes
             .iter()
             .filter_map(|r| {
-                Some(Route {
+                Some(Arc::new(Route {
+                    label: match &r.host {
+                        Some(host) => format!("{host}{}", r.path_prefix),
+                        None => r.path_prefix.clone(),
+                    },
                     config: r.clone(),
                     pool: pools.get(r.upstream.as_str())?.clone(),
-                })
+                    old_stores: r
+                        .old_stores
+                        .iter()
+                        .filter_map(|name| old_stores.get(name.as_str()).cloned())
+                        .collect(),
+                }))
             })
             .collect();
         // Most specific first: a route for a host before any-host routes, longer prefixes first.
@@ -55,17 +88,18 @@ impl Runtime {
             CaptureSource::ResponseHeader { header } => vec![header.clone()],
             CaptureSource::Whoami { .. } => Vec::new(),
         };
-        Runtime {
+        Ok(Runtime {
             config: Arc::new(config),
             store,
             routes,
             owned_headers,
             internal_response_headers,
-        }
+            metrics,
+        })
     }
 
     /// The route for a request's host (lower case, without port) and path.
-    pub fn route_for(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+    pub fn route_for(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|route| {
             let host_matches = match (&route.config.host, host) {
                 (None, _) => true,

@@ -44,15 +44,18 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
 /// The validated configuration of one running proxy.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// SHA-256 of the file text (first 16 hex chars): which config is active.
+    pub source_hash: String,
     pub listener: ListenerConfig,
     pub store: StoreConfig,
     pub session: SessionConfig,
     pub identity: IdentityConfig,
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
+    pub old_stores: Vec<OldStoreConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub address: SocketAddr,
     /// How long in-flight requests may run after SIGTERM before the process exits anyway.
@@ -70,6 +73,21 @@ pub enum StoreUrl {
     Memory,
 }
 
+impl StoreUrl {
+    /// The URL without any password, for messages.
+    pub fn redacted(&self) -> String {
+        match self {
+            StoreUrl::Memory => "memory://".to_string(),
+            StoreUrl::Redis(url) => match (url.find("://"), url.rfind('@')) {
+                (Some(scheme), Some(at)) if at > scheme => {
+                    format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+                }
+                _ => url.clone(),
+            },
+        }
+    }
+}
+
 impl std::fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -79,7 +97,7 @@ impl std::fmt::Debug for StoreUrl {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     pub url: StoreUrl,
     /// Namespace of every key, e.g. `myapp:prod:`.
@@ -188,6 +206,17 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     pub max_idle_per_instance: usize,
     pub health_check: Option<HealthCheckConfig>,
+    /// Cookie route suffix -> instance name (a route equal to an instance name needs no entry).
+    pub jvm_routes: BTreeMap<String, String>,
+    pub lb_cookie: Option<LbCookieConfig>,
+}
+
+/// The sticky cookie of the load balancer unstick replaces (e.g. HAProxy `SERVERID`).
+#[derive(Debug, Clone)]
+pub struct LbCookieConfig {
+    pub name: String,
+    /// Cookie value -> instance name.
+    pub values: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,9 +233,14 @@ pub struct HealthCheckConfig {
     pub timeout: Duration,
 }
 
-/// Where a route's sessions are resolved.
+/// Where a route's sessions are resolved: the three steps of a migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// As before unstick: sticky to the instance that owns the session. Redis is used when it
+    /// answers (identity of sessions it knows, optional warming) and never required.
+    Legacy,
+    /// Redis first; on a miss the old stores, and a hit there is copied into Redis.
+    Overlap,
     /// Redis only: a miss is an anonymous request.
     Redis,
 }
@@ -214,6 +248,8 @@ pub enum Mode {
 impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
+            Mode::Legacy => "legacy",
+            Mode::Overlap => "overlap",
             Mode::Redis => "redis",
         }
     }
@@ -228,4 +264,81 @@ pub struct RouteConfig {
     pub mode: Mode,
     /// A 2xx answer to a request on one of these paths ends the session.
     pub logout_paths: Vec<String>,
+    /// Names of old stores, asked in order.
+    pub old_stores: Vec<String>,
+    /// Legacy mode: copy sessions into Redis in the background.
+    pub warm: bool,
+}
+
+/// Where the app kept sessions before unstick.
+#[derive(Debug, Clone)]
+pub struct OldStoreConfig {
+    pub name: String,
+    pub kind: OldStoreKind,
+    /// Bound on one lookup; past it the request goes on without this store's answer.
+    pub timeout: Duration,
+    pub mapping: IdentityMapping,
+}
+
+#[derive(Clone)]
+pub enum OldStoreKind {
+    /// The app's own endpoint on the instance that holds the session.
+    Whoami {
+        path: String,
+        /// Instances asked at once when the owner is unknown.
+        fanout_concurrency: usize,
+        /// How long an unknown cookie is remembered as a miss (no repeated fan-out).
+        miss_ttl: Duration,
+    },
+    /// Another Redis with the app's own layout.
+    Redis {
+        url: String,
+        key_template: String,
+        format: ForeignRedisFormat,
+    },
+    Postgres {
+        url: String,
+        format: PostgresFormat,
+        table: String,
+        /// Django: SECRET_KEY, then older keys still accepted.
+        secret_keys: Vec<String>,
+    },
+    PhpFiles {
+        dir: PathBuf,
+        gc_maxlifetime: Duration,
+    },
+}
+
+impl std::fmt::Debug for OldStoreKind {
+    // URLs and keys may hold secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OldStoreKind::Whoami { path, .. } => write!(f, "Whoami({path})"),
+            OldStoreKind::Redis {
+                key_template,
+                format,
+                ..
+            } => write!(f, "Redis({key_template}, {format:?})"),
+            OldStoreKind::Postgres { format, table, .. } => {
+                write!(f, "Postgres({table}, {format:?})")
+            }
+            OldStoreKind::PhpFiles { dir, .. } => write!(f, "PhpFiles({})", dir.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignRedisFormat {
+    /// connect-redis: the session as JSON.
+    Json,
+    /// phpredis: PHP's session serialize format.
+    Php,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostgresFormat {
+    /// `session(sid, sess json, expire)`.
+    ConnectPgSimple,
+    /// `django_session(session_key, session_data, expire_date)`, signed payload.
+    Django,
 }

@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub identity: RawIdentity,
     pub upstreams: Vec<RawUpstream>,
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub old_stores: Vec<RawOldStore>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +111,19 @@ pub struct RawUpstream {
     pub response_timeout: Option<HumanDuration>,
     pub max_idle_per_instance: Option<usize>,
     pub health_check: Option<RawHealthCheck>,
+    /// Route suffix in the cookie (`<id>.<route>`) -> instance name.
+    #[serde(default)]
+    pub jvm_routes: BTreeMap<String, Spanned<String>>,
+    /// The previous load balancer's sticky cookie.
+    pub lb_cookie: Option<Spanned<RawLbCookie>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLbCookie {
+    pub name: String,
+    /// Cookie value -> instance name.
+    pub values: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +144,8 @@ pub struct RawHealthCheck {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum RawMode {
+    Legacy,
+    Overlap,
     Redis,
 }
 
@@ -141,4 +158,51 @@ pub struct RawRoute {
     pub mode: RawMode,
     #[serde(default)]
     pub logout_paths: Vec<Spanned<Text>>,
+    /// Names of `[[old_stores]]`, asked in this order (overlap, and warming in legacy).
+    #[serde(default)]
+    pub old_stores: Vec<Spanned<String>>,
+    /// Legacy mode: copy sessions into Redis in the background.
+    #[serde(default)]
+    pub warm: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawOldStoreKind {
+    Whoami,
+    Redis,
+    Postgres,
+    PhpFiles,
+}
+
+/// One old store. Fields beyond `name`, `kind` and the mapping apply to some kinds only;
+/// validation says which.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOldStore {
+    pub name: Spanned<String>,
+    pub kind: RawOldStoreKind,
+    pub timeout: Option<HumanDuration>,
+    // whoami
+    pub path: Option<Text>,
+    pub fanout_concurrency: Option<usize>,
+    pub miss_ttl: Option<HumanDuration>,
+    // redis, postgres
+    pub url: Option<Text>,
+    pub format: Option<String>,
+    // redis
+    pub key: Option<Text>,
+    // postgres
+    pub table: Option<Text>,
+    #[serde(default)]
+    pub secret_keys: Vec<Text>,
+    // php-files
+    pub dir: Option<Text>,
+    pub gc_maxlifetime: Option<HumanDuration>,
+    // identity mapping (JSON pointers into the stored session)
+    pub user: Option<Text>,
+    pub roles: Option<Text>,
+    pub email: Option<Text>,
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Text>,
 }

@@ -78,17 +78,31 @@ impl Validator<'_> {
                 message: "no [[routes]]: add at least one route (e.g. path_prefix = \"/\")".into(),
             });
         }
+        let mut old_stores: Vec<OldStoreConfig> = Vec::new();
+        for store in raw.old_stores {
+            if old_stores.iter().any(|s| s.name == *store.name.get_ref()) {
+                return Err(self.err(
+                    store.name.span(),
+                    "old_stores.name",
+                    "two old stores share this name",
+                ));
+            }
+            old_stores.push(self.old_store(store)?);
+        }
         let mut routes = Vec::new();
         for route in raw.routes {
-            routes.push(self.route(route, &upstreams)?);
+            routes.push(self.route(route, &upstreams, &old_stores)?);
         }
+        use sha2::Digest;
         Ok(Config {
+            source_hash: hex::encode(&sha2::Sha256::digest(self.source.as_bytes())[..8]),
             listener,
             store,
             session,
             identity,
             upstreams,
             routes,
+            old_stores,
         })
     }
 
@@ -365,7 +379,43 @@ impl Validator<'_> {
             }
             None => None,
         };
+        let known = |value: &Spanned<String>, key: &str| {
+            if instances.iter().any(|i| i.name == *value.get_ref()) {
+                Ok(value.get_ref().clone())
+            } else {
+                Err(self.err(
+                    value.span(),
+                    format!("upstreams.{name}.{key}"),
+                    format!("no instance named {:?} in this upstream", value.get_ref()),
+                ))
+            }
+        };
+        let mut jvm_routes = BTreeMap::new();
+        for (route, instance) in &raw.jvm_routes {
+            jvm_routes.insert(route.clone(), known(instance, "jvm_routes")?);
+        }
+        let lb_cookie = match raw.lb_cookie {
+            Some(cookie) => {
+                let span = cookie.span();
+                let cookie = cookie.into_inner();
+                let mut values = BTreeMap::new();
+                for (value, instance) in cookie.values {
+                    known(
+                        &Spanned::new(span.clone(), instance.clone()),
+                        "lb_cookie.values",
+                    )?;
+                    values.insert(value, instance);
+                }
+                Some(LbCookieConfig {
+                    name: cookie.name,
+                    values,
+                })
+            }
+            None => None,
+        };
         Ok(UpstreamConfig {
+            jvm_routes,
+            lb_cookie,
             name,
             instances,
             connect_timeout: raw.connect_timeout.map_or(Duration::from_secs(2), |d| d.0),
@@ -377,10 +427,113 @@ impl Validator<'_> {
         })
     }
 
+    fn old_store(&self, raw: RawOldStore) -> Result<OldStoreConfig, ConfigError> {
+        let name = raw.name.get_ref().clone();
+        let span = raw.name.span();
+        let key = format!("old_stores.{name}");
+        let missing = |field: &str, hint: &str| {
+            self.err(
+                span.clone(),
+                format!("{key}.{field}"),
+                format!("required for this kind: {hint}"),
+            )
+        };
+        let text = |value: Option<Text>, field: &str, hint: &str| {
+            value
+                .map(|t| t.0)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| missing(field, hint))
+        };
+        let default_user = match (raw.kind, raw.format.as_deref()) {
+            (RawOldStoreKind::Postgres, Some("django")) => "/_auth_user_id",
+            _ => "/user",
+        };
+        let kind = match raw.kind {
+            RawOldStoreKind::Whoami => OldStoreKind::Whoami {
+                path: raw.path.map_or_else(|| "/whoami".to_string(), |p| p.0),
+                fanout_concurrency: raw.fanout_concurrency.unwrap_or(4).clamp(1, 64),
+                miss_ttl: raw.miss_ttl.map_or(Duration::from_secs(60), |d| d.0),
+            },
+            RawOldStoreKind::Redis => OldStoreKind::Redis {
+                url: text(raw.url, "url", "redis://host:port of the old store")?,
+                key_template: {
+                    let template = text(raw.key, "key", "e.g. \"sess:{id}\"")?;
+                    if !template.contains("{id}") {
+                        return Err(self.err(span, format!("{key}.key"), "must contain {id}"));
+                    }
+                    template
+                },
+                format: match raw.format.as_deref() {
+                    Some("json") | None => ForeignRedisFormat::Json,
+                    Some("php") => ForeignRedisFormat::Php,
+                    Some(other) => {
+                        return Err(self.err(
+                            span,
+                            format!("{key}.format"),
+                            format!("{other:?}: expected \"json\" or \"php\""),
+                        ))
+                    }
+                },
+            },
+            RawOldStoreKind::Postgres => {
+                let format = match raw.format.as_deref() {
+                    Some("connect-pg-simple") => PostgresFormat::ConnectPgSimple,
+                    Some("django") => PostgresFormat::Django,
+                    other => {
+                        return Err(self.err(
+                            span,
+                            format!("{key}.format"),
+                            format!("{other:?}: expected \"connect-pg-simple\" or \"django\""),
+                        ))
+                    }
+                };
+                let secret_keys: Vec<String> = raw.secret_keys.into_iter().map(|k| k.0).collect();
+                if format == PostgresFormat::Django
+                    && (secret_keys.is_empty() || secret_keys.iter().any(String::is_empty))
+                {
+                    return Err(missing(
+                        "secret_keys",
+                        "Django's SECRET_KEY, then any older keys",
+                    ));
+                }
+                OldStoreKind::Postgres {
+                    url: text(raw.url, "url", "postgres://user@host/db")?,
+                    table: raw.table.map_or_else(
+                        || match format {
+                            PostgresFormat::ConnectPgSimple => "session".to_string(),
+                            PostgresFormat::Django => "django_session".to_string(),
+                        },
+                        |t| t.0,
+                    ),
+                    format,
+                    secret_keys,
+                }
+            }
+            RawOldStoreKind::PhpFiles => OldStoreKind::PhpFiles {
+                dir: PathBuf::from(text(raw.dir, "dir", "PHP's session.save_path")?),
+                gc_maxlifetime: raw
+                    .gc_maxlifetime
+                    .map_or(Duration::from_secs(1440), |d| d.0),
+            },
+        };
+        Ok(OldStoreConfig {
+            name,
+            kind,
+            timeout: raw.timeout.map_or(Duration::from_millis(500), |d| d.0),
+            mapping: IdentityMapping {
+                user: pointer(raw.user.as_ref(), default_user),
+                roles: pointer(raw.roles.as_ref(), "/roles"),
+                email: pointer(raw.email.as_ref(), "/email"),
+                attributes: raw.attributes.into_iter().map(|(k, v)| (k, v.0)).collect(),
+            },
+        })
+    }
+
     fn route(
         &self,
         raw: RawRoute,
         upstreams: &[UpstreamConfig],
+        old_stores: &[OldStoreConfig],
     ) -> Result<RouteConfig, ConfigError> {
         let upstream = raw.upstream.get_ref().clone();
         if !upstreams.iter().any(|u| u.name == upstream) {
@@ -412,14 +565,44 @@ impl Validator<'_> {
             }
             logout_paths.push(path.into_inner().0);
         }
+        let mut stores = Vec::new();
+        for name in &raw.old_stores {
+            if !old_stores.iter().any(|s| s.name == *name.get_ref()) {
+                return Err(self.err(
+                    name.span(),
+                    "routes.old_stores",
+                    format!("no [[old_stores]] named {:?}", name.get_ref()),
+                ));
+            }
+            stores.push(name.get_ref().clone());
+        }
+        let mode = match raw.mode {
+            RawMode::Legacy => Mode::Legacy,
+            RawMode::Overlap => Mode::Overlap,
+            RawMode::Redis => Mode::Redis,
+        };
+        if mode == Mode::Overlap && stores.is_empty() {
+            return Err(self.err(
+                raw.upstream.span(),
+                "routes.old_stores",
+                "overlap mode needs the old stores to ask, e.g. old_stores = [\"app-whoami\"]",
+            ));
+        }
+        if raw.warm && stores.is_empty() {
+            return Err(self.err(
+                raw.upstream.span(),
+                "routes.warm",
+                "warming copies from old stores: list them in old_stores",
+            ));
+        }
         Ok(RouteConfig {
             host: raw.host.map(|h| h.0.to_ascii_lowercase()),
             path_prefix,
             upstream,
-            mode: match raw.mode {
-                RawMode::Redis => Mode::Redis,
-            },
+            mode,
             logout_paths,
+            old_stores: stores,
+            warm: raw.warm,
         })
     }
 }

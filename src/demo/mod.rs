@@ -6,12 +6,15 @@ pub mod legacy_app;
 pub use legacy_app::{LegacyApp, LegacyAppConfig};
 
 use crate::config::{parse_config, ConfigError};
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::runtime::Runtime;
 use crate::server::{serve, shutdown_signal};
+use crate::session::old_store::OldStoreError;
 use crate::session::{SessionStore, StoreError};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -26,6 +29,8 @@ pub enum DemoError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    OldStore(#[from] OldStoreError),
 }
 
 /// The demo's config: a real config file's text, so what the demo runs is what an operator writes.
@@ -95,7 +100,8 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
     let text = demo_config(listen, &store_url, app_a.address, app_b.address);
     let config = parse_config(&text, Path::new("<demo>"))?;
     let store = SessionStore::connect(&config.store).await?;
-    let proxy = Proxy::new(Runtime::new(config, store));
+    let runtime = Runtime::build(config, store, Arc::new(Metrics::new())).await?;
+    let proxy = Proxy::new(runtime);
 
     let store_note = if store_url == "memory://" {
         "process memory (set REDIS_URL=redis://127.0.0.1:6379 to use Redis)".to_string()

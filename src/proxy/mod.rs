@@ -6,8 +6,10 @@ pub mod response;
 mod upgrade;
 
 use crate::body::Body;
-use crate::runtime::Runtime;
-use crate::session::capture::{observe_response, RequestFacts};
+use crate::config::Mode;
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::runtime::{Route, Runtime};
+use crate::session::capture::{self, RequestFacts, SessionEvent};
 use crate::session::cookie::session_ids_from_request;
 use crate::session::resolve_session;
 use crate::upstream::ForwardError;
@@ -19,6 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// The proxy: the live runtime (swapped whole on reload) and the pipeline over it.
 pub struct Proxy {
@@ -42,120 +45,177 @@ impl Proxy {
         self.live.store(Arc::new(runtime));
     }
 
-    /// One request, from the client's bytes to the app and back. `scheme` is the listener's.
+    /// One request, from the client to the app and back. `scheme` is the listener's.
     pub async fn handle(
         &self,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         client: SocketAddr,
         scheme: &'static str,
     ) -> Response<Body> {
+        let started = Instant::now();
         // 1. One snapshot of the config for the whole request, and the route.
         let runtime = self.runtime();
         let host = request_host(&request);
         let Some(route) = runtime.route_for(host.as_deref(), request.uri().path()) else {
             return response::no_route();
         };
-        let config = &runtime.config;
+        let response = forward(&runtime, route, request, host, client, scheme).await;
+        let metrics = &runtime.metrics;
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route.label.clone(),
+                mode: route.config.mode.as_str().to_string(),
+                status: response.status().as_u16(),
+            })
+            .inc();
+        metrics
+            .request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.label.clone(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        response
+    }
+}
 
-        // 2. Header hygiene: hop-by-hop headers out, and every client copy of our identity headers.
-        let upgrade = headers::requested_upgrade(request.headers());
-        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
-        let (mut parts, body) = request.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
-        headers::strip_identity_headers(&mut parts.headers, &runtime.owned_headers);
+/// The pipeline, steps 2 to 7 of the design, in order.
+async fn forward(
+    runtime: &Arc<Runtime>,
+    route: &Arc<Route>,
+    mut request: Request<Incoming>,
+    host: Option<String>,
+    client: SocketAddr,
+    scheme: &'static str,
+) -> Response<Body> {
+    let config = &runtime.config;
+    let mode = route.config.mode;
 
-        // 3. + 4. The app's session cookie -> session id(s) -> the session, by the route's mode.
-        let ids = session_ids_from_request(&parts.headers, &config.session);
-        let session =
-            match resolve_session(&runtime.store, &config.session, route.config.mode, &ids).await {
-                Ok(session) => session,
-                Err(e) => {
-                    // Fail closed: never serve a request that carries a session as anonymous.
-                    tracing::warn!(error = %e, "session lookup failed; answering 503");
-                    return response::retry_later(config.store.retry_after);
-                }
-            };
+    // 2. Header hygiene: hop-by-hop headers out, and every client copy of our identity headers.
+    let upgrade = headers::requested_upgrade(request.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
+    headers::strip_identity_headers(&mut parts.headers, &runtime.owned_headers);
+    let facts = RequestFacts {
+        path: parts.uri.path().to_string(),
+        host,
+        user_agent: parts
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        client_ip: client.ip(),
+    };
 
-        // 6. Identity and forwarding headers; an HTTP/1.1 request in origin form for the app.
-        if let Some(session) = &session {
-            headers::inject_identity(
-                &mut parts.headers,
-                &config.identity.headers,
-                &session.record.identity,
-            );
+    // 3. + 4. The app's session cookie -> session id(s) -> the session, by the route's mode.
+    let ids = session_ids_from_request(&parts.headers, &config.session);
+    let resolution = match resolve_session(runtime, route, &ids, &parts.headers, &facts).await {
+        Ok(resolution) => resolution,
+        Err(e) => {
+            // Fail closed: never serve a request that carries a session as anonymous.
+            runtime.metrics.outcome("store_error", "");
+            tracing::warn!(error = %e, "session lookup failed; answering 503");
+            return response::retry_later(config.store.retry_after);
         }
-        headers::set_forwarded(
+    };
+    let (outcome, store) = resolution.outcome.labels();
+    runtime.metrics.outcome(outcome, store);
+    let session = resolution.session;
+
+    // 6. Identity and forwarding headers; an HTTP/1.1 request in origin form for the app.
+    if let Some(session) = &session {
+        headers::inject_identity(
             &mut parts.headers,
-            client.ip(),
-            scheme,
-            host.as_deref(),
-            config.listener.trust_forwarded_headers,
+            &config.identity.headers,
+            &session.record.identity,
         );
-        headers::merge_cookie_headers(&mut parts.headers);
-        if let Err(message) = to_origin_form(&mut parts) {
-            return response::bad_request(message);
+    }
+    headers::set_forwarded(
+        &mut parts.headers,
+        client.ip(),
+        scheme,
+        facts.host.as_deref(),
+        config.listener.trust_forwarded_headers,
+    );
+    headers::merge_cookie_headers(&mut parts.headers);
+    if let Err(message) = to_origin_form(&mut parts) {
+        return response::bad_request(message);
+    }
+    let request = Request::from_parts(parts, body.boxed());
+
+    // 5. An instance. redis: any healthy one (identity travels in the headers), except that a
+    //    logout goes to the instance that saw the login so the app's own copy ends too.
+    //    overlap, legacy: the session's origin while it is healthy.
+    let preferred = match mode {
+        Mode::Redis if route.config.logout_paths.contains(&facts.path) => {
+            session.as_ref().and_then(|s| s.record.origin.clone())
         }
-        let facts = RequestFacts {
-            path: parts.uri.path().to_string(),
-            host,
-            user_agent: parts
-                .headers
-                .get(USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from),
-            client_ip: client.ip(),
-        };
-        let request = Request::from_parts(parts, body.boxed());
+        Mode::Redis => None,
+        Mode::Overlap | Mode::Legacy => resolution.origin,
+    };
+    let (mut response, instance) = match route
+        .pool
+        .send(request, preferred.as_deref(), client_upgrade.is_some())
+        .await
+    {
+        Ok(answer) => answer,
+        Err(e @ ForwardError::Timeout { .. }) => {
+            tracing::warn!(error = %e, "upstream timeout");
+            return response::gateway_timeout();
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "upstream failed");
+            return response::bad_gateway();
+        }
+    };
 
-        // 5. An instance: round robin over healthy ones (identity travels in the headers). A
-        //    logout goes to the instance that saw the login, so the app's own copy ends too.
-        let is_logout = route.config.logout_paths.contains(&facts.path);
-        let preferred = session
-            .as_ref()
-            .filter(|_| is_logout)
-            .and_then(|s| s.record.origin.as_deref());
-        let (mut response, instance) = match route
-            .pool
-            .send(request, preferred, client_upgrade.is_some())
-            .await
-        {
-            Ok(answer) => answer,
-            Err(e @ ForwardError::Timeout { .. }) => {
-                tracing::warn!(error = %e, "upstream timeout");
-                return response::gateway_timeout();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "upstream failed");
-                return response::bad_gateway();
-            }
-        };
-
-        // 7. The response: logins and logouts, then header hygiene on the way out.
-        let status = response.status();
-        if let Err(e) = observe_response(
-            &runtime,
+    // 7. The response: logins and logouts, then header hygiene on the way out.
+    let status = response.status();
+    let event = capture::read_response(runtime, route, &facts, status, response.headers_mut());
+    if !matches!(event, SessionEvent::None) {
+        if mode == Mode::Legacy {
+            // Legacy answers exactly as before; recording happens beside it, never failing it.
+            let (runtime, route) = (runtime.clone(), route.clone());
+            tokio::spawn(async move {
+                if let Err(e) = capture::apply(
+                    &runtime,
+                    &route,
+                    event,
+                    session.as_ref(),
+                    &ids,
+                    &instance,
+                    &facts,
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "legacy route: login or logout not recorded");
+                }
+            });
+        } else if let Err(e) = capture::apply(
+            runtime,
             route,
-            &facts,
+            event,
             session.as_ref(),
+            &ids,
             &instance,
-            status,
-            response.headers_mut(),
+            &facts,
         )
         .await
         {
             tracing::warn!(error = %e, "could not record a login or logout; answering 503");
             return response::retry_later(config.store.retry_after);
         }
-        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-        let protocol = switching
-            .then(|| response.headers().get(UPGRADE).cloned())
-            .flatten();
-        headers::strip_hop_by_hop(response.headers_mut(), protocol.as_ref());
-        if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
-            upgrade::splice(client_upgrade, hyper::upgrade::on(&mut response));
-        }
-        response.map(|body| body.boxed())
     }
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let protocol = switching
+        .then(|| response.headers().get(UPGRADE).cloned())
+        .flatten();
+    headers::strip_hop_by_hop(response.headers_mut(), protocol.as_ref());
+    if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
+        upgrade::splice(client_upgrade, hyper::upgrade::on(&mut response));
+    }
+    response.map(|body| body.boxed())
 }
 
 /// The request's host, lower case and without port: from the URI (HTTP/2, absolute form) or

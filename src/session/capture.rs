@@ -1,14 +1,17 @@
 //! Watches the app's responses for the session's beginning and end: a new session cookie is a
 //! login (or an id regeneration) whose identity is captured and stored; a cleared cookie or a
-//! successful answer on a logout path deletes the session.
+//! successful answer on a logout path ends the session.
+//!
+//! Reading the response ([`read_response`]) is separate from acting on it ([`apply`]) so that
+//! legacy routes can act in the background without delaying the app's answer.
 
-use super::cookie::{parse_session_cookie, session_cookie_change, CookieChange};
+use super::cookie::{parse_session_cookie, session_cookie_change, CookieChange, SessionId};
 use super::mapping::identity_from_json;
 use super::record::{now_ms, Identity, SessionRecord};
 use super::resolve::ResolvedSession;
 use super::store::StoreError;
 use super::whoami::{ask_whoami, WhoamiCall};
-use crate::config::CaptureSource;
+use crate::config::{CaptureSource, Mode};
 use crate::runtime::{Route, Runtime};
 use crate::upstream::Instance;
 use http::{HeaderMap, StatusCode};
@@ -16,6 +19,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 /// Facts about the request that a new session record keeps.
+#[derive(Debug, Clone)]
 pub struct RequestFacts {
     pub path: String,
     pub host: Option<String>,
@@ -23,7 +27,28 @@ pub struct RequestFacts {
     pub client_ip: IpAddr,
 }
 
-/// What a response did to the session, for logs and metrics.
+/// What a response says about the session.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    None,
+    /// The app set a new session cookie.
+    Login(Box<Login>),
+    /// The app cleared its cookie, or a logout path answered successfully.
+    Logout,
+}
+
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub id: SessionId,
+    /// The cookie value as the browser will send it (for the whoami call).
+    pub cookie_value: String,
+    /// Max-Age/Expires of a persistent ("remember me") cookie.
+    pub cookie_lifetime: Option<Duration>,
+    /// The identity the app sent in the capture header, when that is the source.
+    pub header_identity: Option<Identity>,
+}
+
+/// What acting on an event did, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionChange {
     None,
@@ -31,24 +56,20 @@ pub enum SessionChange {
     LoggedIn,
     /// The app set a new cookie but named no user: nothing stored.
     Anonymous,
-    /// The session was deleted.
+    /// The session was ended.
     LoggedOut,
 }
 
-/// Looks at a response from `instance` and updates the store. A store error means the login or
-/// logout could not be recorded: the caller answers 503 so the user retries, rather than
-/// leaving a login unrecorded or a logged-out session alive.
-pub async fn observe_response(
+/// Reads the session event from a response and removes the headers meant for unstick only.
+/// No I/O.
+pub fn read_response(
     runtime: &Runtime,
     route: &Route,
     facts: &RequestFacts,
-    current: Option<&ResolvedSession>,
-    instance: &Instance,
     status: StatusCode,
     headers: &mut HeaderMap,
-) -> Result<SessionChange, StoreError> {
+) -> SessionEvent {
     let config = &runtime.config;
-    // Read the app's identity header before it is removed from the response.
     let header_identity = match &config.identity.capture {
         CaptureSource::ResponseHeader { header } => headers
             .get(header)
@@ -59,71 +80,107 @@ pub async fn observe_response(
     for name in &runtime.internal_response_headers {
         headers.remove(name);
     }
-
-    let is_logout_path = route.config.logout_paths.contains(&facts.path);
-    let logout_ok = is_logout_path && (status.is_success() || status.is_redirection());
-    let change = session_cookie_change(headers, &config.session.cookie_name);
-
-    let new_value = match change {
-        Some(CookieChange::Set { value, lifetime }) if !logout_ok => Some((value, lifetime)),
-        Some(CookieChange::Cleared) | Some(CookieChange::Set { .. }) => None,
-        None if logout_ok => None,
-        None => return Ok(SessionChange::None),
-    };
-    let Some((value, cookie_lifetime)) = new_value else {
-        // Logout: cleared cookie or a logout path answered.
-        if let Some(current) = current {
-            runtime.store.delete(&current.hash).await?;
-            tracing::info!(session = current.hash.short(), user = %current.record.identity.user, "logout: session deleted");
-            return Ok(SessionChange::LoggedOut);
-        }
-        return Ok(SessionChange::None);
-    };
-
-    let Some(new_id) = parse_session_cookie(&value, &config.session.id_format) else {
-        return Ok(SessionChange::None);
-    };
-    let new_hash = new_id.hash();
-    if current.is_some_and(|c| c.hash == new_hash) {
-        // The same session re-sent (rolling cookies): nothing new.
-        return Ok(SessionChange::None);
-    }
-
-    let identity: Option<Identity> = match &config.identity.capture {
-        CaptureSource::ResponseHeader { .. } => header_identity,
-        CaptureSource::Whoami { path, timeout } => {
-            let call = WhoamiCall {
-                path,
-                cookie_name: &config.session.cookie_name,
-                cookie_value: &value,
-                host: facts.host.as_deref(),
-                timeout: *timeout,
-                mapping: &config.identity.mapping,
-            };
-            match ask_whoami(&route.pool, instance, &call).await {
-                Ok(identity) => identity,
-                Err(e) => {
-                    tracing::warn!(error = %e, "login seen but its identity could not be read; not stored");
-                    None
-                }
+    let logout_path = route.config.logout_paths.contains(&facts.path)
+        && (status.is_success() || status.is_redirection());
+    match session_cookie_change(headers, &config.session.cookie_name) {
+        _ if logout_path => SessionEvent::Logout,
+        Some(CookieChange::Cleared) => SessionEvent::Logout,
+        Some(CookieChange::Set { value, lifetime }) => {
+            match parse_session_cookie(&value, &config.session.id_format) {
+                Some(id) => SessionEvent::Login(Box::new(Login {
+                    id,
+                    cookie_value: value,
+                    cookie_lifetime: lifetime,
+                    header_identity,
+                })),
+                None => SessionEvent::None,
             }
         }
-    };
-
-    // The browser now holds the new cookie: the old session (id regeneration) is over.
-    if let Some(current) = current {
-        runtime.store.delete(&current.hash).await?;
+        None => SessionEvent::None,
     }
-    let Some(identity) = identity else {
-        return Ok(SessionChange::Anonymous);
-    };
+}
+
+/// Records a session event. `ids` are the session ids the request carried, `current` the one
+/// resolved. A store error means the login or logout could not be recorded: on Redis-backed
+/// routes the caller answers 503 so the user retries, rather than leaving a login unrecorded
+/// or a logged-out session alive.
+pub async fn apply(
+    runtime: &Runtime,
+    route: &Route,
+    event: SessionEvent,
+    current: Option<&ResolvedSession>,
+    ids: &[SessionId],
+    instance: &Instance,
+    facts: &RequestFacts,
+) -> Result<SessionChange, StoreError> {
+    match event {
+        SessionEvent::None => Ok(SessionChange::None),
+        SessionEvent::Logout => end_sessions(runtime, route, ids).await,
+        SessionEvent::Login(login) => {
+            let Login {
+                id,
+                cookie_value,
+                cookie_lifetime,
+                header_identity,
+            } = *login;
+            let hash = id.hash();
+            if current.is_some_and(|c| c.hash == hash) {
+                // The same session re-sent (rolling cookies): nothing new.
+                return Ok(SessionChange::None);
+            }
+            let identity = match &runtime.config.identity.capture {
+                CaptureSource::ResponseHeader { .. } => header_identity,
+                CaptureSource::Whoami { path, timeout } => {
+                    let call = WhoamiCall {
+                        path,
+                        cookie_name: &runtime.config.session.cookie_name,
+                        cookie_value: &cookie_value,
+                        host: facts.host.as_deref(),
+                        timeout: *timeout,
+                        mapping: &runtime.config.identity.mapping,
+                    };
+                    match ask_whoami(&route.pool, instance, &call).await {
+                        Ok(identity) => identity,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "login seen but its identity could not be read; not stored");
+                            None
+                        }
+                    }
+                }
+            };
+            // The browser now holds the new cookie: the old session (id regeneration) is over.
+            if let Some(current) = current {
+                runtime.store.delete(&current.hash).await?;
+            }
+            let Some(identity) = identity else {
+                return Ok(SessionChange::Anonymous);
+            };
+            let record = new_record(runtime, identity, cookie_lifetime, instance, facts);
+            let session = &runtime.config.session;
+            runtime
+                .store
+                .save(&hash, &record, record.created_ms, session.touch_interval())
+                .await?;
+            tracing::info!(session = hash.short(), user = %record.identity.user, instance = %instance.name, "login: session stored");
+            Ok(SessionChange::LoggedIn)
+        }
+    }
+}
+
+fn new_record(
+    runtime: &Runtime,
+    identity: Identity,
+    cookie_lifetime: Option<Duration>,
+    instance: &Instance,
+    facts: &RequestFacts,
+) -> SessionRecord {
+    let session = &runtime.config.session;
     let now = now_ms();
-    let session = &config.session;
     // A persistent ("remember me") cookie keeps the lifetime the app gave it.
     let lifetime = cookie_lifetime.unwrap_or(Duration::ZERO);
     let idle = session.idle_timeout.max(lifetime);
     let absolute = session.absolute_lifetime.max(lifetime);
-    let record = SessionRecord {
+    SessionRecord {
         identity,
         created_ms: now,
         expires_ms: now + absolute.as_millis() as u64,
@@ -131,11 +188,40 @@ pub async fn observe_response(
         origin: Some(instance.name.clone()),
         user_agent: facts.user_agent.clone(),
         client_ip: Some(facts.client_ip.to_string()),
-    };
-    runtime
-        .store
-        .save(&new_hash, &record, now, session.touch_interval())
-        .await?;
-    tracing::info!(session = new_hash.short(), user = %record.identity.user, instance = %instance.name, "login: session stored");
-    Ok(SessionChange::LoggedIn)
+    }
+}
+
+/// Ends the request's sessions. In `redis` mode the key is deleted; while old stores may still
+/// hold the session (`overlap`, `legacy`), a marker stays so they cannot bring it back, and
+/// the old stores that can be written are told too.
+async fn end_sessions(
+    runtime: &Runtime,
+    route: &Route,
+    ids: &[SessionId],
+) -> Result<SessionChange, StoreError> {
+    let mut ended = SessionChange::None;
+    for id in ids {
+        let hash = id.hash();
+        match route.config.mode {
+            Mode::Redis => {
+                if runtime.store.delete(&hash).await? {
+                    ended = SessionChange::LoggedOut;
+                }
+            }
+            Mode::Overlap | Mode::Legacy => {
+                let remember = runtime.config.session.absolute_lifetime;
+                runtime.store.end(&hash, now_ms(), remember).await?;
+                for store in &route.old_stores {
+                    if let Err(e) = store.delete(id).await {
+                        tracing::warn!(store = store.name(), error = %e, "logout not written to old store");
+                    }
+                }
+                ended = SessionChange::LoggedOut;
+            }
+        }
+        if ended == SessionChange::LoggedOut {
+            tracing::info!(session = hash.short(), "logout: session ended");
+        }
+    }
+    Ok(ended)
 }

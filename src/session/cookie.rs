@@ -86,31 +86,39 @@ impl fmt::Display for SessionHash {
 /// or two paths); callers try them in this order, so the choice is deterministic.
 pub fn session_ids_from_request(headers: &HeaderMap, session: &SessionConfig) -> Vec<SessionId> {
     let mut ids: Vec<SessionId> = Vec::new();
-    for header in headers.get_all(COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
-        for pair in text.split(';') {
-            let Some((name, value)) = pair.split_once('=') else {
-                continue;
-            };
-            if name.trim() != session.cookie_name {
-                continue;
+    for value in cookie_values(headers, &session.cookie_name) {
+        if let Some(id) = parse_session_cookie(value, &session.id_format) {
+            if !ids.contains(&id) {
+                ids.push(id);
             }
-            let value = value.trim();
-            let value = value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value);
-            if let Some(id) = parse_session_cookie(value, &session.id_format) {
-                if !ids.contains(&id) {
-                    ids.push(id);
-                }
-            }
-            if ids.len() == MAX_CANDIDATES {
-                return ids;
-            }
+        }
+        if ids.len() == MAX_CANDIDATES {
+            break;
         }
     }
     ids
+}
+
+/// Values of every request cookie named `name`, in the order sent, across all `Cookie`
+/// headers. Quotes around a value (RFC 6265 section 4.1.1) are removed.
+pub fn cookie_values<'a>(
+    headers: &'a HeaderMap,
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|header| header.to_str().ok())
+        .flat_map(|text| text.split(';'))
+        .filter_map(|pair| pair.split_once('='))
+        .filter(move |(n, _)| n.trim() == name)
+        .map(|(_, value)| {
+            let value = value.trim();
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value)
+        })
 }
 
 /// Reads the session id from one cookie value; `None` when it is not a valid session cookie

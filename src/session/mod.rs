@@ -1,12 +1,13 @@
 //! Sessions: the app's cookie formats ([`cookie`]), what is kept per session ([`record`]),
 //! where it is kept ([`store`]), how a request's session is found by migration mode
-//! ([`resolve`]), where identity comes from ([`mapping`], [`whoami`], [`old_store`]), and how
-//! logins and logouts are seen in responses ([`capture`]).
+//! ([`resolve`]), where identity comes from ([`mapping`], [`whoami`], [`old_store`] and its
+//! kinds in [`old_stores`]), and how logins and logouts are seen in responses ([`capture`]).
 
 pub mod capture;
 pub mod cookie;
 pub mod mapping;
 pub mod old_store;
+pub mod old_stores;
 pub mod record;
 pub mod resolve;
 pub mod store;

@@ -2,13 +2,17 @@
 //! asks them, in order, and a hit is copied forward into Redis. Each kind implements
 //! [`OldStore`]; the first kind is the app's own whoami endpoint.
 
+use super::cookie::SessionHash;
 use super::cookie::SessionId;
 use super::record::Identity;
 use super::whoami::{ask_whoami, WhoamiCall, WhoamiError};
-use crate::config::IdentityMapping;
-use crate::upstream::UpstreamPool;
+use crate::config::{IdentityMapping, OldStoreConfig, OldStoreKind};
+use crate::upstream::{Instance, UpstreamPool};
 use async_trait::async_trait;
-use std::time::Duration;
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// A session found in an old store.
 #[derive(Debug, Clone)]
@@ -26,6 +30,9 @@ pub enum OldStoreError {
     Whoami(#[from] WhoamiError),
     #[error("old store {store}: {reason}")]
     Unavailable { store: String, reason: String },
+    /// A setting the store cannot work with (bad URL, table name, key template).
+    #[error("old store {store}: invalid setting: {reason}")]
+    Invalid { store: String, reason: String },
 }
 
 /// What a lookup may use besides the session id.
@@ -56,13 +63,58 @@ pub trait OldStore: Send + Sync {
     }
 }
 
-/// The app's own "who am I" endpoint on the instance that holds the session.
+/// The app's own "who am I" endpoint. Asked on the instance that holds the session; when that
+/// is unknown, on the healthy instances a few at a time (the first that names a user wins).
+/// A cookie no instance knows is remembered as a miss for a while, so junk cookies cannot make
+/// every request fan out.
 pub struct WhoamiStore {
-    pub name: String,
-    pub path: String,
-    pub cookie_name: String,
-    pub timeout: Duration,
-    pub mapping: IdentityMapping,
+    name: String,
+    path: String,
+    cookie_name: String,
+    timeout: Duration,
+    mapping: IdentityMapping,
+    fanout_concurrency: usize,
+    misses: MissCache,
+}
+
+impl WhoamiStore {
+    pub fn new(config: &OldStoreConfig, cookie_name: &str) -> Option<WhoamiStore> {
+        let OldStoreKind::Whoami {
+            path,
+            fanout_concurrency,
+            miss_ttl,
+        } = &config.kind
+        else {
+            return None;
+        };
+        Some(WhoamiStore {
+            name: config.name.clone(),
+            path: path.clone(),
+            cookie_name: cookie_name.to_string(),
+            timeout: config.timeout,
+            mapping: config.mapping.clone(),
+            fanout_concurrency: *fanout_concurrency,
+            misses: MissCache::new(*miss_ttl),
+        })
+    }
+
+    async fn ask(
+        &self,
+        pool: &UpstreamPool,
+        instance: &Instance,
+        id: &SessionId,
+        host: Option<&str>,
+    ) -> Result<Option<Identity>, WhoamiError> {
+        let call = WhoamiCall {
+            path: &self.path,
+            cookie_name: &self.cookie_name,
+            cookie_value: id.cookie_value(),
+            host,
+            timeout: self.timeout,
+            mapping: &self.mapping,
+        };
+        ask_whoami(pool, instance, &call).await
+    }
 }
 
 #[async_trait]
@@ -76,22 +128,164 @@ impl OldStore for WhoamiStore {
         id: &SessionId,
         context: &LookupContext<'_>,
     ) -> Result<Option<OldSession>, OldStoreError> {
-        let Some(instance) = context.origin.and_then(|name| context.pool.instance(name)) else {
+        let hash = id.hash();
+        if self.misses.contains(&hash) {
             return Ok(None);
+        }
+        let pool = context.pool;
+        let found = match context.origin.and_then(|name| pool.instance(name)) {
+            // The owner is known: only it can hold an in-memory session.
+            Some(origin) => self
+                .ask(pool, origin, id, context.host)
+                .await?
+                .map(|identity| (identity, origin.name.clone())),
+            None => {
+                let healthy: Vec<Arc<Instance>> = pool
+                    .instances()
+                    .iter()
+                    .filter(|i| pool.is_healthy(i))
+                    .cloned()
+                    .collect();
+                let mut answers = futures_util::stream::iter(healthy)
+                    .map(|instance| async move {
+                        let answer = self.ask(pool, &instance, id, context.host).await;
+                        (answer, instance.name.clone())
+                    })
+                    .buffer_unordered(self.fanout_concurrency);
+                let mut found = None;
+                let mut last_error = None;
+                while let Some((answer, instance)) = answers.next().await {
+                    match answer {
+                        Ok(Some(identity)) => {
+                            found = Some((identity, instance));
+                            break;
+                        }
+                        Ok(None) => {}
+                        Err(e) => last_error = Some(e),
+                    }
+                }
+                match (found, last_error) {
+                    (Some(found), _) => Some(found),
+                    // Some instance could not answer: it may hold the session, so no miss is remembered.
+                    (None, Some(e)) => return Err(e.into()),
+                    (None, None) => None,
+                }
+            }
         };
-        let call = WhoamiCall {
-            path: &self.path,
-            cookie_name: &self.cookie_name,
-            cookie_value: id.cookie_value(),
-            host: context.host,
-            timeout: self.timeout,
-            mapping: &self.mapping,
-        };
-        let identity = ask_whoami(context.pool, instance, &call).await?;
-        Ok(identity.map(|identity| OldSession {
-            identity,
-            remaining: None,
-            origin: Some(instance.name.clone()),
-        }))
+        match found {
+            Some((identity, origin)) => Ok(Some(OldSession {
+                identity,
+                remaining: None,
+                origin: Some(origin),
+            })),
+            None => {
+                self.misses.insert(hash);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Session hashes recently found in no old store, with when they were found missing.
+pub struct MissCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<SessionHash, Instant>>,
+}
+
+/// Beyond this many remembered misses the oldest knowledge is dropped (memory stays bounded).
+const MAX_REMEMBERED_MISSES: usize = 100_000;
+
+impl MissCache {
+    pub fn new(ttl: Duration) -> MissCache {
+        MissCache {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    pub fn contains(&self, hash: &SessionHash) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(hash).is_some_and(|at| at.elapsed() < self.ttl)
+    }
+
+    pub fn insert(&self, hash: SessionHash) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= MAX_REMEMBERED_MISSES {
+            entries.retain(|_, at| at.elapsed() < self.ttl);
+            if entries.len() >= MAX_REMEMBERED_MISSES {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, Instant::now());
+    }
+}
+
+/// An opened old store with its lookup bound.
+#[derive(Clone)]
+pub struct OldStoreHandle {
+    store: Arc<dyn OldStore>,
+    timeout: Duration,
+}
+
+impl OldStoreHandle {
+    pub fn name(&self) -> &str {
+        self.store.name()
+    }
+
+    /// A lookup that gives up after the store's timeout: a slow old store must not stall requests.
+    pub async fn lookup(
+        &self,
+        id: &SessionId,
+        context: &LookupContext<'_>,
+    ) -> Result<Option<OldSession>, OldStoreError> {
+        tokio::time::timeout(self.timeout, self.store.lookup(id, context))
+            .await
+            .unwrap_or_else(|_| {
+                Err(OldStoreError::Unavailable {
+                    store: self.name().to_string(),
+                    reason: format!("no answer within {:?}", self.timeout),
+                })
+            })
+    }
+
+    pub async fn delete(&self, id: &SessionId) -> Result<(), OldStoreError> {
+        tokio::time::timeout(self.timeout, self.store.delete(id))
+            .await
+            .unwrap_or_else(|_| {
+                Err(OldStoreError::Unavailable {
+                    store: self.name().to_string(),
+                    reason: format!("no answer within {:?}", self.timeout),
+                })
+            })
+    }
+}
+
+/// Opens the old store a config describes (connecting where the kind needs a connection).
+pub async fn open_old_store(
+    config: &OldStoreConfig,
+    cookie_name: &str,
+) -> Result<OldStoreHandle, OldStoreError> {
+    let store = open_store_kind(config, cookie_name).await?;
+    Ok(OldStoreHandle {
+        store,
+        timeout: config.timeout,
+    })
+}
+
+async fn open_store_kind(
+    config: &OldStoreConfig,
+    cookie_name: &str,
+) -> Result<Arc<dyn OldStore>, OldStoreError> {
+    match &config.kind {
+        OldStoreKind::Whoami { .. } => WhoamiStore::new(config, cookie_name)
+            .map(|store| Arc::new(store) as Arc<dyn OldStore>)
+            .ok_or_else(|| OldStoreError::Unavailable {
+                store: config.name.clone(),
+                reason: "not a whoami store".into(),
+            }),
+        _ => Err(OldStoreError::Unavailable {
+            store: config.name.clone(),
+            reason: "this kind of old store is not available in this build".into(),
+        }),
     }
 }

@@ -7,10 +7,13 @@ mod connection;
 pub use connection::ConnectError;
 
 use crate::body::{self, Body};
-use crate::config::{HealthCheckConfig, UpstreamConfig};
+use crate::config::{HealthCheckConfig, LbCookieConfig, UpstreamConfig};
+use crate::session::cookie::cookie_values;
 use connection::ConnectionPool;
+use http::HeaderMap;
 use http::{Request, Response};
 use hyper::body::Incoming;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -51,6 +54,8 @@ pub struct UpstreamPool {
     epoch: Instant,
     connect_timeout: Duration,
     response_timeout: Duration,
+    jvm_routes: BTreeMap<String, String>,
+    lb_cookie: Option<LbCookieConfig>,
 }
 
 impl UpstreamPool {
@@ -78,6 +83,8 @@ impl UpstreamPool {
             epoch: Instant::now(),
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
+            jvm_routes: config.jvm_routes.clone(),
+            lb_cookie: config.lb_cookie.clone(),
         });
         if let Some(check) = &config.health_check {
             tokio::spawn(health_check_loop(Arc::downgrade(&pool), check.clone()));
@@ -91,6 +98,24 @@ impl UpstreamPool {
 
     pub fn instance(&self, name: &str) -> Option<&Arc<Instance>> {
         self.instances.iter().find(|i| i.name == name)
+    }
+
+    /// The instance a request is bound to by what it carries, before unstick knew it: a route
+    /// suffix in the session cookie (mapped, or an instance of that name), else the previous
+    /// load balancer's sticky cookie.
+    pub fn sticky_instance(
+        &self,
+        cookie_route: Option<&str>,
+        headers: &HeaderMap,
+    ) -> Option<&Arc<Instance>> {
+        if let Some(route) = cookie_route {
+            let name = self.jvm_routes.get(route).map_or(route, String::as_str);
+            if let Some(instance) = self.instance(name) {
+                return Some(instance);
+            }
+        }
+        let lb = self.lb_cookie.as_ref()?;
+        cookie_values(headers, &lb.name).find_map(|value| self.instance(lb.values.get(value)?))
     }
 
     fn now_ms(&self) -> u64 {

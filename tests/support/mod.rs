@@ -34,6 +34,10 @@ pub struct ProxyConfig {
     pub route_extra: String,
     /// Extra lines for `[redis]`.
     pub redis_extra: String,
+    /// The route's migration mode.
+    pub mode: String,
+    /// Whole tables appended at the end (e.g. `[[old_stores]]`).
+    pub extra_tables: String,
 }
 
 impl ProxyConfig {
@@ -50,6 +54,8 @@ impl ProxyConfig {
             upstream_extra: String::new(),
             route_extra: "logout_paths = [\"/logout\"]".into(),
             redis_extra: String::new(),
+            mode: "redis".into(),
+            extra_tables: String::new(),
         }
     }
 
@@ -65,7 +71,7 @@ impl ProxyConfig {
              [session]\ncookie = \"{}\"\n{}\nidle_timeout = \"{}\"\nabsolute_lifetime = \"{}\"\n\n\
              [identity.capture]\n{}\n\n\
              [[upstreams]]\nname = \"app\"\ninstances = [\n{}\n]\n{}\n\n\
-             [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\nmode = \"redis\"\n{}\n",
+             [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\nmode = \"{}\"\n{}\n\n{}\n",
             self.redis_url,
             self.redis_extra,
             self.cookie,
@@ -75,7 +81,9 @@ impl ProxyConfig {
             self.capture,
             instances.join("\n"),
             self.upstream_extra,
+            self.mode,
             self.route_extra,
+            self.extra_tables,
         )
     }
 }
@@ -85,7 +93,7 @@ pub struct ProxyProcess {
     child: Child,
     pub address: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl ProxyProcess {
@@ -137,8 +145,36 @@ impl ProxyProcess {
             child,
             address,
             logs,
-            _dir: dir,
+            dir,
         }
+    }
+
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("unstick.toml")
+    }
+
+    /// Rewrites the config file, sends SIGHUP and waits until the proxy says it reloaded.
+    pub async fn reload(&self, config: &ProxyConfig) {
+        let reloads_before = self.count_logs("config reloaded");
+        std::fs::write(self.config_path(), config.to_toml()).expect("write config");
+        signal(self.pid(), "HUP");
+        for _ in 0..200 {
+            if self.count_logs("config reloaded") > reloads_before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no reload; logs:\n{}", self.logs());
+    }
+
+    /// How many log lines so far contain `text`.
+    pub fn count_logs(&self, text: &str) -> usize {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -162,6 +198,27 @@ impl ProxyProcess {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmHWM")
+    }
+
+    /// `true` until the process has exited.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the process to exit on its own (after a signal sent elsewhere) and returns
+    /// its status; panics if it is still running after `within`.
+    pub async fn wait_for_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "unstick still running after {within:?}; logs:\n{}",
+            self.logs()
+        );
     }
 
     /// Sends SIGTERM (graceful shutdown) and returns the exit status.

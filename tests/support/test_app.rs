@@ -3,7 +3,8 @@
 //! send its login identity in a response header.
 //!
 //! Cookie `sid`. `POST /login?user=U` sets it (and `X-Unstick-Identity`); `GET /whoami`;
-//! `GET /echo`; `POST /upload` -> `{"bytes": n}`; `GET /download?bytes=N`; `GET /ws` (echo);
+//! `GET /echo`; `POST /upload` -> `{"bytes": n}`; `GET /download?bytes=N`; `GET /ws` (echo;
+//! the 101 carries the `X-Auth-User` it received as `X-Echo-User`);
 //! `GET /slow?ms=N`.
 
 use bytes::Bytes;
@@ -30,6 +31,7 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct TestApp {
     pub address: SocketAddr,
     task: JoinHandle<()>,
+    state: Arc<State>,
 }
 
 impl Drop for TestApp {
@@ -42,6 +44,7 @@ impl Drop for TestApp {
 struct State {
     sessions: Mutex<HashMap<String, String>>,
     counter: Mutex<u64>,
+    whoami_calls: std::sync::atomic::AtomicU64,
 }
 
 impl TestApp {
@@ -49,6 +52,7 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let state = Arc::new(State::default());
+        let shared = state.clone();
         let task = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
@@ -68,7 +72,18 @@ impl TestApp {
                 while connections.try_join_next().is_some() {}
             }
         });
-        TestApp { address, task }
+        TestApp {
+            address,
+            task,
+            state: shared,
+        }
+    }
+
+    /// How many `GET /whoami` requests this instance has answered.
+    pub fn whoami_calls(&self) -> u64 {
+        self.state
+            .whoami_calls
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -144,6 +159,9 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
             response
         }
         ("GET", "/whoami") => {
+            state
+                .whoami_calls
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let user = session_user(state, &request);
             json(
                 serde_json::json!({ "user": user, "roles": ["member"], "email": user.as_ref().map(|u| format!("{u}@example.test")) }),
@@ -192,6 +210,7 @@ fn websocket_echo(mut request: Request<Incoming>) -> Response<Body> {
     let Some(key) = request.headers().get("sec-websocket-key").cloned() else {
         return full(StatusCode::BAD_REQUEST, "not a websocket handshake");
     };
+    let user = request.headers().get("x-auth-user").cloned();
     let on_upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let Ok(upgraded) = on_upgrade.await else {
@@ -216,6 +235,10 @@ fn websocket_echo(mut request: Request<Incoming>) -> Response<Body> {
         "sec-websocket-accept",
         derive_accept_key(key.as_bytes()).parse().unwrap(),
     );
+    // Tells the client which identity header the handshake arrived with.
+    if let Some(user) = user {
+        headers.insert("x-echo-user", user);
+    }
     response
 }
 

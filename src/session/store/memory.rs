@@ -1,6 +1,6 @@
 //! `memory://`: sessions in this process only. Lost on restart, not shared between proxies.
 
-use super::session_key;
+use super::{session_key, Loaded};
 use crate::session::cookie::SessionHash;
 use crate::session::record::SessionRecord;
 use std::collections::HashMap;
@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 struct Entry {
-    record: SessionRecord,
+    /// `None`: the session ended (a tombstone).
+    record: Option<SessionRecord>,
     seen_ms: u64,
     expires_at_ms: u64,
 }
@@ -34,22 +35,36 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn load(&self, hash: &SessionHash, now_ms: u64, touch: Duration) -> Option<SessionRecord> {
+    pub fn load(&self, hash: &SessionHash, now_ms: u64, touch: Duration) -> Loaded {
         let mut entries = self.entries();
         if entries.get(hash).is_some_and(|e| e.expires_at_ms <= now_ms) {
             entries.remove(hash);
         }
-        let entry = entries.get_mut(hash)?;
+        let Some(entry) = entries.get_mut(hash) else {
+            return Loaded::Missing;
+        };
+        let Some(record) = &entry.record else {
+            return Loaded::Ended;
+        };
         if now_ms.saturating_sub(entry.seen_ms) >= touch.as_millis() as u64 {
             entry.seen_ms = now_ms;
-            entry.expires_at_ms = now_ms + entry.record.ttl_ms(now_ms, touch);
+            entry.expires_at_ms = now_ms + record.ttl_ms(now_ms, touch);
         }
-        Some(entry.record.clone())
+        Loaded::Live(record.clone())
+    }
+
+    pub fn end(&self, hash: &SessionHash, now_ms: u64, remember_for: Duration) {
+        let entry = Entry {
+            record: None,
+            seen_ms: now_ms,
+            expires_at_ms: now_ms + remember_for.as_millis() as u64,
+        };
+        self.entries().insert(hash.clone(), entry);
     }
 
     pub fn save(&self, hash: &SessionHash, record: &SessionRecord, now_ms: u64, touch: Duration) {
         let entry = Entry {
-            record: record.clone(),
+            record: Some(record.clone()),
             seen_ms: now_ms,
             expires_at_ms: now_ms + record.ttl_ms(now_ms, touch),
         };

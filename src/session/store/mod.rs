@@ -20,6 +20,15 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// What the store holds for a session id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    Live(SessionRecord),
+    /// Logged out during a migration: old stores must not bring it back.
+    Ended,
+    Missing,
+}
+
 /// The session store of a running proxy (one per process, shared by all routes).
 #[derive(Clone)]
 pub enum SessionStore {
@@ -52,10 +61,27 @@ impl SessionStore {
         hash: &SessionHash,
         now_ms: u64,
         touch_interval: Duration,
-    ) -> Result<Option<SessionRecord>, StoreError> {
+    ) -> Result<Loaded, StoreError> {
         match self {
             SessionStore::Redis(store) => store.load(hash, now_ms, touch_interval).await,
             SessionStore::Memory(store) => Ok(store.load(hash, now_ms, touch_interval)),
+        }
+    }
+
+    /// Ends a session and remembers for `remember_for` that it ended, so that an old store
+    /// still holding it cannot bring it back during a migration.
+    pub async fn end(
+        &self,
+        hash: &SessionHash,
+        now_ms: u64,
+        remember_for: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.end(hash, remember_for).await,
+            SessionStore::Memory(store) => {
+                store.end(hash, now_ms, remember_for);
+                Ok(())
+            }
         }
     }
 
@@ -81,6 +107,14 @@ impl SessionStore {
         match self {
             SessionStore::Redis(store) => store.delete(hash).await,
             SessionStore::Memory(store) => Ok(store.delete(hash)),
+        }
+    }
+
+    /// Whether the store can take commands now.
+    pub fn is_connected(&self) -> bool {
+        match self {
+            SessionStore::Redis(store) => store.is_connected(),
+            SessionStore::Memory(_) => true,
         }
     }
 

@@ -4,7 +4,7 @@
 //! `abs` and `idle` (ms). Reads and renewals are single-key Lua scripts: one round trip, and
 //! valid on Redis Cluster.
 
-use super::{session_key, StoreError};
+use super::{session_key, Loaded, StoreError};
 use crate::config::StoreConfig;
 use crate::session::cookie::SessionHash;
 use crate::session::record::SessionRecord;
@@ -20,8 +20,11 @@ use std::time::Duration;
 /// ARGV: now_ms, touch_ms. The TTL is the idle timeout plus the touch interval (so a session
 /// in use never dies early), capped by the absolute expiry.
 const LOAD_AND_TOUCH: &str = r#"
-local v = redis.call('HMGET', KEYS[1], 'rec', 'seen', 'abs', 'idle')
-if not v[1] then return false end
+local v = redis.call('HMGET', KEYS[1], 'rec', 'seen', 'abs', 'idle', 'gone')
+if not v[1] then
+  if v[5] then return 'gone' end
+  return false
+end
 local now = tonumber(ARGV[1])
 local touch = tonumber(ARGV[2])
 local abs = tonumber(v[3]) or 0
@@ -38,8 +41,17 @@ return v[1]
 
 /// ARGV: rec, now_ms, abs_ms, idle_ms, ttl_ms.
 const SAVE: &str = r#"
+redis.call('HDEL', KEYS[1], 'gone')
 redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'seen', ARGV[2], 'abs', ARGV[3], 'idle', ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"#;
+
+/// Replaces a session by a marker that it ended. ARGV: ttl_ms.
+const END: &str = r#"
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'gone', '1')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 "#;
 
@@ -49,6 +61,7 @@ pub struct RedisStore {
     prefix: Arc<str>,
     load_script: Arc<Script>,
     save_script: Arc<Script>,
+    end_script: Arc<Script>,
 }
 
 fn unavailable(error: Error) -> StoreError {
@@ -99,11 +112,16 @@ impl RedisStore {
             prefix: Arc::from(config.key_prefix.as_str()),
             load_script: Arc::new(Script::from_lua(LOAD_AND_TOUCH)),
             save_script: Arc::new(Script::from_lua(SAVE)),
+            end_script: Arc::new(Script::from_lua(END)),
         })
     }
 
     pub fn key(&self, hash: &SessionHash) -> String {
         session_key(&self.prefix, hash)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.pool.is_connected()
     }
 
     /// The client pool, for commands outside the session hot path (checks, admin).
@@ -116,7 +134,7 @@ impl RedisStore {
         hash: &SessionHash,
         now_ms: u64,
         touch: Duration,
-    ) -> Result<Option<SessionRecord>, StoreError> {
+    ) -> Result<Loaded, StoreError> {
         let key = self.key(hash);
         let raw: Option<String> = self
             .load_script
@@ -127,13 +145,17 @@ impl RedisStore {
             )
             .await
             .map_err(unavailable)?;
-        let Some(raw) = raw else { return Ok(None) };
-        match serde_json::from_str(&raw) {
-            Ok(record) => Ok(Some(record)),
+        let raw = match raw.as_deref() {
+            None => return Ok(Loaded::Missing),
+            Some("gone") => return Ok(Loaded::Ended),
+            Some(raw) => raw,
+        };
+        match serde_json::from_str(raw) {
+            Ok(record) => Ok(Loaded::Live(record)),
             Err(e) => {
                 // Unreadable (written by an incompatible version, or by hand): treat as no session.
                 tracing::warn!(session = hash.short(), error = %e, "unreadable session record; ignoring it");
-                Ok(None)
+                Ok(Loaded::Missing)
             }
         }
     }
@@ -161,6 +183,16 @@ impl RedisStore {
                     ttl.to_string(),
                 ],
             )
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn end(&self, hash: &SessionHash, remember_for: Duration) -> Result<(), StoreError> {
+        let ttl = remember_for.as_millis().max(1).to_string();
+        let _: i64 = self
+            .end_script
+            .evalsha_with_reload(self.pool.next(), self.key(hash), vec![ttl])
             .await
             .map_err(unavailable)?;
         Ok(())

@@ -1,0 +1,186 @@
+//! Prometheus metrics of one process. They outlive config reloads (the registry is created once)
+//! and are exported as text by the admin listener's `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub mode: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// hit, miss, ended, fallback_hit, fallback_miss, copied_forward, old_store_error, store_error
+    pub outcome: String,
+    /// The old store involved, or empty.
+    pub store: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub command: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub upstream: String,
+    pub instance: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigLabels {
+    pub hash: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms .. ~6.5 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 17))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub session_outcomes: Family<OutcomeLabels, Counter>,
+    pub redis_seconds: Family<CommandLabels, Histogram, fn() -> Histogram>,
+    pub redis_errors: Family<CommandLabels, Counter>,
+    pub upstream_healthy: Family<InstanceLabels, Gauge>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_info: Family<ConfigLabels, Gauge>,
+    pub config_loaded_seconds: Gauge<f64, AtomicU64>,
+    pub sessions_revoked: Counter,
+    pub sessions_evicted: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("unstick");
+        let metrics = Metrics {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            session_outcomes: Family::default(),
+            redis_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            redis_errors: Family::default(),
+            upstream_healthy: Family::default(),
+            config_reloads: Family::default(),
+            config_info: Family::default(),
+            config_loaded_seconds: Gauge::default(),
+            sessions_revoked: Counter::default(),
+            sessions_evicted: Counter::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests by route, migration mode and status",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Request latency through the proxy",
+            metrics.request_seconds.clone(),
+        );
+        registry.register(
+            "session_outcomes",
+            "How request sessions were resolved (hit, miss, fallback_hit, copied_forward, ...)",
+            metrics.session_outcomes.clone(),
+        );
+        registry.register(
+            "redis_command_duration_seconds",
+            "Session store command latency",
+            metrics.redis_seconds.clone(),
+        );
+        registry.register(
+            "redis_errors",
+            "Session store commands that failed or timed out",
+            metrics.redis_errors.clone(),
+        );
+        registry.register(
+            "upstream_healthy",
+            "1 when the instance is taking requests",
+            metrics.upstream_healthy.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads by result (ok, failed)",
+            metrics.config_reloads.clone(),
+        );
+        registry.register(
+            "config_info",
+            "1 for the hash of the active config",
+            metrics.config_info.clone(),
+        );
+        registry.register(
+            "config_loaded_timestamp_seconds",
+            "Unix time the active config was loaded",
+            metrics.config_loaded_seconds.clone(),
+        );
+        registry.register(
+            "sessions_revoked",
+            "Sessions ended by an operator or by the app",
+            metrics.sessions_revoked.clone(),
+        );
+        registry.register(
+            "sessions_evicted",
+            "Sessions ended by the per-user cap",
+            metrics.sessions_evicted.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    pub fn outcome(&self, outcome: &str, store: &str) {
+        self.session_outcomes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+                store: store.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn redis_command(&self, command: &str, took: Duration, ok: bool) {
+        let labels = CommandLabels {
+            command: command.to_string(),
+        };
+        self.redis_seconds
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if !ok {
+            self.redis_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,203 @@
+//! The app's own Redis, read as its session library wrote it: connect-redis (`sess:<id>`, the
+//! session as JSON) or phpredis (`PHPREDIS_SESSION:<id>`, PHP session format). One GET+PTTL
+//! round trip per lookup, always bounded by the store's timeout.
+
+use super::{found, invalid, php_serialize, timed_out, unavailable, unreadable};
+use crate::config::IdentityMapping;
+use crate::session::cookie::SessionId;
+use crate::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};
+use async_trait::async_trait;
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::config::{
+    ConnectionConfig, PerformanceConfig, ReconnectPolicy, UnresponsiveConfig,
+};
+use serde_json::Value;
+use std::time::{Duration, SystemTime};
+
+/// How the value at the key is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForeignFormat {
+    /// connect-redis: the whole session as JSON, `cookie.expires` included.
+    Json,
+    /// phpredis: PHP's session format (`php` or `php_serialize` handler).
+    Php,
+}
+
+pub struct ForeignRedisStore {
+    name: String,
+    client: Client,
+    key_template: String,
+    format: ForeignFormat,
+    mapping: IdentityMapping,
+    timeout: Duration,
+}
+
+impl ForeignRedisStore {
+    /// `key_template` holds `{id}` where the raw session id goes, e.g. `sess:{id}`. A Redis that
+    /// is down does not fail this: the client keeps reconnecting in the background and each
+    /// lookup meanwhile fails within `timeout`, so the proxy starts and recovers on its own.
+    pub async fn connect(
+        name: &str,
+        url: &str,
+        key_template: &str,
+        format: ForeignFormat,
+        mapping: IdentityMapping,
+        timeout: Duration,
+    ) -> Result<ForeignRedisStore, OldStoreError> {
+        if !key_template.contains("{id}") {
+            return Err(invalid(name, "key template must contain {id}"));
+        }
+        let mut config = Config::from_url(url).map_err(|e| invalid(name, e))?;
+        config.fail_fast = false;
+        let client = Builder::from_config(config)
+            .with_performance_config(|perf: &mut PerformanceConfig| {
+                perf.default_command_timeout = timeout;
+            })
+            .with_connection_config(|conn: &mut ConnectionConfig| {
+                conn.connection_timeout = timeout;
+                conn.internal_command_timeout = timeout.max(Duration::from_secs(1));
+                // A Redis that stops answering is dropped and reconnected, not waited on.
+                conn.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(timeout.max(Duration::from_millis(500)) * 4),
+                    interval: Duration::from_millis(250),
+                };
+                // Commands wait for a reconnect only within their own timeout.
+                conn.max_command_attempts = 1;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build()
+            .map_err(|e| invalid(name, e))?;
+        client.connect();
+        match tokio::time::timeout(timeout, client.wait_for_connect()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(store = name, error = %e, "old-store Redis not reachable yet; retrying in the background")
+            }
+            Err(_) => tracing::warn!(
+                store = name,
+                "old-store Redis not reachable yet; retrying in the background"
+            ),
+        }
+        Ok(ForeignRedisStore {
+            name: name.to_string(),
+            client,
+            key_template: key_template.to_string(),
+            format,
+            mapping,
+            timeout,
+        })
+    }
+
+    fn key(&self, id: &SessionId) -> String {
+        self.key_template.replace("{id}", id.id())
+    }
+
+    async fn get_with_ttl(&self, key: &str) -> Result<(Option<Bytes>, i64), Error> {
+        // Pipelined: one round trip, and no script to load (works on Redis Cluster too).
+        let pipeline = self.client.pipeline();
+        let () = pipeline.get(key).await?;
+        let () = pipeline.pttl(key).await?;
+        pipeline.all().await
+    }
+
+    fn decode(&self, raw: &[u8], pttl: i64, id: &SessionId) -> Option<OldSession> {
+        let doc: Value = match self.format {
+            ForeignFormat::Json => match serde_json::from_slice(raw) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    unreadable(&self.name, id, e);
+                    return None;
+                }
+            },
+            ForeignFormat::Php => match php_serialize::decode_session(raw) {
+                Ok(doc) => doc,
+                Err(e) => {
+                    unreadable(&self.name, id, e);
+                    return None;
+                }
+            },
+        };
+        let remaining = match pttl {
+            ms if ms > 0 => Some(Duration::from_millis(ms.unsigned_abs())),
+            // No TTL on the key: connect-redis still says when the session ends.
+            -1 if self.format == ForeignFormat::Json => match cookie_expires(&doc) {
+                Some(expires) => match expires.duration_since(SystemTime::now()) {
+                    Ok(left) => Some(left),
+                    Err(_) => return None,
+                },
+                None => None,
+            },
+            -1 => None,
+            // Expired between GET and PTTL.
+            _ => return None,
+        };
+        found(&doc, &self.mapping, remaining)
+    }
+}
+
+/// connect-redis keeps `cookie.expires` as an ISO 8601 date (JavaScript `toISOString`).
+fn cookie_expires(doc: &Value) -> Option<SystemTime> {
+    let text = doc.pointer("/cookie/expires")?.as_str()?;
+    humantime::parse_rfc3339(text).ok()
+}
+
+#[async_trait]
+impl OldStore for ForeignRedisStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn lookup(
+        &self,
+        id: &SessionId,
+        _context: &LookupContext<'_>,
+    ) -> Result<Option<OldSession>, OldStoreError> {
+        let key = self.key(id);
+        let (raw, pttl) = tokio::time::timeout(self.timeout, self.get_with_ttl(&key))
+            .await
+            .map_err(|_| timed_out(&self.name, self.timeout))?
+            .map_err(|e| unavailable(&self.name, e))?;
+        Ok(raw.and_then(|raw| self.decode(&raw, pttl, id)))
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), OldStoreError> {
+        let key = self.key(id);
+        let _: i64 = tokio::time::timeout(self.timeout, self.client.del(key))
+            .await
+            .map_err(|_| timed_out(&self.name, self.timeout))?
+            .map_err(|e| unavailable(&self.name, e))?;
+        Ok(())
+    }
+}
+
+impl Drop for ForeignRedisStore {
+    // fred's connection task outlives its handles; a replaced store (config reload) must not
+    // keep reconnecting forever.
+    fn drop(&mut self) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            runtime.spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_javascript_dates() {
+        let doc = json!({"cookie": {"expires": "2030-01-02T03:04:05.678Z"}});
+        let expected = humantime::parse_rfc3339("2030-01-02T03:04:05.678Z").unwrap();
+        assert_eq!(cookie_expires(&doc), Some(expected));
+        assert_eq!(cookie_expires(&json!({"cookie": {"expires": null}})), None);
+        assert_eq!(
+            cookie_expires(&json!({"cookie": {"expires": "soon"}})),
+            None
+        );
+    }
+}

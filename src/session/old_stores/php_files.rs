@@ -1,0 +1,165 @@
+//! PHP's default `files` session handler: `<save_path>/sess_<id>`, live while its mtime plus
+//! `session.gc_maxlifetime` is in the future. The id comes from a cookie, so only ids PHP itself
+//! would accept become a path; anything else is a miss without touching the disk.
+
+use super::{found, php_serialize, unavailable, unreadable};
+use crate::config::IdentityMapping;
+use crate::session::cookie::SessionId;
+use crate::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};
+use async_trait::async_trait;
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+use tokio::io::AsyncReadExt;
+
+/// Session files larger than this are not read (PHP sessions are usually under a few KiB).
+const MAX_FILE_BYTES: u64 = 4 << 20;
+
+pub struct PhpFilesStore {
+    name: String,
+    dir: PathBuf,
+    gc_maxlifetime: Duration,
+    mapping: IdentityMapping,
+}
+
+/// PHP's own id alphabet (`session.sid_bits_per_character` 4, 5 or 6 gives `[0-9a-v]`,
+/// `[0-9a-zA-Z,-]`). No `/`, `.` or NUL can reach a path.
+fn valid_id(id: &str) -> bool {
+    (1..=256).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b',' || b == b'-')
+}
+
+impl PhpFilesStore {
+    pub fn new(
+        name: &str,
+        dir: PathBuf,
+        gc_maxlifetime: Duration,
+        mapping: IdentityMapping,
+    ) -> PhpFilesStore {
+        PhpFilesStore {
+            name: name.to_string(),
+            dir,
+            gc_maxlifetime,
+            mapping,
+        }
+    }
+
+    fn path(&self, id: &SessionId) -> Option<PathBuf> {
+        valid_id(id.id()).then(|| self.dir.join(format!("sess_{}", id.id())))
+    }
+
+    /// The file's bytes and its remaining lifetime; `None` when absent, not a plain file, or
+    /// past its lifetime.
+    async fn read_live(&self, path: &PathBuf) -> std::io::Result<Option<(Vec<u8>, Duration)>> {
+        // PHP opens session files with O_NOFOLLOW: a symlink is not a session.
+        let link = match tokio::fs::symlink_metadata(path).await {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !link.is_file() {
+            return Ok(None);
+        }
+        let file = match tokio::fs::File::open(path).await {
+            Ok(file) => file,
+            // Removed by PHP's GC in between.
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata().await?;
+        // Replaced (by a symlink, say) between the check and the open.
+        if (meta.dev(), meta.ino()) != (link.dev(), link.ino()) {
+            return Ok(None);
+        }
+        let Some(remaining) = meta
+            .modified()?
+            .checked_add(self.gc_maxlifetime)
+            .and_then(|end| end.duration_since(SystemTime::now()).ok())
+        else {
+            return Ok(None);
+        };
+        let mut data = Vec::new();
+        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut data).await?;
+        Ok(Some((data, remaining)))
+    }
+}
+
+#[async_trait]
+impl OldStore for PhpFilesStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn lookup(
+        &self,
+        id: &SessionId,
+        _context: &LookupContext<'_>,
+    ) -> Result<Option<OldSession>, OldStoreError> {
+        let Some(path) = self.path(id) else {
+            return Ok(None);
+        };
+        let Some((data, remaining)) = self
+            .read_live(&path)
+            .await
+            .map_err(|e| unavailable(&self.name, e))?
+        else {
+            return Ok(None);
+        };
+        if data.len() as u64 > MAX_FILE_BYTES {
+            unreadable(&self.name, id, "session file too large");
+            return Ok(None);
+        }
+        match php_serialize::decode_session(&data) {
+            Ok(doc) => Ok(found(&doc, &self.mapping, Some(remaining))),
+            Err(e) => {
+                unreadable(&self.name, id, e);
+                Ok(None)
+            }
+        }
+    }
+
+    async fn delete(&self, id: &SessionId) -> Result<(), OldStoreError> {
+        let Some(path) = self.path(id) else {
+            return Ok(());
+        };
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(unavailable(&self.name, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_php_ids_become_paths() {
+        for id in [
+            "abc123",
+            "a,b-c",
+            &"x".repeat(256),
+            "0123456789abcdefghijklmnopqrstuv",
+        ] {
+            assert!(valid_id(id), "{id}");
+        }
+        for id in [
+            "",
+            "../../etc/passwd",
+            "..",
+            "a/b",
+            "a\\b",
+            "a.b",
+            "a\0b",
+            "a b",
+            "é",
+            &"x".repeat(257),
+        ] {
+            assert!(!valid_id(id), "{id:?}");
+        }
+    }
+}
