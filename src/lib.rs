@@ -11,9 +11,11 @@
 //! - [`upstream`]: pools of app instances, health, balancing, pooled keep-alive connections.
 //! - [`session`]: the app's cookie formats, the [`session::SessionRecord`], stores (Redis, memory),
 //!   old stores, resolution by migration mode, capture of logins and logouts.
+//! - [`admin`]: health, readiness, `/metrics` and the sessions API behind a bearer token.
 //! - [`metrics`]: Prometheus counters and histograms, exported by the admin listener.
 //! - [`demo`]: the bundled sticky legacy app and the one-command demo.
 
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod demo;

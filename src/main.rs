@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use unstick::admin::Admin;
 use unstick::config::load_config;
 use unstick::demo::{run_demo, LegacyApp, LegacyAppConfig};
 use unstick::metrics::Metrics;
@@ -99,6 +100,22 @@ async fn main() -> anyhow::Result<()> {
             let reloader = Reloader::new(&config_path, proxy.clone(), metrics.clone());
             reloader.mark_active(&config);
             reloader.spawn_watchers();
+            if let Some(admin) = &config.admin {
+                let listener = tokio::net::TcpListener::bind(admin.address)
+                    .await
+                    .with_context(|| {
+                        format!("cannot listen on {} (admin.address)", admin.address)
+                    })?;
+                let admin_address = listener.local_addr().unwrap_or(admin.address);
+                let api = Admin::new(
+                    proxy.clone(),
+                    metrics.clone(),
+                    admin.token.clone(),
+                    admin.token_env.clone(),
+                );
+                tokio::spawn(api.serve(listener));
+                tracing::info!(address = %admin_address, "admin listening");
+            }
             tracing::info!(%address, "unstick listening");
             serve(listener, proxy, shutdown_signal(), grace).await;
         }

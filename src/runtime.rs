@@ -83,11 +83,13 @@ impl Runtime {
                 std::cmp::Reverse(r.config.path_prefix.len()),
             )
         });
-        let owned_headers = OwnedHeaders::new(config.identity.headers.owned());
-        let internal_response_headers = match &config.identity.capture {
-            CaptureSource::ResponseHeader { header } => vec![header.clone()],
-            CaptureSource::Whoami { .. } => Vec::new(),
-        };
+        let identity = &config.identity;
+        let signature_header = identity.signature.as_ref().map(|s| &s.header);
+        let owned_headers = OwnedHeaders::new(identity.headers.owned().chain(signature_header));
+        let mut internal_response_headers = vec![identity.logout_all_header.clone()];
+        if let CaptureSource::ResponseHeader { header } = &identity.capture {
+            internal_response_headers.push(header.clone());
+        }
         Ok(Runtime {
             config: Arc::new(config),
             store,

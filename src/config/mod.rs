@@ -53,6 +53,15 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub old_stores: Vec<OldStoreConfig>,
+    pub admin: Option<AdminConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+    /// The bearer token; `None` when its variable is unset (then only health endpoints answer).
+    pub token: Option<String>,
+    pub token_env: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +71,15 @@ pub struct ListenerConfig {
     pub shutdown_grace: Duration,
     /// Keep client-sent `X-Forwarded-*` (only behind another trusted proxy); otherwise replace them.
     pub trust_forwarded_headers: bool,
+    pub tls: Option<TlsListenerConfig>,
+}
+
+/// An HTTPS listener: PEM certificate chain and key, re-read when the files change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsListenerConfig {
+    pub address: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Where session records live.
@@ -110,6 +128,8 @@ pub struct StoreConfig {
     pub pool_size: usize,
     /// Sent as `Retry-After` when the store cannot answer.
     pub retry_after: Duration,
+    /// CA bundle for `rediss://`.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// How the session id is written in the app's cookie.
@@ -143,6 +163,9 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Hard cap from creation, however active the session is.
     pub absolute_lifetime: Duration,
+    /// 0 = no cap.
+    pub max_sessions_per_user: usize,
+    pub app_cookie_lifetime: Option<Duration>,
 }
 
 impl SessionConfig {
@@ -190,11 +213,31 @@ pub enum CaptureSource {
     ResponseHeader { header: HeaderName },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IdentityConfig {
     pub headers: IdentityHeaders,
     pub mapping: IdentityMapping,
     pub capture: CaptureSource,
+    /// Response header with which the app asks to end all of the user's sessions.
+    pub logout_all_header: HeaderName,
+    pub signature: Option<SignatureConfig>,
+}
+
+impl std::fmt::Debug for IdentityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityConfig")
+            .field("headers", &self.headers)
+            .field("capture", &self.capture)
+            .field("signed", &self.signature.is_some())
+            .finish()
+    }
+}
+
+/// HMAC-SHA256 over the injected identity and a timestamp, in one header.
+#[derive(Clone)]
+pub struct SignatureConfig {
+    pub secret: String,
+    pub header: HeaderName,
 }
 
 #[derive(Debug, Clone)]

@@ -19,6 +19,7 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub old_stores: Vec<RawOldStore>,
+    pub admin: Option<RawAdmin>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +29,24 @@ pub struct RawListener {
     pub shutdown_grace: Option<HumanDuration>,
     #[serde(default)]
     pub trust_forwarded_headers: bool,
+    /// An additional HTTPS listener.
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub address: Spanned<Text>,
+    pub cert: Spanned<Text>,
+    pub key: Spanned<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: Option<Spanned<Text>>,
+    /// Name of the environment variable that holds the bearer token.
+    pub token_env: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +60,8 @@ pub struct RawRedis {
     pub reconnect_max: Option<HumanDuration>,
     pub pool_size: Option<Spanned<usize>>,
     pub retry_after: Option<HumanDuration>,
+    /// CA bundle (PEM) that signs the server certificate of a `rediss://` Redis.
+    pub ca_file: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -60,6 +81,11 @@ pub struct RawSession {
     pub secrets: Vec<Text>,
     pub idle_timeout: Spanned<HumanDuration>,
     pub absolute_lifetime: Spanned<HumanDuration>,
+    /// Most sessions one user may hold; the oldest is ended beyond it. 0 = no cap.
+    #[serde(default)]
+    pub max_sessions_per_user: usize,
+    /// How long the app's own cookie lives (its Max-Age), for `unstick check`.
+    pub app_cookie_lifetime: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +98,17 @@ pub struct RawIdentity {
     pub attributes: BTreeMap<String, Spanned<RawAttribute>>,
     #[serde(default)]
     pub capture: RawCapture,
+    /// Response header with which the app asks to end every session of the user.
+    pub logout_all_header: Option<Spanned<Text>>,
+    /// Sign the injected identity headers so the app can check they came from unstick.
+    pub signature: Option<RawSignature>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignature {
+    pub secret: Spanned<Text>,
+    pub header: Option<Spanned<Text>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -55,6 +55,7 @@ impl Validator<'_> {
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let listener = self.listener(raw.listener)?;
+        let admin = self.admin(raw.admin)?;
         let store = self.store(raw.redis)?;
         let session = self.session(raw.session)?;
         let identity = self.identity(raw.identity)?;
@@ -103,21 +104,52 @@ impl Validator<'_> {
             upstreams,
             routes,
             old_stores,
+            admin,
         })
     }
 
-    fn listener(&self, raw: RawListener) -> Result<ListenerConfig, ConfigError> {
-        let address = raw.address.get_ref().0.parse().map_err(|_| {
+    fn address(&self, value: &Spanned<Text>, key: &str) -> Result<SocketAddr, ConfigError> {
+        value.get_ref().0.trim().parse().map_err(|_| {
             self.err(
-                raw.address.span(),
-                "listener.address",
+                value.span(),
+                key,
                 "expected an IP address and port, e.g. \"0.0.0.0:8080\"",
             )
-        })?;
+        })
+    }
+
+    fn admin(&self, raw: Option<RawAdmin>) -> Result<Option<AdminConfig>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let address = match &raw.address {
+            Some(address) => self.address(address, "admin.address")?,
+            None => SocketAddr::from(([127, 0, 0, 1], 9901)),
+        };
+        let token_env = raw
+            .token_env
+            .map_or_else(|| "UNSTICK_ADMIN_TOKEN".to_string(), |t| t.0);
+        let token = std::env::var(&token_env).ok().filter(|t| !t.is_empty());
+        Ok(Some(AdminConfig {
+            address,
+            token,
+            token_env,
+        }))
+    }
+
+    fn listener(&self, raw: RawListener) -> Result<ListenerConfig, ConfigError> {
+        let address = self.address(&raw.address, "listener.address")?;
+        let tls = match raw.tls {
+            Some(tls) => Some(TlsListenerConfig {
+                address: self.address(&tls.address, "listener.tls.address")?,
+                cert: PathBuf::from(&tls.cert.get_ref().0),
+                key: PathBuf::from(&tls.key.get_ref().0),
+            }),
+            None => None,
+        };
         Ok(ListenerConfig {
             address,
             shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
             trust_forwarded_headers: raw.trust_forwarded_headers,
+            tls,
         })
     }
 
@@ -182,6 +214,7 @@ impl Validator<'_> {
             reconnect_max: raw.reconnect_max.map_or(Duration::from_secs(2), |d| d.0),
             pool_size,
             retry_after: raw.retry_after.map_or(Duration::from_secs(1), |d| d.0),
+            ca_file: raw.ca_file.map(|f| PathBuf::from(f.into_inner().0)),
         })
     }
 
@@ -232,6 +265,8 @@ impl Validator<'_> {
             id_format,
             idle_timeout,
             absolute_lifetime,
+            max_sessions_per_user: raw.max_sessions_per_user,
+            app_cookie_lifetime: raw.app_cookie_lifetime.map(|d| d.0),
         })
     }
 
@@ -312,10 +347,34 @@ impl Validator<'_> {
                 },
             },
         };
+        let logout_all_header = match &raw.logout_all_header {
+            Some(h) => self.header_name(h, "identity.logout_all_header")?,
+            None => HeaderName::from_static("x-unstick-logout-all"),
+        };
+        let signature = match &raw.signature {
+            Some(signature) => {
+                let secret = signature.secret.get_ref().0.clone();
+                if secret.len() < 16 {
+                    return Err(self.err(
+                        signature.secret.span(),
+                        "identity.signature.secret",
+                        "use a random secret of at least 16 characters",
+                    ));
+                }
+                let header = match &signature.header {
+                    Some(h) => self.header_name(h, "identity.signature.header")?,
+                    None => HeaderName::from_static("x-auth-signature"),
+                };
+                Some(SignatureConfig { secret, header })
+            }
+            None => None,
+        };
         Ok(IdentityConfig {
             headers,
             mapping,
             capture,
+            logout_all_header,
+            signature,
         })
     }
 

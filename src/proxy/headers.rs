@@ -1,7 +1,7 @@
 //! Header hygiene on the way in and out: hop-by-hop removal (RFC 9110 section 7.6.1), the
 //! identity headers unstick owns (a client can never send its own), and X-Forwarded-*.
 
-use crate::config::IdentityHeaders;
+use crate::config::{IdentityHeaders, SignatureConfig};
 use crate::session::Identity;
 use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
@@ -79,6 +79,14 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// `upgrade` is set (a WebSocket handshake or a 101), `Connection: upgrade` and `Upgrade` are
 /// put back so the next hop sees the handshake.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) {
+    // A message framed by Transfer-Encoding takes its length from that framing; a
+    // Content-Length beside it is stale or a smuggling attempt, and an intermediary must
+    // remove it before forwarding (RFC 9112 section 6.3). Kept, it would outlive the
+    // Transfer-Encoding removed below and make the next hop read a different body length
+    // (hyper drops it from requests it parses, not from responses).
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     let listed: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
@@ -122,6 +130,51 @@ pub fn inject_identity(headers: &mut HeaderMap, names: &IdentityHeaders, identit
         if let Some(value) = identity.attributes.get(attribute) {
             set(name, value);
         }
+    }
+}
+
+/// The text an identity signature covers: a version, the timestamp, then each identity
+/// header's value (empty when absent), one per line, attributes in name order. The app
+/// recomputes it from the headers it received (see the README).
+pub fn signed_text(timestamp: u64, identity: &Identity, names: &IdentityHeaders) -> String {
+    let mut text = format!(
+        "v1\n{timestamp}\n{}\n{}\n{}",
+        identity.user,
+        identity.roles.join(","),
+        identity.email.as_deref().unwrap_or("")
+    );
+    for attribute in names.attributes.keys() {
+        text.push('\n');
+        text.push_str(
+            identity
+                .attributes
+                .get(attribute)
+                .map_or("", String::as_str),
+        );
+    }
+    text
+}
+
+/// Adds `<header>: t=<unix seconds>,v1=<hex HMAC-SHA256>` over [`signed_text`], so the app can
+/// check the identity headers came from unstick and are fresh.
+pub fn sign_identity(
+    headers: &mut HeaderMap,
+    names: &IdentityHeaders,
+    identity: &Identity,
+    signature: &SignatureConfig,
+    timestamp: u64,
+) {
+    use hmac::{Hmac, Mac};
+    let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(signature.secret.as_bytes()) else {
+        return;
+    };
+    mac.update(signed_text(timestamp, identity, names).as_bytes());
+    let value = format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    );
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(signature.header.clone(), value);
     }
 }
 
@@ -247,6 +300,52 @@ mod tests {
         assert_eq!(headers["x-auth-roles"], "admin,user");
         assert_eq!(headers["x-auth-tenant"], "acme");
         assert!(headers.get("x-auth-email").is_none());
+    }
+
+    #[test]
+    fn signature_covers_every_identity_header() {
+        let names = names();
+        let signature = SignatureConfig {
+            secret: "0123456789abcdef".into(),
+            header: HeaderName::from_static("x-auth-signature"),
+        };
+        let identity = Identity {
+            user: "alice".into(),
+            roles: vec!["admin".into()],
+            email: Some("a@x".into()),
+            attributes: [("tenant".to_string(), "acme".to_string())].into(),
+        };
+        assert_eq!(
+            signed_text(1700000000, &identity, &names),
+            "v1\n1700000000\nalice\nadmin\na@x\nacme"
+        );
+        let mut headers = HeaderMap::new();
+        sign_identity(&mut headers, &names, &identity, &signature, 1700000000);
+        let value = headers["x-auth-signature"].to_str().unwrap().to_string();
+        assert!(value.starts_with("t=1700000000,v1="), "{value}");
+        let other = Identity {
+            user: "mallory".into(),
+            ..identity
+        };
+        let mut forged = HeaderMap::new();
+        sign_identity(&mut forged, &names, &other, &signature, 1700000000);
+        assert_ne!(forged["x-auth-signature"], value.as_str());
+    }
+
+    #[test]
+    fn content_length_beside_transfer_encoding_goes() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        strip_hop_by_hop(&mut headers, None);
+        assert!(headers.is_empty(), "{headers:?}");
+        let mut sized = HeaderMap::new();
+        sized.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut sized, None);
+        assert_eq!(sized[header::CONTENT_LENGTH], "3");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::body::Body;
 use crate::config::Mode;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::runtime::{Route, Runtime};
-use crate::session::capture::{self, RequestFacts, SessionEvent};
+use crate::session::capture::{self, RequestFacts};
 use crate::session::cookie::session_ids_from_request;
 use crate::session::resolve_session;
 use crate::upstream::ForwardError;
@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The proxy: the live runtime (swapped whole on reload) and the pipeline over it.
 pub struct Proxy {
@@ -55,7 +55,10 @@ impl Proxy {
         let started = Instant::now();
         // 1. One snapshot of the config for the whole request, and the route.
         let runtime = self.runtime();
-        let host = request_host(&request);
+        let host = match request_host(&request) {
+            Ok(host) => host,
+            Err(message) => return response::bad_request(message),
+        };
         let Some(route) = runtime.route_for(host.as_deref(), request.uri().path()) else {
             return response::no_route();
         };
@@ -130,6 +133,18 @@ async fn forward(
             &config.identity.headers,
             &session.record.identity,
         );
+        if let Some(signature) = &config.identity.signature {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            headers::sign_identity(
+                &mut parts.headers,
+                &config.identity.headers,
+                &session.record.identity,
+                signature,
+                now,
+            );
+        }
     }
     headers::set_forwarded(
         &mut parts.headers,
@@ -172,8 +187,8 @@ async fn forward(
 
     // 7. The response: logins and logouts, then header hygiene on the way out.
     let status = response.status();
-    let event = capture::read_response(runtime, route, &facts, status, response.headers_mut());
-    if !matches!(event, SessionEvent::None) {
+    let signals = capture::read_response(runtime, route, &facts, status, response.headers_mut());
+    if !signals.is_empty() {
         if mode == Mode::Legacy {
             // Legacy answers exactly as before; recording happens beside it, never failing it.
             let (runtime, route) = (runtime.clone(), route.clone());
@@ -181,7 +196,7 @@ async fn forward(
                 if let Err(e) = capture::apply(
                     &runtime,
                     &route,
-                    event,
+                    signals,
                     session.as_ref(),
                     &ids,
                     &instance,
@@ -195,7 +210,7 @@ async fn forward(
         } else if let Err(e) = capture::apply(
             runtime,
             route,
-            event,
+            signals,
             session.as_ref(),
             &ids,
             &instance,
@@ -218,28 +233,47 @@ async fn forward(
     response.map(|body| body.boxed())
 }
 
-/// The request's host, lower case and without port: from the URI (HTTP/2, absolute form) or
-/// the Host header.
-fn request_host(request: &Request<Incoming>) -> Option<String> {
-    let authority = match request.uri().authority() {
-        Some(authority) => authority.clone(),
-        None => request
-            .headers()
-            .get(HOST)?
-            .to_str()
-            .ok()?
-            .parse::<Authority>()
-            .ok()?,
+/// The request's host, lower case and without port. The route is chosen by it, so the app
+/// must see the same one: the target's authority when there is one (HTTP/2, absolute form;
+/// RFC 9112 section 3.2.2 says it wins over any Host header), else the single Host header.
+/// Several Host headers, or one that is not a plain `host[:port]`, are refused (RFC 9112
+/// section 3.2), so that unstick and the app cannot read different hosts from one request.
+fn request_host(request: &Request<Incoming>) -> Result<Option<String>, &'static str> {
+    if let Some(authority) = request.uri().authority() {
+        return Ok(Some(authority.host().to_ascii_lowercase()));
+    }
+    let mut values = request.headers().get_all(HOST).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
     };
-    Some(authority.host().to_ascii_lowercase())
+    if values.next().is_some() {
+        return Err("More than one Host header.\n");
+    }
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let authority = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<Authority>().ok())
+        .filter(|a| !a.as_str().contains('@'))
+        .ok_or("Bad Host header.\n")?;
+    Ok(Some(authority.host().to_ascii_lowercase()))
 }
 
 /// The app speaks HTTP/1.1 and expects `GET /path?query` with a Host header.
 fn to_origin_form(parts: &mut http::request::Parts) -> Result<(), &'static str> {
-    if parts.headers.get(HOST).is_none() {
-        let authority = parts.uri.authority().ok_or("Missing Host header.\n")?;
-        let value = HeaderValue::from_str(authority.as_str()).map_err(|_| "Bad Host.\n")?;
+    if let Some(authority) = parts.uri.authority() {
+        // The target's authority replaces any Host header (see `request_host`), without
+        // userinfo, which has no place in Host.
+        let host = match authority.port() {
+            Some(port) => format!("{}:{port}", authority.host()),
+            None => authority.host().to_string(),
+        };
+        let value = HeaderValue::from_str(&host).map_err(|_| "Bad Host.\n")?;
         parts.headers.insert(HOST, value);
+    } else if parts.headers.get(HOST).is_none() {
+        return Err("Missing Host header.\n");
     }
     let path = parts
         .uri

@@ -10,6 +10,7 @@ use super::mapping::identity_from_json;
 use super::record::{now_ms, Identity, SessionRecord};
 use super::resolve::ResolvedSession;
 use super::store::StoreError;
+use super::users;
 use super::whoami::{ask_whoami, WhoamiCall};
 use crate::config::{CaptureSource, Mode};
 use crate::runtime::{Route, Runtime};
@@ -60,7 +61,21 @@ pub enum SessionChange {
     LoggedOut,
 }
 
-/// Reads the session event from a response and removes the headers meant for unstick only.
+/// What a response asks of unstick.
+#[derive(Debug, Clone)]
+pub struct ResponseSignals {
+    pub event: SessionEvent,
+    /// The app asked to end every session of the user (e.g. after a password change).
+    pub logout_everywhere: bool,
+}
+
+impl ResponseSignals {
+    pub fn is_empty(&self) -> bool {
+        matches!(self.event, SessionEvent::None) && !self.logout_everywhere
+    }
+}
+
+/// Reads what a response asks of unstick and removes the headers meant for unstick only.
 /// No I/O.
 pub fn read_response(
     runtime: &Runtime,
@@ -68,8 +83,9 @@ pub fn read_response(
     facts: &RequestFacts,
     status: StatusCode,
     headers: &mut HeaderMap,
-) -> SessionEvent {
+) -> ResponseSignals {
     let config = &runtime.config;
+    let logout_everywhere = headers.contains_key(&config.identity.logout_all_header);
     let header_identity = match &config.identity.capture {
         CaptureSource::ResponseHeader { header } => headers
             .get(header)
@@ -82,7 +98,7 @@ pub fn read_response(
     }
     let logout_path = route.config.logout_paths.contains(&facts.path)
         && (status.is_success() || status.is_redirection());
-    match session_cookie_change(headers, &config.session.cookie_name) {
+    let event = match session_cookie_change(headers, &config.session.cookie_name) {
         _ if logout_path => SessionEvent::Logout,
         Some(CookieChange::Cleared) => SessionEvent::Logout,
         Some(CookieChange::Set { value, lifetime }) => {
@@ -97,6 +113,10 @@ pub fn read_response(
             }
         }
         None => SessionEvent::None,
+    };
+    ResponseSignals {
+        event,
+        logout_everywhere,
     }
 }
 
@@ -107,15 +127,26 @@ pub fn read_response(
 pub async fn apply(
     runtime: &Runtime,
     route: &Route,
-    event: SessionEvent,
+    signals: ResponseSignals,
     current: Option<&ResolvedSession>,
     ids: &[SessionId],
     instance: &Instance,
     facts: &RequestFacts,
 ) -> Result<SessionChange, StoreError> {
-    match event {
+    let mut current = current;
+    if signals.logout_everywhere {
+        if let Some(session) = current {
+            let remember = runtime.config.session.absolute_lifetime;
+            let ended =
+                users::revoke_user(&runtime.store, &session.record.identity.user, remember).await?;
+            runtime.metrics.sessions_revoked.inc_by(ended as u64);
+            // The current session is among them; a new cookie in this response starts afresh.
+            current = None;
+        }
+    }
+    match signals.event {
         SessionEvent::None => Ok(SessionChange::None),
-        SessionEvent::Logout => end_sessions(runtime, route, ids).await,
+        SessionEvent::Logout => end_sessions(runtime, route, ids, current).await,
         SessionEvent::Login(login) => {
             let Login {
                 id,
@@ -161,6 +192,15 @@ pub async fn apply(
                 .store
                 .save(&hash, &record, record.created_ms, session.touch_interval())
                 .await?;
+            let evicted = users::register(
+                &runtime.store,
+                &hash,
+                &record,
+                session.max_sessions_per_user,
+                session.absolute_lifetime,
+            )
+            .await?;
+            runtime.metrics.sessions_evicted.inc_by(evicted as u64);
             tracing::info!(session = hash.short(), user = %record.identity.user, instance = %instance.name, "login: session stored");
             Ok(SessionChange::LoggedIn)
         }
@@ -198,7 +238,14 @@ async fn end_sessions(
     runtime: &Runtime,
     route: &Route,
     ids: &[SessionId],
+    current: Option<&ResolvedSession>,
 ) -> Result<SessionChange, StoreError> {
+    if let Some(current) = current {
+        runtime
+            .store
+            .index_remove(&current.record.identity.user, &current.hash)
+            .await?;
+    }
     let mut ended = SessionChange::None;
     for id in ids {
         let hash = id.hash();

@@ -10,6 +10,7 @@ use super::cookie::{SessionHash, SessionId};
 use super::old_store::{LookupContext, OldSession};
 use super::record::{now_ms, SessionRecord};
 use super::store::{Loaded, StoreError};
+use super::users;
 use crate::config::Mode;
 use crate::runtime::{Route, Runtime};
 use http::HeaderMap;
@@ -254,6 +255,15 @@ async fn copy_forward(
         .store
         .save(&hash, &record, now, session.touch_interval())
         .await?;
+    let evicted = users::register(
+        &runtime.store,
+        &hash,
+        &record,
+        session.max_sessions_per_user,
+        session.absolute_lifetime,
+    )
+    .await?;
+    runtime.metrics.sessions_evicted.inc_by(evicted as u64);
     Ok(ResolvedSession {
         id: id.clone(),
         hash,

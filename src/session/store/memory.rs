@@ -18,6 +18,8 @@ struct Entry {
 pub struct MemoryStore {
     prefix: String,
     entries: Arc<Mutex<HashMap<SessionHash, Entry>>>,
+    /// User key -> (session hash, created ms).
+    users: Arc<Mutex<HashMap<String, Vec<(SessionHash, u64)>>>>,
 }
 
 impl MemoryStore {
@@ -25,6 +27,7 @@ impl MemoryStore {
         MemoryStore {
             prefix: prefix.to_string(),
             entries: Arc::default(),
+            users: Arc::default(),
         }
     }
 
@@ -78,6 +81,44 @@ impl MemoryStore {
 
     pub fn delete(&self, hash: &SessionHash) -> bool {
         self.entries().remove(hash).is_some()
+    }
+
+    pub fn peek(&self, hash: &SessionHash, now_ms: u64) -> Option<(SessionRecord, u64)> {
+        let entries = self.entries();
+        let entry = entries.get(hash).filter(|e| e.expires_at_ms > now_ms)?;
+        Some((entry.record.clone()?, entry.seen_ms))
+    }
+
+    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(SessionHash, u64)>>> {
+        self.users
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn index_add(&self, user_key: &str, hash: &SessionHash, created_ms: u64) -> usize {
+        let mut users = self.users();
+        let sessions = users.entry(user_key.to_string()).or_default();
+        sessions.retain(|(h, _)| h != hash);
+        sessions.push((hash.clone(), created_ms));
+        sessions.sort_by_key(|(_, created)| *created);
+        sessions.len()
+    }
+
+    pub fn index_remove(&self, user_key: &str, hash: &SessionHash) {
+        if let Some(sessions) = self.users().get_mut(user_key) {
+            sessions.retain(|(h, _)| h != hash);
+        }
+    }
+
+    pub fn index_list(&self, user_key: &str) -> Vec<SessionHash> {
+        self.users()
+            .get(user_key)
+            .map(|sessions| sessions.iter().map(|(h, _)| h.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn index_drop(&self, user_key: &str) {
+        self.users().remove(user_key);
     }
 
     pub fn key(&self, hash: &SessionHash) -> String {

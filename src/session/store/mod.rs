@@ -110,6 +110,75 @@ impl SessionStore {
         }
     }
 
+    /// A session's record and last-seen time, without renewing it (admin listings).
+    pub async fn peek(
+        &self,
+        hash: &SessionHash,
+    ) -> Result<Option<(SessionRecord, u64)>, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.peek(hash).await,
+            SessionStore::Memory(store) => Ok(store.peek(hash, super::record::now_ms())),
+        }
+    }
+
+    /// Adds a session to its user's index (kept for `keep`); returns how many the index holds.
+    pub async fn index_add(
+        &self,
+        user: &str,
+        hash: &SessionHash,
+        created_ms: u64,
+        keep: Duration,
+    ) -> Result<usize, StoreError> {
+        let user_key = user_key(user);
+        match self {
+            SessionStore::Redis(store) => {
+                store
+                    .index_add(&user_key, hash, created_ms, keep.as_millis() as u64)
+                    .await
+            }
+            SessionStore::Memory(store) => Ok(store.index_add(&user_key, hash, created_ms)),
+        }
+    }
+
+    pub async fn index_remove(&self, user: &str, hash: &SessionHash) -> Result<(), StoreError> {
+        let user_key = user_key(user);
+        match self {
+            SessionStore::Redis(store) => store.index_remove(&user_key, hash).await,
+            SessionStore::Memory(store) => {
+                store.index_remove(&user_key, hash);
+                Ok(())
+            }
+        }
+    }
+
+    /// A user's indexed sessions, oldest first (some may have expired since).
+    pub async fn index_list(&self, user: &str) -> Result<Vec<SessionHash>, StoreError> {
+        let user_key = user_key(user);
+        match self {
+            SessionStore::Redis(store) => store.index_list(&user_key).await,
+            SessionStore::Memory(store) => Ok(store.index_list(&user_key)),
+        }
+    }
+
+    pub async fn index_drop(&self, user: &str) -> Result<(), StoreError> {
+        let user_key = user_key(user);
+        match self {
+            SessionStore::Redis(store) => store.index_drop(&user_key).await,
+            SessionStore::Memory(store) => {
+                store.index_drop(&user_key);
+                Ok(())
+            }
+        }
+    }
+
+    /// Round-trip time to the store.
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.ping().await,
+            SessionStore::Memory(_) => Ok(Duration::ZERO),
+        }
+    }
+
     /// Whether the store can take commands now.
     pub fn is_connected(&self) -> bool {
         match self {
@@ -125,6 +194,13 @@ impl SessionStore {
             SessionStore::Memory(store) => store.key(hash),
         }
     }
+}
+
+/// A user id as it appears in key names: hashed, so keys carry no personal data and no
+/// characters that need escaping.
+fn user_key(user: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(user.as_bytes()))
 }
 
 /// Key layout, shared by both stores: `<prefix>s:<sha256 hex of the id>`.

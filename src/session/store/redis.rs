@@ -2,7 +2,9 @@
 //!
 //! A session is one hash at `<prefix>s:<sha256(id)>` with fields `rec` (JSON record), `seen`,
 //! `abs` and `idle` (ms). Reads and renewals are single-key Lua scripts: one round trip, and
-//! valid on Redis Cluster.
+//! valid on Redis Cluster. A user's sessions are indexed in a sorted set at
+//! `<prefix>u:<sha256(user)>` (member: session hash, score: created ms); index and session
+//! keys are only ever touched by single-key commands, so they may live in different slots.
 
 use super::{session_key, Loaded, StoreError};
 use crate::config::StoreConfig;
@@ -55,6 +57,16 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 "#;
 
+/// Adds a session to a user's index; keeps the index as long as its longest session.
+/// ARGV: hash, created_ms, keep_ms. Returns the index size.
+const INDEX_ADD: &str = r#"
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return redis.call('ZCARD', KEYS[1])
+"#;
+
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool,
@@ -62,6 +74,7 @@ pub struct RedisStore {
     load_script: Arc<Script>,
     save_script: Arc<Script>,
     end_script: Arc<Script>,
+    index_script: Arc<Script>,
 }
 
 fn unavailable(error: Error) -> StoreError {
@@ -113,6 +126,7 @@ impl RedisStore {
             load_script: Arc::new(Script::from_lua(LOAD_AND_TOUCH)),
             save_script: Arc::new(Script::from_lua(SAVE)),
             end_script: Arc::new(Script::from_lua(END)),
+            index_script: Arc::new(Script::from_lua(INDEX_ADD)),
         })
     }
 
@@ -201,5 +215,85 @@ impl RedisStore {
     pub async fn delete(&self, hash: &SessionHash) -> Result<bool, StoreError> {
         let removed: i64 = self.pool.del(self.key(hash)).await.map_err(unavailable)?;
         Ok(removed > 0)
+    }
+
+    /// The record and last-seen time, without renewing anything.
+    pub async fn peek(
+        &self,
+        hash: &SessionHash,
+    ) -> Result<Option<(SessionRecord, u64)>, StoreError> {
+        let (rec, seen): (Option<String>, Option<u64>) = self
+            .pool
+            .hmget(self.key(hash), vec!["rec", "seen"])
+            .await
+            .map_err(unavailable)?;
+        Ok(rec
+            .and_then(|r| serde_json::from_str(&r).ok())
+            .map(|record| (record, seen.unwrap_or(0))))
+    }
+
+    pub async fn index_add(
+        &self,
+        user_key: &str,
+        hash: &SessionHash,
+        created_ms: u64,
+        keep_ms: u64,
+    ) -> Result<usize, StoreError> {
+        let size: i64 = self
+            .index_script
+            .evalsha_with_reload(
+                self.pool.next(),
+                self.user_key(user_key),
+                vec![
+                    hash.to_string(),
+                    created_ms.to_string(),
+                    keep_ms.max(1).to_string(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(size.max(0) as usize)
+    }
+
+    pub async fn index_remove(&self, user_key: &str, hash: &SessionHash) -> Result<(), StoreError> {
+        let _: i64 = self
+            .pool
+            .zrem(self.user_key(user_key), hash.to_string())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Oldest first.
+    pub async fn index_list(&self, user_key: &str) -> Result<Vec<SessionHash>, StoreError> {
+        let members: Vec<String> = self
+            .pool
+            .zrange(self.user_key(user_key), 0, -1, None, false, None, false)
+            .await
+            .map_err(unavailable)?;
+        Ok(members
+            .iter()
+            .filter_map(|m| SessionHash::parse(m))
+            .collect())
+    }
+
+    pub async fn index_drop(&self, user_key: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .pool
+            .del(self.user_key(user_key))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn user_key(&self, user_key: &str) -> String {
+        format!("{}u:{user_key}", self.prefix)
+    }
+
+    /// Round-trip time of a PING, for `check` and readiness.
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
+        let started = std::time::Instant::now();
+        let _: String = self.pool.next().ping(None).await.map_err(unavailable)?;
+        Ok(started.elapsed())
     }
 }

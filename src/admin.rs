@@ -1,0 +1,242 @@
+//! The admin listener (loopback by default): `/healthz` and `/readyz` for orchestrators, and,
+//! behind a bearer token, `/metrics` and the sessions API. Without a configured token only the
+//! health endpoints answer: the admin API is never open by default.
+//!
+//! - `GET /sessions?user=U`: the user's sessions (hashed ids, device, IP, times).
+//! - `DELETE /sessions/<id-hash>`: end one session.
+//! - `DELETE /sessions?user=U`: end every session of the user ("log out everywhere").
+
+use crate::body::{self, Body};
+use crate::metrics::{InstanceLabels, Metrics};
+use crate::proxy::Proxy;
+use crate::session::users;
+use crate::session::SessionHash;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub struct Admin {
+    proxy: Arc<Proxy>,
+    metrics: Arc<Metrics>,
+    token: Option<String>,
+    token_env: String,
+}
+
+impl Admin {
+    pub fn new(
+        proxy: Arc<Proxy>,
+        metrics: Arc<Metrics>,
+        token: Option<String>,
+        token_env: String,
+    ) -> Arc<Admin> {
+        if token.is_none() {
+            tracing::warn!("admin API disabled: set {token_env} to a random token to enable /metrics and /sessions");
+        }
+        Arc::new(Admin {
+            proxy,
+            metrics,
+            token,
+            token_env,
+        })
+    }
+
+    /// Serves until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let admin = self.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let admin = admin.clone();
+                    async move { Ok::<_, Infallible>(admin.handle(request).await) }
+                });
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path().to_string();
+        let method = request.method().clone();
+        match (&method, path.as_str()) {
+            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => self.ready().await,
+            _ => {
+                if let Err(denied) = self.authorize(&request) {
+                    return denied;
+                }
+                let query: HashMap<String, String> = request
+                    .uri()
+                    .query()
+                    .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                    .unwrap_or_default();
+                match (&method, path.as_str()) {
+                    (&Method::GET, "/metrics") => self.metrics_text(),
+                    (&Method::GET, "/sessions") => self.list(query.get("user")).await,
+                    (&Method::DELETE, "/sessions") => self.revoke_user(query.get("user")).await,
+                    (&Method::DELETE, p) if p.starts_with("/sessions/") => {
+                        self.revoke(&p["/sessions/".len()..]).await
+                    }
+                    _ => text(StatusCode::NOT_FOUND, "not found\n"),
+                }
+            }
+        }
+    }
+
+    fn authorize(&self, request: &Request<Incoming>) -> Result<(), Response<Body>> {
+        let Some(token) = &self.token else {
+            return Err(text(
+                StatusCode::FORBIDDEN,
+                format!("admin API disabled: set {}\n", self.token_env),
+            ));
+        };
+        let given = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            Ok(())
+        } else {
+            let mut response = text(StatusCode::UNAUTHORIZED, "bearer token required\n");
+            response
+                .headers_mut()
+                .insert("www-authenticate", "Bearer".parse().expect("static header"));
+            Err(response)
+        }
+    }
+
+    /// Ready when the session store answers (the proxy would serve sessions).
+    async fn ready(&self) -> Response<Body> {
+        let runtime = self.proxy.runtime();
+        match tokio::time::timeout(
+            runtime.config.store.command_timeout * 4,
+            runtime.store.ping(),
+        )
+        .await
+        {
+            Ok(Ok(_)) => text(StatusCode::OK, "ready\n"),
+            Ok(Err(e)) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("session store: {e}\n"),
+            ),
+            Err(_) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session store: no answer\n",
+            ),
+        }
+    }
+
+    fn metrics_text(&self) -> Response<Body> {
+        let runtime = self.proxy.runtime();
+        self.metrics.upstream_healthy.clear();
+        for route in &runtime.routes {
+            for instance in route.pool.instances() {
+                self.metrics
+                    .upstream_healthy
+                    .get_or_create(&InstanceLabels {
+                        upstream: route.pool.name.clone(),
+                        instance: instance.name.clone(),
+                    })
+                    .set(i64::from(route.pool.is_healthy(instance)));
+            }
+        }
+        let mut response = text(StatusCode::OK, self.metrics.encode());
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+                .parse()
+                .expect("static header"),
+        );
+        response
+    }
+
+    async fn list(&self, user: Option<&String>) -> Response<Body> {
+        let Some(user) = user.filter(|u| !u.is_empty()) else {
+            return text(StatusCode::BAD_REQUEST, "give ?user=<user id>\n");
+        };
+        let runtime = self.proxy.runtime();
+        match users::list(&runtime.store, user).await {
+            Ok(sessions) => json(
+                StatusCode::OK,
+                &serde_json::json!({ "user": user, "sessions": sessions }),
+            ),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        }
+    }
+
+    async fn revoke(&self, id_hash: &str) -> Response<Body> {
+        let Some(hash) = SessionHash::parse(id_hash) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "expected a 64-character session id hash\n",
+            );
+        };
+        let runtime = self.proxy.runtime();
+        match users::revoke(
+            &runtime.store,
+            &hash,
+            runtime.config.session.absolute_lifetime,
+        )
+        .await
+        {
+            Ok(true) => {
+                self.metrics.sessions_revoked.inc();
+                json(StatusCode::OK, &serde_json::json!({ "revoked": 1 }))
+            }
+            Ok(false) => json(StatusCode::NOT_FOUND, &serde_json::json!({ "revoked": 0 })),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        }
+    }
+
+    async fn revoke_user(&self, user: Option<&String>) -> Response<Body> {
+        let Some(user) = user.filter(|u| !u.is_empty()) else {
+            return text(StatusCode::BAD_REQUEST, "give ?user=<user id>\n");
+        };
+        let runtime = self.proxy.runtime();
+        match users::revoke_user(
+            &runtime.store,
+            user,
+            runtime.config.session.absolute_lifetime,
+        )
+        .await
+        {
+            Ok(count) => {
+                self.metrics.sessions_revoked.inc_by(count as u64);
+                json(StatusCode::OK, &serde_json::json!({ "revoked": count }))
+            }
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn text(status: StatusCode, message: impl Into<bytes::Bytes>) -> Response<Body> {
+    let mut response = Response::new(body::full(message));
+    *response.status_mut() = status;
+    response
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = text(status, value.to_string());
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        "application/json".parse().expect("static header"),
+    );
+    response
+}

@@ -1,0 +1,107 @@
+//! A user's sessions: the per-user index, listing for operators, revocation ("log out
+//! everywhere"), and the cap on concurrent sessions. Revoked and evicted sessions are ended
+//! with a marker so that no old store can bring them back during a migration.
+
+use super::cookie::SessionHash;
+use super::record::{now_ms, SessionRecord};
+use super::store::{SessionStore, StoreError};
+use serde::Serialize;
+use std::time::Duration;
+
+/// What an operator sees of a session: never the raw id.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSummary {
+    pub id_hash: String,
+    pub user: String,
+    pub user_agent: Option<String>,
+    pub client_ip: Option<String>,
+    pub origin: Option<String>,
+    pub created_ms: u64,
+    pub last_seen_ms: u64,
+    pub expires_ms: u64,
+}
+
+/// Indexes a new session under its user and, when the user now holds more than `max`
+/// sessions (0 = no cap), ends the oldest. Returns how many were evicted.
+pub async fn register(
+    store: &SessionStore,
+    hash: &SessionHash,
+    record: &SessionRecord,
+    max: usize,
+    remember: Duration,
+) -> Result<usize, StoreError> {
+    let user = &record.identity.user;
+    let keep = Duration::from_millis(record.expires_ms.saturating_sub(record.created_ms));
+    let count = store.index_add(user, hash, record.created_ms, keep).await?;
+    if max == 0 || count <= max {
+        return Ok(0);
+    }
+    let mut evicted = 0;
+    for old in store.index_list(user).await? {
+        if count - evicted <= max {
+            break;
+        }
+        if old == *hash {
+            continue;
+        }
+        store.end(&old, now_ms(), remember).await?;
+        store.index_remove(user, &old).await?;
+        tracing::info!(session = old.short(), %user, "session cap reached: oldest session ended");
+        evicted += 1;
+    }
+    Ok(evicted)
+}
+
+/// The user's live sessions, oldest first. Index entries of sessions that expired are pruned.
+pub async fn list(store: &SessionStore, user: &str) -> Result<Vec<SessionSummary>, StoreError> {
+    let mut sessions = Vec::new();
+    for hash in store.index_list(user).await? {
+        match store.peek(&hash).await? {
+            Some((record, last_seen_ms)) => sessions.push(SessionSummary {
+                id_hash: hash.to_string(),
+                user: record.identity.user,
+                user_agent: record.user_agent,
+                client_ip: record.client_ip,
+                origin: record.origin,
+                created_ms: record.created_ms,
+                last_seen_ms,
+                expires_ms: record.expires_ms,
+            }),
+            None => store.index_remove(user, &hash).await?,
+        }
+    }
+    Ok(sessions)
+}
+
+/// Ends one session; `false` when it was not live.
+pub async fn revoke(
+    store: &SessionStore,
+    hash: &SessionHash,
+    remember: Duration,
+) -> Result<bool, StoreError> {
+    let Some((record, _)) = store.peek(hash).await? else {
+        return Ok(false);
+    };
+    store.end(hash, now_ms(), remember).await?;
+    store.index_remove(&record.identity.user, hash).await?;
+    tracing::info!(session = hash.short(), user = %record.identity.user, "session revoked");
+    Ok(true)
+}
+
+/// Ends every session of a user ("log out everywhere"); returns how many were live.
+pub async fn revoke_user(
+    store: &SessionStore,
+    user: &str,
+    remember: Duration,
+) -> Result<usize, StoreError> {
+    let mut ended = 0;
+    for hash in store.index_list(user).await? {
+        if store.peek(&hash).await?.is_some() {
+            store.end(&hash, now_ms(), remember).await?;
+            ended += 1;
+        }
+    }
+    store.index_drop(user).await?;
+    tracing::info!(%user, sessions = ended, "all sessions of the user revoked");
+    Ok(ended)
+}
