@@ -236,6 +236,8 @@ mod tests {
             id_format: format,
             idle_timeout: Duration::from_secs(60),
             absolute_lifetime: Duration::from_secs(600),
+            max_sessions_per_user: 0,
+            app_cookie_lifetime: None,
         }
     }
 

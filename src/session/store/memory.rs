@@ -14,12 +14,14 @@ struct Entry {
     expires_at_ms: u64,
 }
 
+/// User key -> (session hash, created ms), oldest first.
+type UserIndex = HashMap<String, Vec<(SessionHash, u64)>>;
+
 #[derive(Clone)]
 pub struct MemoryStore {
     prefix: String,
     entries: Arc<Mutex<HashMap<SessionHash, Entry>>>,
-    /// User key -> (session hash, created ms).
-    users: Arc<Mutex<HashMap<String, Vec<(SessionHash, u64)>>>>,
+    users: Arc<Mutex<UserIndex>>,
 }
 
 impl MemoryStore {
@@ -89,7 +91,7 @@ impl MemoryStore {
         Some((entry.record.clone()?, entry.seen_ms))
     }
 
-    fn users(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<(SessionHash, u64)>>> {
+    fn users(&self) -> std::sync::MutexGuard<'_, UserIndex> {
         self.users
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
