@@ -1,0 +1,569 @@
+//! What unstick does when something around it fails: Redis down or hung, app instances that
+//! refuse or stall, clients that send garbage, a shutdown in the middle of a request, and an
+//! operator's typo in the config file.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use unstick::demo::LegacyAppConfig;
+
+// ---------------------------------------------------------------------------------------------
+// Redis down or hung: the cookie holder gets "please retry", never an anonymous page.
+// ---------------------------------------------------------------------------------------------
+
+/// Logs alice in through the proxy, then restarts the (single) app instance so that it forgets
+/// its own in-memory copy of the login: from then on only Redis vouches for alice, and an
+/// anonymous pass-through would show up as `user: null`.
+async fn alice_known_only_to_redis(
+    redis: &RedisServer,
+) -> (ProxyProcess, Browser, unstick::demo::LegacyApp) {
+    let a = legacy_app("a").await;
+    let address = a.address;
+    let proxy = ProxyProcess::start(&ProxyConfig::new(&redis.url(), &[("a", address)])).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    a.stop().await;
+    let a = legacy_app_with(LegacyAppConfig::new("a"), Some(address)).await;
+    let (status, user, _) = alice.me(&proxy).await;
+    assert_eq!(
+        (status, user.as_deref()),
+        (200, Some("alice")),
+        "identity comes from Redis"
+    );
+    (proxy, alice, a)
+}
+
+/// Asserts the fail-closed answer: 503, a `Retry-After` in whole seconds, a short plain body
+/// that says nothing about the user.
+async fn assert_retry_later(response: reqwest::Response) {
+    assert_eq!(response.status(), 503);
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .expect("503 without Retry-After")
+        .to_str()
+        .unwrap()
+        .parse::<u64>()
+        .expect("Retry-After in seconds");
+    assert!(retry_after >= 1, "Retry-After: {retry_after}");
+    let body = response.text().await.unwrap();
+    assert!(
+        !body.is_empty() && body.len() < 200,
+        "short explanation expected: {body:?}"
+    );
+    assert!(!body.contains("alice"), "{body:?}");
+}
+
+/// Polls `/me` until the answer is no longer 503 (bounded), and returns it.
+async fn me_once_recovered(
+    browser: &Browser,
+    proxy: &ProxyProcess,
+) -> (u16, Option<String>, Option<String>) {
+    for _ in 0..200 {
+        let answer = browser.me(proxy).await;
+        if answer.0 != 503 {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("still 503 after Redis came back; logs:\n{}", proxy.logs());
+}
+
+#[tokio::test]
+async fn redis_down_answers_503_to_session_holders_and_recovers_with_the_same_identity() {
+    let mut redis = RedisServer::start_persistent().await;
+    let (proxy, alice, _app) = alice_known_only_to_redis(&redis).await;
+
+    redis.kill();
+
+    // Every request with the session cookie: "please retry", never the app answering anonymously.
+    for _ in 0..5 {
+        let response = alice.get(&proxy.url("/me")).send().await.unwrap();
+        assert_retry_later(response).await;
+    }
+    // Requests without a session never touch Redis and are served as before.
+    let (status, user, _) = Browser::new().me(&proxy).await;
+    assert_eq!((status, user), (200, None));
+    // A login during the outage cannot be recorded: the user is told to retry, and gets no
+    // cookie that would later turn out to belong to nobody.
+    let login = Browser::new()
+        .post(&proxy.url("/login"))
+        .form(&[("user", "bob")])
+        .send()
+        .await
+        .unwrap();
+    assert!(login.headers().get("set-cookie").is_none());
+    assert_retry_later(login).await;
+
+    redis.restart().await;
+    let (status, user, _) = me_once_recovered(&alice, &proxy).await;
+    assert_eq!((status, user.as_deref()), (200, Some("alice")));
+    assert_eq!(
+        redis.keys("test:s:*").await.len(),
+        1,
+        "alice's session survived, and no other was created"
+    );
+}
+
+#[tokio::test]
+async fn hung_redis_answers_503_within_the_command_timeout_and_recovers() {
+    let redis = RedisServer::start_persistent().await;
+    let (proxy, alice, _app) = alice_known_only_to_redis(&redis).await;
+
+    // SIGSTOP: the socket stays open and nothing answers. The 250 ms command timeout turns
+    // that into a 503 rather than a request that waits as long as Redis does.
+    redis.pause();
+    for _ in 0..3 {
+        let response = alice.get(&proxy.url("/me")).send().await.unwrap();
+        assert_retry_later(response).await;
+    }
+    let (status, user, _) = Browser::new().me(&proxy).await;
+    assert_eq!((status, user), (200, None));
+
+    redis.resume();
+    let (status, user, _) = me_once_recovered(&alice, &proxy).await;
+    assert_eq!((status, user.as_deref()), (200, Some("alice")));
+}
+
+#[tokio::test]
+async fn redis_down_at_start_does_not_keep_the_proxy_from_serving() {
+    let mut redis = RedisServer::start().await;
+    redis.kill();
+    let a = legacy_app("a").await;
+    let proxy = ProxyProcess::start(&ProxyConfig::new(&redis.url(), &[("a", a.address)])).await;
+
+    let (status, user, _) = Browser::new().me(&proxy).await;
+    assert_eq!((status, user), (200, None));
+    let cookie_holder = Browser {
+        cookie: Some("demo.sid=issued-before-the-outage".into()),
+        ..Browser::new()
+    };
+    let response = cookie_holder.get(&proxy.url("/me")).send().await.unwrap();
+    assert_retry_later(response).await;
+
+    redis.restart().await;
+    let (status, user, _) = me_once_recovered(&cookie_holder, &proxy).await;
+    assert_eq!(
+        (status, user),
+        (200, None),
+        "an unknown session is anonymous"
+    );
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    assert_eq!(alice.me(&proxy).await.1.as_deref(), Some("alice"));
+    assert_eq!(redis.keys("test:s:*").await.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// App instances that refuse, vanish or stall.
+// ---------------------------------------------------------------------------------------------
+
+/// An address where nothing listens: connecting to it is refused.
+async fn dead_address() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn test_app_config(redis: &RedisServer, instances: &[(&str, SocketAddr)]) -> ProxyConfig {
+    let mut config = ProxyConfig::new(&redis.url(), instances);
+    config.cookie = "sid".into();
+    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    config
+}
+
+#[tokio::test]
+async fn a_refusing_instance_costs_no_request() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let dead = dead_address().await;
+    let proxy = ProxyProcess::start(&test_app_config(
+        &redis,
+        &[("dead", dead), ("live", app.address)],
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    // Round robin puts the dead instance first for one of the first two requests; the refused
+    // connection means the request was never sent, so it is retried on the live instance.
+    for i in 0..10 {
+        let response = http.get(proxy.url("/echo")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "request {i}");
+        let echo: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(echo["path"], "/echo");
+    }
+}
+
+#[tokio::test]
+async fn no_reachable_instance_is_a_502() {
+    let redis = RedisServer::start().await;
+    let (one, two) = (dead_address().await, dead_address().await);
+    let proxy = ProxyProcess::start(&test_app_config(&redis, &[("one", one), ("two", two)])).await;
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        let response = http.get(proxy.url("/echo")).send().await.unwrap();
+        assert_eq!(response.status(), 502);
+        let body = response.text().await.unwrap();
+        assert!(body.len() < 200, "{body:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_app_slower_than_the_response_timeout_is_a_504() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = test_app_config(&redis, &[("t", app.address)]);
+    config.upstream_extra = "response_timeout = \"500ms\"".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let http = reqwest::Client::new();
+
+    let response = http.get(proxy.url("/slow?ms=3000")).send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    // Within the timeout the same app is served normally.
+    let response = http.get(proxy.url("/slow?ms=10")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "slow answer");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Malformed input: never a panic, never a hang.
+// ---------------------------------------------------------------------------------------------
+
+/// Sends raw bytes on a fresh connection and returns all the proxy answers until it closes the
+/// connection. Writing and reading run together: the proxy may answer (and close) before it
+/// has read everything. No answer and no close within 10 s is a hang, and fails the test.
+async fn raw_exchange(address: SocketAddr, request: &[u8]) -> String {
+    let stream = TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let write = async {
+        // The proxy may close early (431): a failed write is expected then.
+        let _ = writer.write_all(request).await;
+    };
+    let read = async {
+        let mut answer = Vec::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break answer,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+            }
+        }
+    };
+    let joined = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(write, read) });
+    let ((), answer) = joined.await.unwrap_or_else(|_| {
+        panic!(
+            "no answer and no close within 10 s for {:?}",
+            String::from_utf8_lossy(&request[..request.len().min(80)])
+        )
+    });
+    // Kept open until here: a half-closed request could be dropped by the server.
+    drop(writer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn status_of(answer: &str) -> u16 {
+    answer
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP/1.1 response: {answer:?}"))
+}
+
+/// `GET /me` with the given extra header lines, on a connection the proxy then closes.
+fn get_me_with(header_lines: &[&[u8]]) -> Vec<u8> {
+    let mut request = b"GET /me HTTP/1.1\r\nHost: unstick.test\r\nConnection: close\r\n".to_vec();
+    for line in header_lines {
+        request.extend_from_slice(line);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    request
+}
+
+#[tokio::test]
+async fn malformed_requests_get_an_error_or_an_anonymous_answer_and_change_nothing() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let mut proxy = ProxyProcess::start(&ProxyConfig::new(&redis.url(), &[("a", a.address)])).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+
+    // A head far beyond the 64 KB limit.
+    let big_header = [b"X-Big: ".as_slice(), &vec![b'a'; 100 * 1024]].concat();
+    let answer = raw_exchange(proxy.address, &get_me_with(&[&big_header])).await;
+    assert_eq!(status_of(&answer), 431, "{answer:.200}");
+    // And more header lines than a request may have.
+    let many_headers: Vec<Vec<u8>> = (0..500)
+        .map(|i| format!("X-H{i}: v").into_bytes())
+        .collect();
+    let many: Vec<&[u8]> = many_headers.iter().map(Vec::as_slice).collect();
+    let answer = raw_exchange(proxy.address, &get_me_with(&many)).await;
+    assert_eq!(status_of(&answer), 431, "{answer:.200}");
+
+    // Bytes that cannot be in a header, and request lines that are not HTTP.
+    for bad in [
+        get_me_with(&[b"X-Bad: a\x00b"]),
+        get_me_with(&[b"X-Bad: a\rb"]),
+        get_me_with(&[b"Bad Name: v"]),
+        get_me_with(&[b"B\x01d: v"]),
+        get_me_with(&[b": no name"]),
+        b"GARBAGE\r\n\r\n".to_vec(),
+        b"GET\r\n\r\n".to_vec(),
+        b"GET /me HTTP/9.9\r\nHost: x\r\n\r\n".to_vec(),
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 not http\r\n\r\n".to_vec(),
+        b"\xff\xfe\xfd\r\n\r\n".to_vec(),
+        // The route is chosen by the host: the app must never see another one.
+        b"GET /me HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\nConnection: close\r\n\r\n".to_vec(),
+        b"GET /me HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n".to_vec(),
+        b"GET /me HTTP/1.1\r\nHost: evil@good.test\r\nConnection: close\r\n\r\n".to_vec(),
+        b"GET /me HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(),
+    ] {
+        let answer = raw_exchange(proxy.address, &bad).await;
+        assert_eq!(
+            status_of(&answer),
+            400,
+            "{:?} answered {answer:.200}",
+            String::from_utf8_lossy(&bad)
+        );
+    }
+
+    // Junk in the session cookie is no session: the app answers anonymously.
+    let long_cookie = format!("Cookie: demo.sid={}", "x".repeat(8 * 1024));
+    let junk: [&[u8]; 9] = [
+        b"Cookie: demo.sid=%%%",
+        b"Cookie: demo.sid=",
+        b"Cookie: ;;;;",
+        b"Cookie: demo.sid",
+        b"Cookie: =;=;demo.sid==;",
+        b"Cookie: demo.sid=\"unterminated",
+        long_cookie.as_bytes(),
+        b"Cookie: demo.sid=\xff\xfe\x80\x81",
+        b"Cookie: \xc3\x28=\xa0\xa1; demo.sid=\xe2\x28\xa1",
+    ];
+    for line in junk {
+        let answer = raw_exchange(proxy.address, &get_me_with(&[line])).await;
+        let shown = String::from_utf8_lossy(&line[..line.len().min(60)]).into_owned();
+        assert_eq!(status_of(&answer), 200, "{shown:?}: {answer:.300}");
+        assert!(answer.contains("\"user\":null"), "{shown:?}: {answer:.300}");
+    }
+    // All of them at once, as separate Cookie headers.
+    let answer = raw_exchange(proxy.address, &get_me_with(&junk)).await;
+    assert_eq!(status_of(&answer), 200, "{answer:.300}");
+    assert!(answer.contains("\"user\":null"), "{answer:.300}");
+
+    // Nothing above disturbed the proxy or alice's session.
+    let (status, user, _) = alice.me(&proxy).await;
+    assert_eq!((status, user.as_deref()), (200, Some("alice")));
+    assert_eq!(redis.keys("test:s:*").await.len(), 1);
+    assert!(
+        proxy.is_running(),
+        "unstick exited; logs:\n{}",
+        proxy.logs()
+    );
+    assert!(
+        !proxy.logs().contains("panicked"),
+        "a panic was logged:\n{}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test]
+async fn the_app_reads_the_same_request_unstick_read() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let proxy = ProxyProcess::start(&test_app_config(&redis, &[("t", app.address)])).await;
+
+    // Content-Length next to chunked framing (a request-smuggling classic): unstick reads
+    // the chunked body, and so must the app; the stale length may not reach it.
+    for headers in [
+        "Content-Length: 5\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 5",
+    ] {
+        let request = format!(
+            "POST /upload HTTP/1.1\r\nHost: unstick.test\r\n{headers}\r\nConnection: close\r\n\r\n\
+             b\r\nhello world\r\n0\r\n\r\n"
+        );
+        let answer = raw_exchange(proxy.address, request.as_bytes()).await;
+        assert_eq!(status_of(&answer), 200, "{headers:?}: {answer}");
+        assert!(
+            answer.ends_with("{\"bytes\":11}"),
+            "{headers:?}: the app read another body: {answer}"
+        );
+    }
+
+    // An absolute-form target names the host, whatever the Host header says (RFC 9112
+    // section 3.2.2): the app sees the host unstick routed on.
+    let answer = raw_exchange(
+        proxy.address,
+        b"GET http://app.test:8080/echo HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let echo: serde_json::Value =
+        serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(
+        echo["headers"]["host"],
+        serde_json::json!(["app.test:8080"])
+    );
+    assert_eq!(
+        echo["headers"]["x-forwarded-host"],
+        serde_json::json!(["app.test"])
+    );
+}
+
+/// An app that answers every request with the same raw bytes and closes: for answers a
+/// well-behaved HTTP library would refuse to produce.
+async fn raw_app(answer: &'static [u8]) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let _ = stream.write_all(answer).await;
+            });
+        }
+    });
+    (address, task)
+}
+
+#[tokio::test]
+async fn the_client_reads_the_same_response_unstick_read() {
+    let redis = RedisServer::start().await;
+    // Content-Length next to chunked framing, from the app this time: the chunked framing
+    // is the length, and the stale Content-Length may not reach the client.
+    let (app, _task) = raw_app(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\
+          Connection: close\r\n\r\nb\r\nhello world\r\n0\r\n\r\n",
+    )
+    .await;
+    let proxy = ProxyProcess::start(&test_app_config(&redis, &[("raw", app)])).await;
+    let response = reqwest::get(proxy.url("/x")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers().get("content-length"), None);
+    assert_eq!(response.text().await.unwrap(), "hello world");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Graceful shutdown.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut proxy = ProxyProcess::start(&test_app_config(&redis, &[("t", app.address)])).await;
+    let address = proxy.address;
+
+    let slow = tokio::spawn({
+        let url = proxy.url("/slow?ms=2000");
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        }
+    });
+    // Let the request reach the app, which holds it for two seconds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!slow.is_finished());
+
+    signal(proxy.pid(), "TERM");
+    let mut refused = false;
+    for _ in 0..100 {
+        if TcpStream::connect(address).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "still accepting connections after SIGTERM");
+    assert!(
+        !slow.is_finished(),
+        "the listener must close before the requests in flight are done, not after"
+    );
+
+    let (status, body) = slow.await.unwrap();
+    assert_eq!((status.as_u16(), body.as_str()), (200, "slow answer"));
+    let exit = proxy.wait_for_exit(Duration::from_secs(15)).await;
+    assert_eq!(exit.code(), Some(0), "logs:\n{}", proxy.logs());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config typos are refused at start, naming the key and the line.
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `unstick serve --config <file>` on `toml`; it must exit (not serve) within 20 s.
+/// Returns (success, stderr, the config file's path).
+async fn serve_with(toml: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unstick.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unstick"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            return (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+                path.display().to_string(),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("unstick accepted the config and kept running:\n{toml}");
+}
+
+/// The 1-based line of the first line of `toml` that starts with `prefix`.
+fn line_of(toml: &str, prefix: &str) -> usize {
+    toml.lines()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("{prefix:?} not in config"))
+        + 1
+}
+
+fn valid_config() -> String {
+    ProxyConfig::new(
+        "redis://127.0.0.1:1",
+        &[("a", "127.0.0.1:1".parse().unwrap())],
+    )
+    .to_toml()
+}
+
+#[tokio::test]
+async fn an_unknown_key_is_refused_naming_the_key_and_its_line() {
+    let toml = valid_config().replace("idle_timeout", "idle_timout");
+    let line = line_of(&toml, "idle_timout");
+    let (success, stderr, path) = serve_with(&toml).await;
+    assert!(!success, "exited 0: {stderr}");
+    assert!(stderr.contains("idle_timout"), "{stderr}");
+    assert!(stderr.contains(&format!("line {line}")), "{stderr}");
+    assert!(stderr.contains(&path), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_route_to_an_unknown_upstream_is_refused_naming_the_key_and_its_line() {
+    let toml = valid_config().replace("upstream = \"app\"", "upstream = \"ap\"");
+    let line = line_of(&toml, "upstream = \"ap\"");
+    let (success, stderr, path) = serve_with(&toml).await;
+    assert!(!success, "exited 0: {stderr}");
+    assert!(stderr.contains("routes.upstream"), "{stderr}");
+    assert!(stderr.contains("\"ap\""), "{stderr}");
+    assert!(stderr.contains(&format!("{path}:{line}")), "{stderr}");
+}

@@ -1,0 +1,196 @@
+//! Traffic that is not a small request and a small answer: WebSockets (anonymous and logged
+//! in), 100 MB bodies both ways in flat memory, and HTTP/2 over plain TCP (h2c).
+
+mod support;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use support::*;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const HUNDRED_MB: u64 = 100 * 1024 * 1024;
+
+/// The proxy in front of one [`TestApp`], with logins captured through its `/whoami`.
+async fn proxy_for(app: &TestApp, redis: &RedisServer) -> ProxyProcess {
+    let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
+    config.cookie = "sid".into();
+    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    ProxyProcess::start(&config).await
+}
+
+/// Logs `user` in through the proxy; returns the `sid=...` cookie pair.
+async fn login(proxy: &ProxyProcess, user: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(proxy.url(&format!("/login?user={user}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Opens `/ws` through the proxy (with the cookie, if any), checks that text and binary
+/// messages come back unchanged, and returns the `X-Echo-User` the app saw in the handshake.
+async fn websocket_round_trip(proxy: &ProxyProcess, cookie: Option<&str>) -> Option<String> {
+    let mut request = format!("ws://{}/ws", proxy.address)
+        .into_client_request()
+        .unwrap();
+    if let Some(cookie) = cookie {
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().unwrap());
+    }
+    let (mut socket, handshake) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("WebSocket handshake through the proxy");
+    assert_eq!(handshake.status(), 101);
+
+    let binary: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let messages = [
+        Message::text("hello through unstick"),
+        Message::binary(binary),
+        Message::text("ünïcödé ✓"),
+        Message::binary(vec![0u8; 0]),
+    ];
+    for message in messages {
+        socket.send(message.clone()).await.unwrap();
+        let echoed = socket
+            .next()
+            .await
+            .expect("socket closed early")
+            .expect("read");
+        assert_eq!(echoed, message);
+    }
+    socket.close(None).await.unwrap();
+    handshake
+        .headers()
+        .get("x-echo-user")
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn websockets_pass_through_for_anonymous_and_logged_in_clients() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let proxy = proxy_for(&app, &redis).await;
+
+    assert_eq!(websocket_round_trip(&proxy, None).await, None);
+
+    let cookie = login(&proxy, "xavier").await;
+    assert_eq!(
+        websocket_round_trip(&proxy, Some(&cookie)).await.as_deref(),
+        Some("xavier"),
+        "the handshake carried the session's identity"
+    );
+
+    // The proxy is still in shape for plain requests afterwards.
+    let response = reqwest::get(proxy.url("/echo")).await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn hundred_megabyte_bodies_stream_both_ways_in_flat_memory() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let proxy = proxy_for(&app, &redis).await;
+    let http = reqwest::Client::new();
+
+    // Upload: 1600 chunks of 64 KB, produced as they are sent (no length known up front).
+    let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
+    let chunks = HUNDRED_MB / chunk.len() as u64;
+    let stream = futures_util::stream::iter(
+        (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+    );
+    let response = http
+        .post(proxy.url("/upload"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer, serde_json::json!({ "bytes": HUNDRED_MB }));
+
+    // Download: counted chunk by chunk, never held whole.
+    let mut response = http
+        .get(proxy.url(&format!("/download?bytes={HUNDRED_MB}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = 0u64;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        assert!(chunk.iter().all(|b| *b == b'x'));
+        received += chunk.len() as u64;
+    }
+    assert_eq!(received, HUNDRED_MB);
+
+    // 200 MB went through; the proxy never held more than a sliver of it.
+    let peak_mib = proxy.peak_rss_kib() / 1024;
+    assert!(
+        peak_mib < 60,
+        "peak RSS {peak_mib} MiB for 100 MB bodies: something buffers whole bodies"
+    );
+}
+
+#[tokio::test]
+async fn http2_prior_knowledge_clients_are_served_with_host_and_session() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let proxy = proxy_for(&app, &redis).await;
+
+    let stream = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(connection);
+
+    let mut echo = |cookies: Vec<String>| {
+        let mut request = http::Request::get(proxy.url("/echo"));
+        for cookie in cookies {
+            request = request.header("cookie", cookie);
+        }
+        let request = request.body(Empty::<Bytes>::new()).unwrap();
+        let sent = sender.send_request(request);
+        async move {
+            let response = sent.await.unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.version(), http::Version::HTTP_2);
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        }
+    };
+
+    // HTTP/2 carries the host as `:authority` only; the HTTP/1.1 app needs a Host header.
+    let anonymous = echo(vec![]).await;
+    assert_eq!(
+        anonymous["headers"]["host"],
+        serde_json::json!([proxy.address.to_string()]),
+        "{anonymous}"
+    );
+    assert_eq!(anonymous["path"], "/echo");
+    assert!(anonymous["headers"].get("x-auth-user").is_none());
+
+    // HTTP/2 clients may split cookies over several fields: the session is still found, and
+    // the app gets them as one Cookie header.
+    let session = login(&proxy, "yvonne").await;
+    let logged_in = echo(vec!["theme=dark".into(), session.clone()]).await;
+    assert_eq!(
+        logged_in["headers"]["x-auth-user"],
+        serde_json::json!(["yvonne"])
+    );
+    assert_eq!(
+        logged_in["headers"]["cookie"],
+        serde_json::json!([format!("theme=dark; {session}")])
+    );
+}
