@@ -4,6 +4,7 @@
 //! Map of the crate (a request flows top to bottom):
 //! - [`config`]: TOML file -> validated [`config::Config`]; `${VAR}` interpolation; errors name key and line.
 //! - [`server`]: listener, accept loop, graceful shutdown; hands each request to the proxy.
+//!   [`server::tls`]: the HTTPS listener (rustls, ALPN h2/http1.1), certificate reloaded on change.
 //! - [`reload`]: SIGHUP and file-change reload: validate, build, swap; a bad file changes nothing.
 //! - [`runtime`]: one config made live (routes, pools, store); swapped whole on reload.
 //! - [`proxy`]: the request pipeline in one function ([`proxy::Proxy::handle`]) and its steps:
@@ -14,9 +15,11 @@
 //! - [`admin`]: health, readiness, `/metrics` and the sessions API behind a bearer token.
 //! - [`metrics`]: Prometheus counters and histograms, exported by the admin listener.
 //! - [`demo`]: the bundled sticky legacy app and the one-command demo.
+//! - [`check`]: `unstick check`, the preflight: config, Redis reach and eviction policy, lifetimes, header names.
 
 pub mod admin;
 pub mod body;
+pub mod check;
 pub mod config;
 pub mod demo;
 pub mod metrics;

@@ -6,14 +6,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use unstick::admin::Admin;
-use unstick::config::load_config;
+use unstick::config::{load_config, StoreUrl};
 use unstick::demo::{run_demo, LegacyApp, LegacyAppConfig};
 use unstick::metrics::Metrics;
 use unstick::proxy::Proxy;
 use unstick::reload::Reloader;
 use unstick::runtime::Runtime;
+use unstick::server::tls::{serve_tls, TlsCertificates};
 use unstick::server::{serve, shutdown_signal};
-use unstick::session::SessionStore;
+use unstick::session::{users, SessionHash, SessionStore};
 
 #[derive(Parser)]
 #[command(
@@ -35,16 +36,37 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum SessionsAction {
+    /// A user's sessions as JSON (hashed ids, device, IP, created, last seen).
+    List {
+        #[arg(long)]
+        user: String,
+    },
+    /// End one session, named by its id hash (as listed).
+    Revoke { id_hash: String },
+    /// End every session of a user ("log out everywhere").
+    RevokeUser { user: String },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the proxy.
     Serve {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a config file and exit (0 = valid).
+    /// Preflight: validate the config, reach Redis, check eviction policy, persistence,
+    /// lifetimes and identity header names. Exit 0 only without errors and warnings.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// List or revoke sessions in the store of a config (the admin API does the same over HTTP).
+    Sessions {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: SessionsAction,
     },
     /// Run the self-contained demo: a sticky legacy app on two instances behind unstick.
     Demo {
@@ -87,6 +109,11 @@ async fn main() -> anyhow::Result<()> {
             config: config_path,
         } => {
             let config = load_config(&config_path)?;
+            // A certificate that cannot be read stops the start, naming the file.
+            let tls = match &config.listener.tls {
+                Some(tls) => Some((tls.address, TlsCertificates::load(tls)?)),
+                None => None,
+            };
             let address = config.listener.address;
             let grace = config.listener.shutdown_grace;
             let listener = tokio::net::TcpListener::bind(address)
@@ -116,18 +143,46 @@ async fn main() -> anyhow::Result<()> {
                 tokio::spawn(api.serve(listener));
                 tracing::info!(address = %admin_address, "admin listening");
             }
+            // One signal stops both listeners.
+            let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown_signal()));
+            let https = match tls {
+                Some((tls_address, certs)) => {
+                    let tls_listener = tokio::net::TcpListener::bind(tls_address)
+                        .await
+                        .with_context(|| {
+                            format!("cannot listen on {tls_address} (listener.tls.address)")
+                        })?;
+                    let tls_address = tls_listener.local_addr().unwrap_or(tls_address);
+                    let server_config = certs.server_config()?;
+                    certs.spawn_watcher();
+                    tracing::info!(address = %tls_address, "unstick listening (https)");
+                    Some(tokio::spawn(serve_tls(
+                        tls_listener,
+                        server_config,
+                        proxy.clone(),
+                        shutdown.clone(),
+                        grace,
+                    )))
+                }
+                None => None,
+            };
             tracing::info!(%address, "unstick listening");
-            serve(listener, proxy, shutdown_signal(), grace).await;
+            serve(listener, proxy, shutdown, grace).await;
+            if let Some(https) = https {
+                let _ = https.await;
+            }
         }
         Command::Check { config: path } => {
-            let config = load_config(&path)?;
-            println!(
-                "{}: valid ({} upstream(s), {} route(s))",
-                path.display(),
-                config.upstreams.len(),
-                config.routes.len()
-            );
+            let report = unstick::check::check_file(&path).await;
+            for finding in &report.findings {
+                println!("{finding}");
+            }
+            println!("{}", report.summary());
+            if !report.passed() {
+                std::process::exit(1);
+            }
         }
+        Command::Sessions { config, action } => manage_sessions(&config, action).await?,
         Command::Demo { listen } => run_demo(listen).await?,
         Command::DemoApp {
             listen,
@@ -150,6 +205,41 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(address = %app.address, %name, "legacy app listening");
             shutdown_signal().await;
             app.stop().await;
+        }
+    }
+    Ok(())
+}
+
+async fn manage_sessions(path: &std::path::Path, action: SessionsAction) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    if config.store.url == StoreUrl::Memory {
+        anyhow::bail!(
+            "the memory:// store lives inside the running proxy; use its admin API instead"
+        );
+    }
+    let store = SessionStore::connect(&config.store).await?;
+    let remember = config.session.absolute_lifetime;
+    match action {
+        SessionsAction::List { user } => {
+            let sessions = users::list(&store, &user).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({ "user": user, "sessions": sessions })
+                )?
+            );
+        }
+        SessionsAction::Revoke { id_hash } => {
+            let hash = SessionHash::parse(&id_hash)
+                .context("expected a 64-character session id hash, as listed")?;
+            if !users::revoke(&store, &hash, remember).await? {
+                anyhow::bail!("no live session {id_hash}");
+            }
+            println!("revoked 1 session");
+        }
+        SessionsAction::RevokeUser { user } => {
+            let count = users::revoke_user(&store, &user, remember).await?;
+            println!("revoked {count} session(s) of {user}");
         }
     }
     Ok(())

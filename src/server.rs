@@ -1,6 +1,8 @@
 //! The client-facing listener: accepts connections, serves HTTP/1.1 (with upgrades) and h2c
 //! through the proxy pipeline, and shuts down gracefully: stop accepting, let requests in
-//! flight finish within the grace period.
+//! flight finish within the grace period. The HTTPS listener is in [`tls`].
+
+pub mod tls;
 
 use crate::proxy::Proxy;
 use hyper::service::service_fn;
@@ -16,13 +18,8 @@ use tokio::net::TcpListener;
 /// Largest request head accepted (request line and headers); beyond it the client gets 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// Serves until `shutdown` completes, then waits up to `grace` for open requests.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) {
+/// HTTP/1.1 and HTTP/2 with the same limits on every listener.
+fn connection_builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -33,6 +30,17 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEAD_BYTES as u32);
+    builder
+}
+
+/// Serves until `shutdown` completes, then waits up to `grace` for open requests.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
+    let builder = connection_builder();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -40,7 +40,10 @@ async fn login_on_one_instance_holds_on_every_instance() {
     let keys = redis.keys("test:s:*").await;
     assert_eq!(keys, vec![format!("test:s:{}", session_hash(&id))]);
     // The per-user index is keyed by a hash of the user id too.
-    assert_eq!(redis.keys("test:u:*").await, vec![format!("test:u:{}", session_hash("alice"))]);
+    assert_eq!(
+        redis.keys("test:u:*").await,
+        vec![format!("test:u:{}", session_hash("alice"))]
+    );
     assert_eq!(redis.keys("*").await.len(), 2);
     let client = redis.client().await;
     let stored: std::collections::HashMap<String, String> =

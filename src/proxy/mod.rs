@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 /// The proxy: the live runtime (swapped whole on reload) and the pipeline over it.
 pub struct Proxy {
@@ -62,7 +63,14 @@ impl Proxy {
         let Some(route) = runtime.route_for(host.as_deref(), request.uri().path()) else {
             return response::no_route();
         };
-        let response = forward(&runtime, route, request, host, client, scheme).await;
+        let request_id = request_id(request.headers());
+        let span = tracing::info_span!("request", id = %request_id, route = %route.label);
+        let mut response = forward(&runtime, route, request, host, client, scheme, &request_id)
+            .instrument(span)
+            .await;
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
         let metrics = &runtime.metrics;
         metrics
             .requests
@@ -90,6 +98,7 @@ async fn forward(
     host: Option<String>,
     client: SocketAddr,
     scheme: &'static str,
+    request_id: &str,
 ) -> Response<Body> {
     let config = &runtime.config;
     let mode = route.config.mode;
@@ -154,6 +163,9 @@ async fn forward(
         config.listener.trust_forwarded_headers,
     );
     headers::merge_cookie_headers(&mut parts.headers);
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        parts.headers.insert(REQUEST_ID, value);
+    }
     if let Err(message) = to_origin_form(&mut parts) {
         return response::bad_request(message);
     }
@@ -231,6 +243,27 @@ async fn forward(
         upgrade::splice(client_upgrade, hyper::upgrade::on(&mut response));
     }
     response.map(|body| body.boxed())
+}
+
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The client's `X-Request-Id` when it is a sane token (so traces join up across proxies),
+/// else a new random one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    let given = headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        });
+    match given {
+        Some(id) => id.to_string(),
+        None => format!("{:032x}", rand::random::<u128>()),
+    }
 }
 
 /// The request's host, lower case and without port. The route is chosen by it, so the app

@@ -38,6 +38,8 @@ pub struct ProxyConfig {
     pub mode: String,
     /// Whole tables appended at the end (e.g. `[[old_stores]]`).
     pub extra_tables: String,
+    /// Extra lines for `[session]`.
+    pub session_extra: String,
 }
 
 impl ProxyConfig {
@@ -56,6 +58,7 @@ impl ProxyConfig {
             redis_extra: String::new(),
             mode: "redis".into(),
             extra_tables: String::new(),
+            session_extra: String::new(),
         }
     }
 
@@ -68,7 +71,7 @@ impl ProxyConfig {
         format!(
             "[listener]\naddress = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n\n\
              [redis]\nurl = \"{}\"\nkey_prefix = \"test:\"\n{}\n\n\
-             [session]\ncookie = \"{}\"\n{}\nidle_timeout = \"{}\"\nabsolute_lifetime = \"{}\"\n\n\
+             [session]\ncookie = \"{}\"\n{}\nidle_timeout = \"{}\"\nabsolute_lifetime = \"{}\"\n{}\n\n\
              [identity.capture]\n{}\n\n\
              [[upstreams]]\nname = \"app\"\ninstances = [\n{}\n]\n{}\n\n\
              [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\nmode = \"{}\"\n{}\n\n{}\n",
@@ -78,6 +81,7 @@ impl ProxyConfig {
             self.id_format,
             self.idle_timeout,
             self.absolute_lifetime,
+            self.session_extra,
             self.capture,
             instances.join("\n"),
             self.upstream_extra,
@@ -102,6 +106,11 @@ impl ProxyProcess {
     }
 
     pub async fn start_toml(toml: &str) -> ProxyProcess {
+        Self::start_with_env(toml, &[]).await
+    }
+
+    /// Starts with extra environment variables (e.g. the admin token).
+    pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> ProxyProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("unstick.toml");
         std::fs::write(&path, toml).expect("write config");
@@ -109,6 +118,7 @@ impl ProxyProcess {
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -165,6 +175,18 @@ impl ProxyProcess {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("no reload; logs:\n{}", self.logs());
+    }
+
+    /// URL on the admin listener (the config must have `[admin] address = "127.0.0.1:0"`).
+    pub fn admin_url(&self, path: &str) -> String {
+        let logs = self.logs.lock().unwrap();
+        let address = logs
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|doc| doc["fields"]["message"] == "admin listening")
+            .and_then(|doc| doc["fields"]["address"].as_str().map(String::from))
+            .expect("admin listener in the logs");
+        format!("http://{address}{path}")
     }
 
     /// How many log lines so far contain `text`.

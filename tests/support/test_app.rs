@@ -5,7 +5,7 @@
 //! Cookie `sid`. `POST /login?user=U` sets it (and `X-Unstick-Identity`); `GET /whoami`;
 //! `GET /echo`; `POST /upload` -> `{"bytes": n}`; `GET /download?bytes=N`; `GET /ws` (echo;
 //! the 101 carries the `X-Auth-User` it received as `X-Echo-User`);
-//! `GET /slow?ms=N`.
+//! `GET /slow?ms=N`; `POST /password-changed` answers with `X-Unstick-Logout-All`.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -156,6 +156,14 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
             response
                 .headers_mut()
                 .insert("x-unstick-identity", identity.to_string().parse().unwrap());
+            response
+        }
+        ("POST", "/password-changed") => {
+            // The app asks unstick to end every session of this user.
+            let mut response = json(serde_json::json!({ "changed": true }));
+            response
+                .headers_mut()
+                .insert("x-unstick-logout-all", "1".parse().unwrap());
             response
         }
         ("GET", "/whoami") => {

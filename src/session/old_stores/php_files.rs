@@ -7,11 +7,11 @@ use crate::config::IdentityMapping;
 use crate::session::cookie::SessionId;
 use crate::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};
 use async_trait::async_trait;
-use std::io::ErrorKind;
+use std::fs::File;
+use std::io::{self, ErrorKind, Read};
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
-use tokio::io::AsyncReadExt;
 
 /// Session files larger than this are not read (PHP sessions are usually under a few KiB).
 const MAX_FILE_BYTES: u64 = 4 << 20;
@@ -50,41 +50,42 @@ impl PhpFilesStore {
     fn path(&self, id: &SessionId) -> Option<PathBuf> {
         valid_id(id.id()).then(|| self.dir.join(format!("sess_{}", id.id())))
     }
+}
 
-    /// The file's bytes and its remaining lifetime; `None` when absent, not a plain file, or
-    /// past its lifetime.
-    async fn read_live(&self, path: &PathBuf) -> std::io::Result<Option<(Vec<u8>, Duration)>> {
-        // PHP opens session files with O_NOFOLLOW: a symlink is not a session.
-        let link = match tokio::fs::symlink_metadata(path).await {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        if !link.is_file() {
-            return Ok(None);
-        }
-        let file = match tokio::fs::File::open(path).await {
-            Ok(file) => file,
-            // Removed by PHP's GC in between.
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let meta = file.metadata().await?;
-        // Replaced (by a symlink, say) between the check and the open.
-        if (meta.dev(), meta.ino()) != (link.dev(), link.ino()) {
-            return Ok(None);
-        }
-        let Some(remaining) = meta
-            .modified()?
-            .checked_add(self.gc_maxlifetime)
-            .and_then(|end| end.duration_since(SystemTime::now()).ok())
-        else {
-            return Ok(None);
-        };
-        let mut data = Vec::new();
-        file.take(MAX_FILE_BYTES + 1).read_to_end(&mut data).await?;
-        Ok(Some((data, remaining)))
+/// The file's bytes and its remaining lifetime; `None` when absent, not a plain file, or past
+/// its lifetime. Blocking: run as one `spawn_blocking` hop (tokio::fs would make each of the
+/// four calls its own hop, about five times slower per lookup).
+fn read_live(path: &Path, gc_maxlifetime: Duration) -> io::Result<Option<(Vec<u8>, Duration)>> {
+    // PHP opens session files with O_NOFOLLOW: a symlink is not a session.
+    let link = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !link.is_file() {
+        return Ok(None);
     }
+    let file = match File::open(path) {
+        Ok(file) => file,
+        // Removed by PHP's GC in between.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    // Replaced (by a symlink, say) between the check and the open.
+    if (meta.dev(), meta.ino()) != (link.dev(), link.ino()) {
+        return Ok(None);
+    }
+    let Some(remaining) = meta
+        .modified()?
+        .checked_add(gc_maxlifetime)
+        .and_then(|end| end.duration_since(SystemTime::now()).ok())
+    else {
+        return Ok(None);
+    };
+    let mut data = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut data)?;
+    Ok(Some((data, remaining)))
 }
 
 #[async_trait]
@@ -101,11 +102,11 @@ impl OldStore for PhpFilesStore {
         let Some(path) = self.path(id) else {
             return Ok(None);
         };
-        let Some((data, remaining)) = self
-            .read_live(&path)
+        let gc_maxlifetime = self.gc_maxlifetime;
+        let read = tokio::task::spawn_blocking(move || read_live(&path, gc_maxlifetime))
             .await
-            .map_err(|e| unavailable(&self.name, e))?
-        else {
+            .map_err(|e| unavailable(&self.name, e))?;
+        let Some((data, remaining)) = read.map_err(|e| unavailable(&self.name, e))? else {
             return Ok(None);
         };
         if data.len() as u64 > MAX_FILE_BYTES {

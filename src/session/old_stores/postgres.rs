@@ -104,6 +104,34 @@ fn quote_table(table: &str) -> Option<String> {
     })
 }
 
+/// Whether a failed call means the connection is gone (rather than the query failing on a
+/// healthy one). A server that ends a session sends a FATAL error (class 08, or 57P01-03 on
+/// shutdown, termination or restart) before the socket closes.
+fn connection_lost(error: &tokio_postgres::Error, connection: &Connection) -> bool {
+    if error.is_closed() || connection.client.is_closed() {
+        return true;
+    }
+    error.code().is_some_and(|code| {
+        let code = code.code();
+        code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+    })
+}
+
+/// tokio-postgres keeps the useful part (refused, bad password, no such table) in the source.
+fn pg_error(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 impl PostgresStore {
     /// `conn_str` is a libpq-style URL or key=value string. A server that is down does not
     /// fail this (the first lookup connects); only settings that can never work do.
@@ -195,11 +223,11 @@ impl PostgresStore {
             .config
             .connect(NoTls)
             .await
-            .map_err(|e| unavailable(&self.name, e))?;
+            .map_err(|e| unavailable(&self.name, pg_error(&e)))?;
         let name = self.name.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = socket.await {
-                tracing::warn!(store = name, error = %e, "old-store PostgreSQL connection lost");
+                tracing::warn!(store = name, error = %pg_error(&e), "old-store PostgreSQL connection lost");
             }
         });
         let prepared = async {
@@ -240,27 +268,36 @@ impl PostgresStore {
         }
     }
 
-    /// Runs `call` on a connection within the timeout (connecting included).
+    /// Runs `call` on a connection within the timeout (connecting included). A connection
+    /// found closed by the call (server restart, failover, idle kill) is replaced and the call
+    /// made once more: the queries are idempotent, and the user should not see the reconnect.
     async fn with_connection<T, F, Fut>(&self, call: F) -> Result<T, OldStoreError>
     where
-        F: FnOnce(Arc<Connection>) -> Fut,
+        F: Fn(Arc<Connection>) -> Fut,
         Fut: std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let connection = tokio::time::timeout_at(deadline, self.connection())
-            .await
-            .map_err(|_| timed_out(&self.name, self.timeout))??;
-        match tokio::time::timeout_at(deadline, call(connection.clone())).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
-                if connection.client.is_closed() {
+        let mut retried = false;
+        loop {
+            let connection = tokio::time::timeout_at(deadline, self.connection())
+                .await
+                .map_err(|_| timed_out(&self.name, self.timeout))??;
+            match tokio::time::timeout_at(deadline, call(connection.clone())).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => {
+                    if !connection_lost(&e, &connection) {
+                        return Err(unavailable(&self.name, pg_error(&e)));
+                    }
                     self.discard(&connection).await;
+                    if retried {
+                        return Err(unavailable(&self.name, pg_error(&e)));
+                    }
+                    retried = true;
                 }
-                Err(unavailable(&self.name, e))
-            }
-            Err(_) => {
-                self.discard(&connection).await;
-                Err(timed_out(&self.name, self.timeout))
+                Err(_) => {
+                    self.discard(&connection).await;
+                    return Err(timed_out(&self.name, self.timeout));
+                }
             }
         }
     }
@@ -305,7 +342,7 @@ impl OldStore for PostgresStore {
         id: &SessionId,
         _context: &LookupContext<'_>,
     ) -> Result<Option<OldSession>, OldStoreError> {
-        let session_id = id.id().to_string();
+        let session_id = id.id();
         let row = self
             .with_connection(|connection| async move {
                 let row = connection
@@ -341,7 +378,7 @@ impl OldStore for PostgresStore {
         if self.delete_sql.is_none() {
             return Ok(());
         }
-        let session_id = id.id().to_string();
+        let session_id = id.id();
         self.with_connection(|connection| async move {
             match &connection.delete {
                 Some(delete) => connection.client.execute(delete, &[&session_id]).await,

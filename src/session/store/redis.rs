@@ -12,9 +12,12 @@ use crate::session::cookie::SessionHash;
 use crate::session::record::SessionRecord;
 use fred::prelude::*;
 use fred::types::config::{
-    ConnectionConfig, PerformanceConfig, ReconnectPolicy, UnresponsiveConfig,
+    ConnectionConfig, PerformanceConfig, ReconnectPolicy, TlsConnector, UnresponsiveConfig,
 };
 use fred::types::scripts::Script;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -81,9 +84,72 @@ fn unavailable(error: Error) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
+/// The rustls client settings for `rediss://`: trust the CA bundle in `ca_file` (PEM), or the
+/// system's roots without one. Ring, like the rest of the process.
+pub fn tls_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, StoreError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let bad = |reason: String| {
+                StoreError::Unavailable(format!("redis.ca_file {}: {reason}", path.display()))
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+            let certs = CertificateDer::pem_slice_iter(&pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("not a PEM CA bundle: {e}")))?;
+            if certs.is_empty() {
+                return Err(bad("no PEM CERTIFICATE block in it".to_string()));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| bad(format!("unusable CA certificate: {e}")))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                tracing::warn!(%error, "cannot read some system CA certificates");
+            }
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(StoreError::Unavailable(
+                    "rediss:// without redis.ca_file, and no system CA certificates found"
+                        .to_string(),
+                ));
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Unavailable(format!("cannot set up TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(config)
+}
+
+/// Parses the URL (ACL user and password included: `rediss://user:pass@host:port`) and, for
+/// `rediss://`, sets our TLS settings rather than fred's default ones.
+fn client_config(url: &str, config: &StoreConfig) -> Result<Config, StoreError> {
+    let Some(rest) = url.strip_prefix("rediss://") else {
+        if config.ca_file.is_some() {
+            tracing::warn!(
+                "redis.ca_file is set but the Redis URL is not rediss://; it is not used"
+            );
+        }
+        return Config::from_url(url).map_err(unavailable);
+    };
+    let mut redis_config = Config::from_url(&format!("redis://{rest}")).map_err(unavailable)?;
+    let tls = tls_client_config(config.ca_file.as_deref())?;
+    redis_config.tls = Some(TlsConnector::from(tls).into());
+    Ok(redis_config)
+}
+
 impl RedisStore {
     pub async fn connect(url: &str, config: &StoreConfig) -> Result<RedisStore, StoreError> {
-        let mut redis_config = Config::from_url(url).map_err(unavailable)?;
+        let mut redis_config = client_config(url, config)?;
         // Keep retrying the first connection too: the proxy must start (and serve requests
         // without sessions) while Redis is down, and recover on its own.
         redis_config.fail_fast = false;

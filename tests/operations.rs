@@ -1,0 +1,554 @@
+//! Running unstick for months: the admin API and its token, metrics, revoking sessions, the
+//! per-user cap, "log out everywhere", hot reload (good file, bad file, under load), signed
+//! identity, the sessions CLI and request ids.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+fn test_app_config(redis: &RedisServer, app: &TestApp) -> ProxyConfig {
+    let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
+    config.cookie = "sid".into();
+    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    config.extra_tables = "[admin]\naddress = \"127.0.0.1:0\"\n".into();
+    config
+}
+
+/// Logs `user` in through the proxy on the test app; returns the `Cookie` header value.
+async fn login(proxy: &ProxyProcess, user: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(proxy.url(&format!("/login?user={user}")))
+        .header("user-agent", format!("{user}-device"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The user the app is told about for a request with this cookie.
+async fn seen_as(proxy: &ProxyProcess, cookie: &str) -> Option<String> {
+    let echo: serde_json::Value = reqwest::Client::new()
+        .get(proxy.url("/echo"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    echo["headers"]["x-auth-user"][0].as_str().map(String::from)
+}
+
+fn admin(proxy: &ProxyProcess, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    reqwest::Client::new()
+        .request(method, proxy.admin_url(path))
+        .bearer_auth(TOKEN)
+}
+
+#[tokio::test]
+async fn admin_api_needs_the_token_except_for_health() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let config = test_app_config(&redis, &app);
+    let proxy =
+        ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
+    let http = reqwest::Client::new();
+
+    assert_eq!(
+        http.get(proxy.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(proxy.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for path in ["/metrics", "/sessions?user=alice"] {
+        assert_eq!(
+            http.get(proxy.admin_url(path))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            401,
+            "{path}"
+        );
+        let wrong = http
+            .get(proxy.admin_url(path))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+        let right = admin(&proxy, reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(right.status(), 200, "{path}");
+    }
+    let revoke = http
+        .delete(proxy.admin_url("/sessions?user=alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 401);
+
+    // Redis gone: not ready.
+    drop(redis);
+    assert_eq!(
+        http.get(proxy.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_the_admin_api_stays_closed() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let proxy = ProxyProcess::start(&test_app_config(&redis, &app)).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(proxy.admin_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = http
+        .get(proxy.admin_url("/metrics"))
+        .bearer_auth("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 403);
+    assert!(metrics
+        .text()
+        .await
+        .unwrap()
+        .contains("UNSTICK_ADMIN_TOKEN"));
+}
+
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move_with_requests() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let proxy = ProxyProcess::start_with_env(
+        &test_app_config(&redis, &app).to_toml(),
+        &[("UNSTICK_ADMIN_TOKEN", TOKEN)],
+    )
+    .await;
+    let scrape = || async {
+        admin(&proxy, reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+
+    let before = scrape().await;
+    assert!(
+        before.ends_with("# EOF\n"),
+        "OpenMetrics text ends with # EOF"
+    );
+    for line in before
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let value = line.rsplit(' ').next().unwrap();
+        assert!(value.parse::<f64>().is_ok(), "unparsable sample: {line}");
+    }
+    let cookie = login(&proxy, "alice").await;
+    for _ in 0..3 {
+        seen_as(&proxy, &cookie).await;
+    }
+    reqwest::Client::new()
+        .get(proxy.url("/echo"))
+        .send()
+        .await
+        .unwrap();
+
+    let after = scrape().await;
+    assert_eq!(
+        metric(
+            &after,
+            "unstick_requests_total",
+            &[("status", "200"), ("mode", "redis")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "unstick_session_outcomes_total",
+            &[("outcome", "hit")]
+        ),
+        3.0
+    );
+    assert!(metric(&after, "unstick_request_duration_seconds_count", &[]) >= 5.0);
+    assert_eq!(
+        metric(&after, "unstick_upstream_healthy", &[("instance", "t")]),
+        1.0
+    );
+    assert_eq!(metric(&after, "unstick_config_info", &[]), 1.0);
+}
+
+#[tokio::test]
+async fn revoking_a_user_logs_out_every_device_and_nobody_else() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let proxy = ProxyProcess::start_with_env(
+        &test_app_config(&redis, &app).to_toml(),
+        &[("UNSTICK_ADMIN_TOKEN", TOKEN)],
+    )
+    .await;
+    let laptop = login(&proxy, "alice").await;
+    let phone = login(&proxy, "alice").await;
+    let bob = login(&proxy, "bob").await;
+
+    let listed: serde_json::Value = admin(&proxy, reqwest::Method::GET, "/sessions?user=alice")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions[0]["user_agent"], "alice-device");
+    for session in sessions {
+        assert_eq!(session["id_hash"].as_str().unwrap().len(), 64);
+        assert!(
+            !listed
+                .to_string()
+                .contains(laptop.split_once('=').unwrap().1),
+            "raw id listed"
+        );
+    }
+
+    let revoked: serde_json::Value = admin(&proxy, reqwest::Method::DELETE, "/sessions?user=alice")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked["revoked"], 2);
+    assert_eq!(seen_as(&proxy, &laptop).await, None);
+    assert_eq!(seen_as(&proxy, &phone).await, None);
+    assert_eq!(seen_as(&proxy, &bob).await.as_deref(), Some("bob"));
+
+    // One session by its hash.
+    let bob_hash = session_hash(bob.split_once('=').unwrap().1);
+    let one = admin(
+        &proxy,
+        reqwest::Method::DELETE,
+        &format!("/sessions/{bob_hash}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(one.status(), 200);
+    assert_eq!(seen_as(&proxy, &bob).await, None);
+}
+
+#[tokio::test]
+async fn the_oldest_session_is_ended_beyond_the_cap() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = test_app_config(&redis, &app);
+    config.session_extra = "max_sessions_per_user = 2".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let first = login(&proxy, "carol").await;
+    let second = login(&proxy, "carol").await;
+    let dave = login(&proxy, "dave").await;
+    let third = login(&proxy, "carol").await;
+    assert_eq!(seen_as(&proxy, &first).await, None, "oldest evicted");
+    assert_eq!(seen_as(&proxy, &second).await.as_deref(), Some("carol"));
+    assert_eq!(seen_as(&proxy, &third).await.as_deref(), Some("carol"));
+    assert_eq!(seen_as(&proxy, &dave).await.as_deref(), Some("dave"));
+}
+
+#[tokio::test]
+async fn the_app_can_ask_to_log_out_everywhere() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let proxy = ProxyProcess::start(&test_app_config(&redis, &app)).await;
+    let laptop = login(&proxy, "erin").await;
+    let phone = login(&proxy, "erin").await;
+    let frank = login(&proxy, "frank").await;
+    let response = reqwest::Client::new()
+        .post(proxy.url("/password-changed"))
+        .header("cookie", &laptop)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.headers().get("x-unstick-logout-all").is_none(),
+        "internal header reached the client"
+    );
+    assert_eq!(seen_as(&proxy, &laptop).await, None);
+    assert_eq!(seen_as(&proxy, &phone).await, None);
+    assert_eq!(seen_as(&proxy, &frank).await.as_deref(), Some("frank"));
+}
+
+#[tokio::test]
+async fn a_config_file_change_is_applied_and_a_broken_one_is_refused() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    config.mode = "legacy".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+
+    // A broken file: rejected with key and line, the running config stays (legacy routing).
+    let reloads = proxy.count_logs("config reloaded");
+    std::fs::write(
+        proxy.config_path(),
+        config.to_toml().replace("idle_timeout", "idle_timout"),
+    )
+    .unwrap();
+    signal(proxy.pid(), "HUP");
+    for _ in 0..100 {
+        if proxy.count_logs("config reload rejected") > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = proxy.logs();
+    assert!(
+        logs.contains("config reload rejected")
+            && logs.contains("idle_timout")
+            && logs.contains("line 13"),
+        "{logs}"
+    );
+    assert_eq!(proxy.count_logs("config reloaded"), reloads);
+    assert_eq!(alice.me(&proxy).await.1.as_deref(), Some("alice"));
+
+    // A valid edit, noticed by watching the file (no signal): the next request uses it.
+    config.upstream_extra = "response_timeout = \"7s\"".into();
+    config.mode = "redis".into();
+    std::fs::write(proxy.config_path(), config.to_toml()).unwrap();
+    for _ in 0..200 {
+        if proxy.count_logs("config reloaded") > reloads {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        proxy.count_logs("file change") > 0,
+        "reload was not triggered by the file watcher"
+    );
+    let instances: std::collections::HashSet<_> =
+        futures_util::future::join_all((0..6).map(|_| alice.me(&proxy)))
+            .await
+            .into_iter()
+            .map(|(_, user, instance)| {
+                assert_eq!(user.as_deref(), Some("alice"));
+                instance.unwrap()
+            })
+            .collect();
+    assert_eq!(instances.len(), 2, "redis mode now balances");
+}
+
+#[tokio::test]
+async fn reloading_under_load_fails_no_request() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    let alice = std::sync::Arc::new(alice);
+    let proxy = std::sync::Arc::new(proxy);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (alice, proxy, stop) = (alice.clone(), proxy.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok < 5000 {
+                match alice.me(&proxy).await {
+                    (200, Some(user), _) if user == "alice" => ok += 1,
+                    other => failed.push(other),
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    for mode in ["overlap", "redis", "legacy", "redis", "overlap", "redis"] {
+        config.mode = mode.into();
+        if mode == "overlap" {
+            config.extra_tables =
+                "[[old_stores]]\nname = \"app\"\nkind = \"whoami\"\npath = \"/me\"\n".into();
+            config.route_extra = "old_stores = [\"app\"]".into();
+        }
+        proxy.reload(&config).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for worker in workers {
+        let (ok, failed) = worker.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "failed requests during reloads: {failed:?}"
+        );
+        total += ok;
+    }
+    assert!(total > 50, "the load loop ran ({total} requests)");
+}
+
+#[tokio::test]
+async fn signed_identity_verifies_with_the_shared_secret() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = test_app_config(&redis, &app);
+    config
+        .extra_tables
+        .push_str("\n[identity]\nsignature = { secret = \"0123456789abcdef0123\" }\n");
+    let proxy = ProxyProcess::start(&config).await;
+    let cookie = login(&proxy, "gina").await;
+    let echo: serde_json::Value = reqwest::Client::new()
+        .get(proxy.url("/echo"))
+        .header("cookie", &cookie)
+        .header("x-auth-signature", "t=1,v1=forged")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let headers = &echo["headers"];
+    let signature = headers["x-auth-signature"].as_array().unwrap();
+    assert_eq!(
+        signature.len(),
+        1,
+        "the client's forged signature was removed"
+    );
+    let value = signature[0].as_str().unwrap();
+    let (t, v1) = value
+        .strip_prefix("t=")
+        .unwrap()
+        .split_once(",v1=")
+        .unwrap();
+    // What the app computes (see the README): v1, t, user, roles, email.
+    let text = format!(
+        "v1\n{t}\n{}\n{}\n{}",
+        headers["x-auth-user"][0].as_str().unwrap(),
+        headers["x-auth-roles"][0].as_str().unwrap(),
+        headers["x-auth-email"][0].as_str().unwrap()
+    );
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"0123456789abcdef0123").unwrap();
+    mac.update(text.as_bytes());
+    assert_eq!(v1, hex::encode(mac.finalize().into_bytes()));
+}
+
+#[tokio::test]
+async fn sessions_cli_lists_and_revokes() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let config = test_app_config(&redis, &app);
+    let proxy = ProxyProcess::start(&config).await;
+    let one = login(&proxy, "hank").await;
+    let two = login(&proxy, "hank").await;
+    let cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_unstick"))
+            .arg("sessions")
+            .arg("--config")
+            .arg(proxy.config_path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let (ok, listed) = cli(&["list", "--user", "hank"]);
+    assert!(ok);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 2);
+
+    let first = session_hash(one.split_once('=').unwrap().1);
+    assert!(cli(&["revoke", &first]).0);
+    assert_eq!(seen_as(&proxy, &one).await, None);
+    assert_eq!(seen_as(&proxy, &two).await.as_deref(), Some("hank"));
+    assert!(
+        !cli(&["revoke", &first]).0,
+        "revoking twice reports failure"
+    );
+
+    let (ok, out) = cli(&["revoke-user", "hank"]);
+    assert!(ok && out.contains("revoked 1"), "{out}");
+    assert_eq!(seen_as(&proxy, &two).await, None);
+}
+
+#[tokio::test]
+async fn every_request_carries_a_request_id_and_logs_never_hold_session_ids() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let proxy = ProxyProcess::start(&test_app_config(&redis, &app)).await;
+    let cookie = login(&proxy, "ivy").await;
+    let response = reqwest::Client::new()
+        .get(proxy.url("/echo"))
+        .header("cookie", &cookie)
+        .header("x-request-id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-42");
+    let echo: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-request-id"][0], "trace-42");
+    let generated = reqwest::Client::new()
+        .get(proxy.url("/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(generated.headers()["x-request-id"].len(), 32);
+    assert!(
+        !proxy.logs().contains(cookie.split_once('=').unwrap().1),
+        "raw session id in the logs"
+    );
+}
