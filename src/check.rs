@@ -79,13 +79,8 @@ impl Finding {
 /// One line: `warning  redis: <what>. Fix: <how>`.
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:<8} {}: {}",
-            self.level.as_str(),
-            self.topic,
-            self.what
-        )?;
+        let what = self.what.trim_end_matches('.');
+        write!(f, "{:<8} {}: {what}", self.level.as_str(), self.topic)?;
         if let Some(fix) = &self.fix {
             write!(f, ". Fix: {fix}")?;
         }
@@ -213,14 +208,20 @@ pub async fn check_store(config: &StoreConfig) -> Vec<Finding> {
     };
     let mut findings = Vec::new();
     match measure_latency(&store).await {
-        Err(e) => findings.push(unreachable(if store.is_connected() {
-            e
-        } else {
-            format!(
-                "no connection within redis.connect_timeout ({}): {e}",
-                human(config.connect_timeout)
-            )
-        })),
+        Err(e) if store.is_connected() => findings.push(unreachable(e)),
+        Err(_) => findings.push(unreachable(
+            match tcp_probe(url, config.connect_timeout).await {
+                Some(Err(os)) => format!("TCP connection failed ({os})"),
+                Some(Ok(())) => "the port accepts TCP connections but the Redis handshake did \
+                                 not complete (wrong password or ACL user, TLS mismatch, or \
+                                 not Redis)"
+                    .to_string(),
+                None => format!(
+                    "no connection within redis.connect_timeout ({})",
+                    human(config.connect_timeout)
+                ),
+            },
+        )),
         Ok((median, max)) => {
             findings.push(latency_finding(&shown, median, max, config.command_timeout));
             findings.extend(check_redis_settings(store.pool()).await);
@@ -229,6 +230,19 @@ pub async fn check_store(config: &StoreConfig) -> Vec<Finding> {
     // Stop the client's background reconnects: the check is over.
     let _ = tokio::time::timeout(Duration::from_secs(1), store.pool().quit()).await;
     findings
+}
+
+/// A plain TCP connect to the first host of the URL, for the operating system's reason
+/// (refused, unreachable, unknown host); `None` when the URL names no host or it took too long.
+async fn tcp_probe(url: &str, timeout: Duration) -> Option<Result<(), String>> {
+    let parsed = fred::types::config::Config::from_url(url).ok()?;
+    let server = parsed.server.hosts().into_iter().next()?;
+    let address = (server.host.to_string(), server.port);
+    match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
+        Ok(Ok(_)) => Some(Ok(())),
+        Ok(Err(e)) => Some(Err(e.to_string())),
+        Err(_) => None,
+    }
 }
 
 /// Median and maximum of a few PINGs.
@@ -248,7 +262,7 @@ fn latency_finding(
     command_timeout: Duration,
 ) -> Finding {
     let measured = format!(
-        "latency {} median of {LATENCY_PINGS} PINGs (max {})",
+        "latency {} (median of {LATENCY_PINGS} PINGs, max {})",
         millis(median),
         millis(max)
     );
