@@ -70,7 +70,10 @@ impl Reloader {
             );
         }
         if config.admin != running.config.admin {
-            tracing::warn!("[admin] changed in {}: that takes a restart", self.path.display());
+            tracing::warn!(
+                "[admin] changed in {}: that takes a restart",
+                self.path.display()
+            );
         }
         // The Redis client is kept unless its settings changed; a new one must connect first.
         let store = if config.store == running.config.store {

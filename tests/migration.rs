@@ -233,3 +233,150 @@ async fn a_slow_old_store_does_not_stall_requests() {
     }
     assert!(proxy.logs().contains("old store lookup failed"));
 }
+
+#[tokio::test]
+async fn an_express_session_in_connect_redis_is_copied_forward_with_its_lifetime() {
+    let redis = RedisServer::start().await;
+    let old_redis = RedisServer::start().await;
+    // connect-redis wrote this session (express-session, secret "keyboard cat"), 2 hours left.
+    let id = "kAuMTZsG0rGFHBzTdTRxWxg3XvRa4Rg_";
+    let wire =
+        "s%3AkAuMTZsG0rGFHBzTdTRxWxg3XvRa4Rg_.EVZ80zzGIOx6wXZyoVdkFMPh7U%2F%2FjOF%2FRhgCOUTTWLA";
+    let session = serde_json::json!({
+        "cookie": { "originalMaxAge": 7200000, "httpOnly": true, "path": "/" },
+        "passport": { "user": "olga" },
+        "roles": ["editor"]
+    });
+    let client = old_redis.client().await;
+    let _: () = fred::interfaces::KeysInterface::set(
+        &client,
+        format!("sess:{id}"),
+        session.to_string(),
+        Some(fred::types::Expiration::EX(7200)),
+        None,
+        false,
+    )
+    .await
+    .unwrap();
+
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
+    config.cookie = "connect.sid".into();
+    config.id_format =
+        "id_format = \"express-signed\"\nsecrets = [\"new secret\", \"keyboard cat\"]".into();
+    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    config.extra_tables = format!(
+        "[[old_stores]]\nname = \"connect-redis\"\nkind = \"redis\"\nurl = \"{}\"\nkey = \"sess:{{id}}\"\nformat = \"json\"\nuser = \"/passport/user\"\n",
+        old_redis.url()
+    );
+    config.route_extra = "old_stores = [\"connect-redis\"]".into();
+    config.mode = "overlap".into();
+    let proxy = ProxyProcess::start(&config).await;
+
+    let echo: serde_json::Value = reqwest::Client::new()
+        .get(proxy.url("/echo"))
+        .header("cookie", format!("connect.sid={wire}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["headers"]["x-auth-user"], serde_json::json!(["olga"]));
+    assert_eq!(
+        echo["headers"]["x-auth-roles"],
+        serde_json::json!(["editor"])
+    );
+    assert_eq!(
+        echo["headers"]["cookie"],
+        serde_json::json!([format!("connect.sid={wire}")]),
+        "cookie passed unchanged"
+    );
+    let key = format!("test:s:{}", session_hash(id));
+    let ttl: i64 = fred::interfaces::KeysInterface::ttl(&redis.client().await, &key)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 7000,
+        "the copy keeps the 2 hours it had left, got {ttl} s"
+    );
+    assert!(proxy.logs().contains("copied forward from old store"));
+    assert!(!proxy.logs().contains(id), "raw session id in the logs");
+}
+
+#[tokio::test]
+async fn a_php_file_session_is_copied_forward() {
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("sess_abcdef0123456789"),
+        "user|s:4:\"paul\";roles|a:1:{i:0;s:5:\"admin\";}",
+    )
+    .unwrap();
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
+    config.cookie = "PHPSESSID".into();
+    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    config.extra_tables = format!(
+        "[[old_stores]]\nname = \"php\"\nkind = \"php-files\"\ndir = \"{}\"\ngc_maxlifetime = \"24m\"\n",
+        dir.path().display()
+    );
+    config.route_extra = "old_stores = [\"php\"]".into();
+    config.mode = "overlap".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let seen = |cookie: &'static str| {
+        let url = proxy.url("/echo");
+        async move {
+            let echo: serde_json::Value = reqwest::Client::new()
+                .get(url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            echo["headers"]["x-auth-user"][0].as_str().map(String::from)
+        }
+    };
+    assert_eq!(
+        seen("PHPSESSID=abcdef0123456789").await.as_deref(),
+        Some("paul")
+    );
+    assert_eq!(seen("PHPSESSID=../../etc/passwd").await, None);
+    // Now in Redis: it holds even when the old file is gone.
+    std::fs::remove_file(dir.path().join("sess_abcdef0123456789")).unwrap();
+    assert_eq!(
+        seen("PHPSESSID=abcdef0123456789").await.as_deref(),
+        Some("paul")
+    );
+}
+
+#[tokio::test]
+async fn legacy_mode_keeps_a_new_login_on_its_instance_even_without_an_identity() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    // Day one: no usable identity source yet, and no sticky cookie from an old balancer.
+    config.capture = "source = \"whoami\"\nwhoami_path = \"/not-there\"".into();
+    config.mode = "legacy".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    let mut instances = HashSet::new();
+    for _ in 0..6 {
+        let (status, user, instance) = alice.me(&proxy).await;
+        assert_eq!((status, user.as_deref()), (200, Some("alice")));
+        instances.insert(instance.unwrap());
+    }
+    assert_eq!(
+        instances.len(),
+        1,
+        "every request went to the instance that holds the session"
+    );
+    assert!(
+        redis.keys("test:s:*").await.is_empty(),
+        "no identity, so no session record"
+    );
+}

@@ -158,7 +158,9 @@ impl Validator<'_> {
         let url = if url_text == "memory://" {
             StoreUrl::Memory
         } else if url_text.starts_with("redis://") || url_text.starts_with("rediss://") {
-            fred::types::config::Config::from_url(&url_text).map_err(|e| {
+            // Parsed as redis:// so that validating a rediss:// URL does not load CA files.
+            fred::types::config::Config::from_url(&url_text.replacen("rediss://", "redis://", 1))
+                .map_err(|e| {
                 self.err(
                     raw.url.span(),
                     "redis.url",

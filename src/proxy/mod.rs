@@ -201,25 +201,7 @@ async fn forward(
     let status = response.status();
     let signals = capture::read_response(runtime, route, &facts, status, response.headers_mut());
     if !signals.is_empty() {
-        if mode == Mode::Legacy {
-            // Legacy answers exactly as before; recording happens beside it, never failing it.
-            let (runtime, route) = (runtime.clone(), route.clone());
-            tokio::spawn(async move {
-                if let Err(e) = capture::apply(
-                    &runtime,
-                    &route,
-                    signals,
-                    session.as_ref(),
-                    &ids,
-                    &instance,
-                    &facts,
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, "legacy route: login or logout not recorded");
-                }
-            });
-        } else if let Err(e) = capture::apply(
+        let record = capture::apply(
             runtime,
             route,
             signals,
@@ -227,9 +209,12 @@ async fn forward(
             &ids,
             &instance,
             &facts,
-        )
-        .await
-        {
+        );
+        let recorded = record.await;
+        if let (Mode::Legacy, Err(e)) = (mode, &recorded) {
+            // Legacy never depends on Redis: the app's answer goes out as before.
+            tracing::warn!(error = %e, "legacy route: login or logout not recorded");
+        } else if let Err(e) = recorded {
             tracing::warn!(error = %e, "could not record a login or logout; answering 503");
             return response::retry_later(config.store.retry_after);
         }

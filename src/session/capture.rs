@@ -5,7 +5,9 @@
 //! Reading the response ([`read_response`]) is separate from acting on it ([`apply`]) so that
 //! legacy routes can act in the background without delaying the app's answer.
 
-use super::cookie::{parse_session_cookie, session_cookie_change, CookieChange, SessionId};
+use super::cookie::{
+    parse_session_cookie, session_cookie_change, CookieChange, SessionHash, SessionId,
+};
 use super::mapping::identity_from_json;
 use super::record::{now_ms, Identity, SessionRecord};
 use super::resolve::ResolvedSession;
@@ -159,6 +161,15 @@ pub async fn apply(
                 // The same session re-sent (rolling cookies): nothing new.
                 return Ok(SessionChange::None);
             }
+            if route.config.mode != Mode::Redis {
+                // While the app still holds sessions itself, the next request must find this
+                // instance again, whether or not an identity can be read.
+                let session = &runtime.config.session;
+                runtime
+                    .store
+                    .bind(&hash, &instance.name, session.absolute_lifetime)
+                    .await?;
+            }
             let identity = match &runtime.config.identity.capture {
                 CaptureSource::ResponseHeader { .. } => header_identity,
                 CaptureSource::Whoami { path, timeout } => {
@@ -187,24 +198,34 @@ pub async fn apply(
                 return Ok(SessionChange::Anonymous);
             };
             let record = new_record(runtime, identity, cookie_lifetime, instance, facts);
-            let session = &runtime.config.session;
-            runtime
-                .store
-                .save(&hash, &record, record.created_ms, session.touch_interval())
-                .await?;
-            let evicted = users::register(
-                &runtime.store,
-                &hash,
-                &record,
-                session.max_sessions_per_user,
-                session.absolute_lifetime,
-            )
-            .await?;
-            runtime.metrics.sessions_evicted.inc_by(evicted as u64);
+            store_session(runtime, &hash, &record).await?;
             tracing::info!(session = hash.short(), user = %record.identity.user, instance = %instance.name, "login: session stored");
             Ok(SessionChange::LoggedIn)
         }
     }
+}
+
+/// Stores a new session and indexes it under its user, ending the oldest beyond the cap.
+pub(crate) async fn store_session(
+    runtime: &Runtime,
+    hash: &SessionHash,
+    record: &SessionRecord,
+) -> Result<(), StoreError> {
+    let session = &runtime.config.session;
+    runtime
+        .store
+        .save(hash, record, record.created_ms, session.touch_interval())
+        .await?;
+    let evicted = users::register(
+        &runtime.store,
+        hash,
+        record,
+        session.max_sessions_per_user,
+        session.absolute_lifetime,
+    )
+    .await?;
+    runtime.metrics.sessions_evicted.inc_by(evicted as u64);
+    Ok(())
 }
 
 fn new_record(

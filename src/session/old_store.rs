@@ -4,9 +4,10 @@
 
 use super::cookie::SessionHash;
 use super::cookie::SessionId;
+use super::old_stores::{ForeignRedisStore, PgFormat, PhpFilesStore, PostgresStore};
 use super::record::Identity;
 use super::whoami::{ask_whoami, WhoamiCall, WhoamiError};
-use crate::config::{IdentityMapping, OldStoreConfig, OldStoreKind};
+use crate::config::{IdentityMapping, OldStoreConfig, OldStoreKind, PostgresFormat};
 use crate::upstream::{Instance, UpstreamPool};
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -283,9 +284,55 @@ async fn open_store_kind(
                 store: config.name.clone(),
                 reason: "not a whoami store".into(),
             }),
-        _ => Err(OldStoreError::Unavailable {
-            store: config.name.clone(),
-            reason: "this kind of old store is not available in this build".into(),
-        }),
+        OldStoreKind::Redis {
+            url,
+            key_template,
+            format,
+        } => {
+            let store = ForeignRedisStore::connect(
+                &config.name,
+                url,
+                key_template,
+                *format,
+                config.mapping.clone(),
+                config.timeout,
+            )
+            .await?;
+            Ok(Arc::new(store))
+        }
+        OldStoreKind::Postgres {
+            url,
+            format,
+            table,
+            secret_keys,
+        } => {
+            let format = match format {
+                PostgresFormat::ConnectPgSimple => PgFormat::ConnectPgSimple {
+                    table: table.clone(),
+                },
+                PostgresFormat::Django => PgFormat::Django {
+                    secret_keys: secret_keys.clone(),
+                    table: table.clone(),
+                },
+            };
+            let store = PostgresStore::connect(
+                &config.name,
+                url,
+                format,
+                config.mapping.clone(),
+                config.timeout,
+            )
+            .await?;
+            Ok(Arc::new(store))
+        }
+        OldStoreKind::PhpFiles {
+            dir,
+            gc_maxlifetime,
+        } => Ok(Arc::new(PhpFilesStore::new(
+            &config.name,
+            dir.clone(),
+            *gc_maxlifetime,
+            config.mapping.clone(),
+        ))),
     }
 }

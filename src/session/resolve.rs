@@ -5,12 +5,11 @@
 //! - `overlap`: Redis; on a miss the route's old stores in order; a hit is copied forward.
 //! - `legacy`: sticky to the owner as before; Redis is asked but never required.
 
-use super::capture::RequestFacts;
+use super::capture::{store_session, RequestFacts};
 use super::cookie::{SessionHash, SessionId};
 use super::old_store::{LookupContext, OldSession};
 use super::record::{now_ms, SessionRecord};
 use super::store::{Loaded, StoreError};
-use super::users;
 use crate::config::Mode;
 use crate::runtime::{Route, Runtime};
 use http::HeaderMap;
@@ -111,7 +110,7 @@ pub async fn resolve_session(
         }
         Found::Ended => Ok(Resolution {
             session: None,
-            origin: sticky_origin(route, ids, headers),
+            origin: known_origin(runtime, route, ids, headers).await?,
             outcome: Outcome::Ended,
         }),
         Found::Missing => match mode {
@@ -121,7 +120,7 @@ pub async fn resolve_session(
                 outcome: Outcome::Miss,
             }),
             Mode::Overlap => {
-                let origin = sticky_origin(route, ids, headers);
+                let origin = known_origin(runtime, route, ids, headers).await?;
                 match ask_old_stores(runtime, route, ids, origin.as_deref(), facts).await? {
                     Some((session, store)) => Ok(Resolution {
                         origin: session.record.origin.clone().or(origin),
@@ -136,7 +135,10 @@ pub async fn resolve_session(
                 }
             }
             Mode::Legacy => {
-                let origin = sticky_origin(route, ids, headers);
+                let origin = match known_origin(runtime, route, ids, headers).await {
+                    Ok(origin) => origin,
+                    Err(_) => sticky_origin(route, ids, headers),
+                };
                 if route.config.warm {
                     warm_in_background(runtime.clone(), route.clone(), ids, origin.clone(), facts);
                 }
@@ -178,6 +180,24 @@ async fn find_in_store(runtime: &Runtime, ids: &[SessionId]) -> Result<Found, St
         }
     }
     Ok(Found::Missing)
+}
+
+/// The instance that holds a session unstick has no record of: the binding recorded when the
+/// app set the cookie, else what the request carries (cookie route, balancer cookie).
+async fn known_origin(
+    runtime: &Runtime,
+    route: &Route,
+    ids: &[SessionId],
+    headers: &HeaderMap,
+) -> Result<Option<String>, StoreError> {
+    if let Some(id) = ids.first() {
+        if let Some(instance) = runtime.store.binding(&id.hash()).await? {
+            if route.pool.instance(&instance).is_some() {
+                return Ok(Some(instance));
+            }
+        }
+    }
+    Ok(sticky_origin(route, ids, headers))
 }
 
 /// The instance the request carries a binding to, before unstick has a record of it.
@@ -251,19 +271,7 @@ async fn copy_forward(
         client_ip: Some(facts.client_ip.to_string()),
     };
     let hash = id.hash();
-    runtime
-        .store
-        .save(&hash, &record, now, session.touch_interval())
-        .await?;
-    let evicted = users::register(
-        &runtime.store,
-        &hash,
-        &record,
-        session.max_sessions_per_user,
-        session.absolute_lifetime,
-    )
-    .await?;
-    runtime.metrics.sessions_evicted.inc_by(evicted as u64);
+    store_session(runtime, &hash, &record).await?;
     Ok(ResolvedSession {
         id: id.clone(),
         hash,

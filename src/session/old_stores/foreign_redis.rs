@@ -15,14 +15,9 @@ use fred::types::config::{
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
 
-/// How the value at the key is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ForeignFormat {
-    /// connect-redis: the whole session as JSON, `cookie.expires` included.
-    Json,
-    /// phpredis: PHP's session format (`php` or `php_serialize` handler).
-    Php,
-}
+/// How the value at the key is encoded (the config's own enum: `json` for connect-redis,
+/// `php` for phpredis with either PHP handler).
+pub use crate::config::ForeignRedisFormat as ForeignFormat;
 
 pub struct ForeignRedisStore {
     name: String,

@@ -22,6 +22,8 @@ pub struct MemoryStore {
     prefix: String,
     entries: Arc<Mutex<HashMap<SessionHash, Entry>>>,
     users: Arc<Mutex<UserIndex>>,
+    /// Session hash -> (instance, until ms).
+    bindings: Arc<Mutex<HashMap<SessionHash, (String, u64)>>>,
 }
 
 impl MemoryStore {
@@ -30,6 +32,7 @@ impl MemoryStore {
             prefix: prefix.to_string(),
             entries: Arc::default(),
             users: Arc::default(),
+            bindings: Arc::default(),
         }
     }
 
@@ -121,6 +124,22 @@ impl MemoryStore {
 
     pub fn index_drop(&self, user_key: &str) {
         self.users().remove(user_key);
+    }
+
+    pub fn bind(&self, hash: &SessionHash, instance: &str, until_ms: u64) {
+        let mut bindings = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
+        if bindings.len() % 1024 == 1023 {
+            bindings.retain(|_, (_, until)| *until > super::super::record::now_ms());
+        }
+        bindings.insert(hash.clone(), (instance.to_string(), until_ms));
+    }
+
+    pub fn binding(&self, hash: &SessionHash, now_ms: u64) -> Option<String> {
+        let bindings = self.bindings.lock().unwrap_or_else(|p| p.into_inner());
+        bindings
+            .get(hash)
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(instance, _)| instance.clone())
     }
 
     pub fn key(&self, hash: &SessionHash) -> String {

@@ -171,6 +171,34 @@ impl SessionStore {
         }
     }
 
+    /// Records which instance set a session cookie (kept for `keep`), so that requests keep
+    /// going there while the app holds the session itself.
+    pub async fn bind(
+        &self,
+        hash: &SessionHash,
+        instance: &str,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.bind(hash, instance, keep).await,
+            SessionStore::Memory(store) => {
+                store.bind(
+                    hash,
+                    instance,
+                    super::record::now_ms() + keep.as_millis() as u64,
+                );
+                Ok(())
+            }
+        }
+    }
+
+    pub async fn binding(&self, hash: &SessionHash) -> Result<Option<String>, StoreError> {
+        match self {
+            SessionStore::Redis(store) => store.binding(hash).await,
+            SessionStore::Memory(store) => Ok(store.binding(hash, super::record::now_ms())),
+        }
+    }
+
     /// Round-trip time to the store.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         match self {
@@ -203,7 +231,8 @@ fn user_key(user: &str) -> String {
     hex::encode(sha2::Sha256::digest(user.as_bytes()))
 }
 
-/// Key layout, shared by both stores: `<prefix>s:<sha256 hex of the id>`.
+/// Key layout, shared by both stores: `<prefix>s:<sha256 hex of the id>`; the instance binding
+/// of a session is at `<prefix>b:<sha256 hex of the id>`.
 pub(crate) fn session_key(prefix: &str, hash: &SessionHash) -> String {
     format!("{prefix}s:{hash}")
 }

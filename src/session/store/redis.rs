@@ -352,6 +352,29 @@ impl RedisStore {
         Ok(())
     }
 
+    pub async fn bind(
+        &self,
+        hash: &SessionHash,
+        instance: &str,
+        keep: Duration,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}b:{hash}", self.prefix);
+        let expiry = fred::types::Expiration::PX(keep.as_millis().max(1) as i64);
+        let _: () = self
+            .pool
+            .set(key, instance, Some(expiry), None, false)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub async fn binding(&self, hash: &SessionHash) -> Result<Option<String>, StoreError> {
+        self.pool
+            .get(format!("{}b:{hash}", self.prefix))
+            .await
+            .map_err(unavailable)
+    }
+
     fn user_key(&self, user_key: &str) -> String {
         format!("{}u:{user_key}", self.prefix)
     }
