@@ -16,6 +16,9 @@
 #   THREADS=2         wrk threads
 #   WARMUP=2          seconds of unrecorded warm-up per target before round 1 (0 = none)
 #   PROXY_WORKERS=1   nginx worker_processes and unstick's TOKIO_WORKER_THREADS
+#   PIN=1             on 2+ cores: the proxy under test on its own core (taskset -c 1), wrk,
+#                     the upstream and redis on core 0, so runs do not depend on where the
+#                     scheduler happened to put them (PIN=0 to let it choose)
 #   TARGETS="direct nginx unstick"   subset/order of targets
 #   UNSTICK_BIN=target/release/unstick   binary to use; NO_BUILD=1 skips `cargo build --release`
 #   KEEP_TMP=1        keep the temp dir (configs, logs, raw wrk output) after the run
@@ -234,7 +237,9 @@ start_nginx() { # name mode listen_port [upstream_port]
     # -e: the compiled-in error log path is outside our prefix; -t fails fast on typos.
     nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" -t >"$WORK_DIR/$name.log" 2>&1 ||
         die "nginx config test failed: $(cat "$WORK_DIR/$name.log")"
-    start_bg "$name" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
+    local cpu=("${LOAD_CPU[@]}")
+    [[ "$2" == proxy ]] && cpu=("${PROXY_CPU[@]}")
+    start_bg "$name" "${cpu[@]}" nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
     wait_for_port "$name" "$3"
 }
 
@@ -326,7 +331,7 @@ redis_commands() {
 # child runs: this way INT/TERM stop the script (and wrk) at once.
 WRK_PID=""
 run_wrk() { # port seconds file
-    timeout $(($2 + 30)) wrk -t "$THREADS" -c "$CONNECTIONS" -d "${2}s" --latency \
+    timeout $(($2 + 30)) "${LOAD_CPU[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${2}s" --latency \
         -H "Cookie: $COOKIE_NAME=$SESSION_ID" "http://$HOST:$1$BENCH_PATH" >"$3" 2>&1 &
     WRK_PID=$!
     wait "$WRK_PID" || die "wrk failed: $(cat "$3")"
@@ -413,6 +418,14 @@ if [[ "$BENCH_UPSTREAM" == demo ]]; then
         die "$UNSTICK_BIN has no 'demo-app' subcommand yet (BENCH_UPSTREAM=stub tests the harness alone)"
 fi
 
+# CPU pinning: the proxy under test alone on core 1, the rest on core 0.
+PROXY_CPU=()
+LOAD_CPU=()
+if [[ "${PIN:-1}" == 1 ]] && (($(nproc) >= 2)) && command -v taskset >/dev/null 2>&1; then
+    PROXY_CPU=(taskset -c 1)
+    LOAD_CPU=(taskset -c 0)
+fi
+
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/unstick-bench.XXXXXX")"
 ports="$(free_ports 4)" || die "could not pick free ports"
 read -r APP_PORT NGINX_PORT PROXY_PORT REDIS_PORT <<<"$ports"
@@ -435,13 +448,16 @@ fi
 echo "load:        wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s --latency, GET $BENCH_PATH with a $COOKIE_NAME cookie"
 echo "rounds:      $ROUNDS interleaved (${TARGET_LIST[*]}), warm-up ${WARMUP}s per target"
 echo "cpu budget:  nginx worker_processes=$PROXY_WORKERS, unstick TOKIO_WORKER_THREADS=$PROXY_WORKERS"
-echo "             (one proxy core each, to compare like with like; wrk, redis and the"
-echo "             upstream share the same $(nproc) core(s) in every target)"
+if ((${#PROXY_CPU[@]})); then
+    echo "pinning:     proxy under test on core 1; wrk, upstream and redis on core 0"
+else
+    echo "pinning:     none (wrk, redis, the upstream and the proxy share $(nproc) core(s))"
+fi
 echo
 
 # --- start services (the upstream first: both proxies point at it)
 if [[ "$BENCH_UPSTREAM" == demo ]]; then
-    start_bg app "$UNSTICK_BIN" demo-app --listen "$HOST:$APP_PORT" --name a
+    start_bg app "${LOAD_CPU[@]}" "$UNSTICK_BIN" demo-app --listen "$HOST:$APP_PORT" --name a
     wait_for_port app "$APP_PORT"
 else
     start_nginx app stub "$APP_PORT"
@@ -454,13 +470,13 @@ fi
 SESSION_ID=""
 if ((want_unstick)); then
     mkdir -p "$WORK_DIR/redis"
-    start_bg redis redis-server --bind "$HOST" --port "$REDIS_PORT" --save "" --appendonly no \
+    start_bg redis "${LOAD_CPU[@]}" redis-server --bind "$HOST" --port "$REDIS_PORT" --save "" --appendonly no \
         --dir "$WORK_DIR/redis" --protected-mode yes
     wait_for_port redis "$REDIS_PORT"
 
     write_unstick_conf "$WORK_DIR/unstick.toml" "$PROXY_PORT" "$REDIS_PORT" "$APP_PORT"
     # RUST_LOG=warn: no per-request logging, as nginx runs with access_log off.
-    start_bg unstick env RUST_LOG="${RUST_LOG:-warn}" TOKIO_WORKER_THREADS="$PROXY_WORKERS" \
+    start_bg unstick "${PROXY_CPU[@]}" env RUST_LOG="${RUST_LOG:-warn}" TOKIO_WORKER_THREADS="$PROXY_WORKERS" \
         "$UNSTICK_BIN" serve --config "$WORK_DIR/unstick.toml"
     wait_for_port unstick "$PROXY_PORT"
 

@@ -12,6 +12,7 @@ use crate::proxy::Proxy;
 use crate::session::users;
 use crate::session::SessionHash;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -114,7 +115,7 @@ impl Admin {
             let mut response = text(StatusCode::UNAUTHORIZED, "bearer token required\n");
             response
                 .headers_mut()
-                .insert("www-authenticate", "Bearer".parse().expect("static header"));
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
             Some(response)
         }
     }
@@ -157,9 +158,7 @@ impl Admin {
         let mut response = text(StatusCode::OK, self.metrics.encode());
         response.headers_mut().insert(
             CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8"
-                .parse()
-                .expect("static header"),
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         );
         response
     }
@@ -235,9 +234,8 @@ fn text(status: StatusCode, message: impl Into<bytes::Bytes>) -> Response<Body> 
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut response = text(status, value.to_string());
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        "application/json".parse().expect("static header"),
-    );
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

@@ -9,6 +9,7 @@ use crate::body::{self, Body};
 use crate::config::IdFormat;
 use crate::session::cookie::{express_sign, parse_session_cookie};
 use http::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use http::HeaderValue;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -236,10 +237,9 @@ impl AppState {
     fn me(&self, user: Option<&str>) -> Response<Body> {
         let doc = serde_json::json!({ "user": user, "instance": self.config.name });
         let mut response = Response::new(body::full(doc.to_string()));
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            "application/json".parse().expect("static header"),
-        );
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response
     }
 
@@ -249,7 +249,7 @@ impl AppState {
             *redirect.status_mut() = StatusCode::SEE_OTHER;
             redirect
                 .headers_mut()
-                .insert(LOCATION, "/".parse().expect("static header"));
+                .insert(LOCATION, HeaderValue::from_static("/"));
             redirect
         } else {
             self.me(user)
@@ -281,7 +281,7 @@ impl AppState {
         let mut response = Response::new(body::full(html));
         response.headers_mut().insert(
             CONTENT_TYPE,
-            "text/html; charset=utf-8".parse().expect("static header"),
+            HeaderValue::from_static("text/html; charset=utf-8"),
         );
         response
     }

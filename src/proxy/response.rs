@@ -2,6 +2,7 @@
 
 use crate::body::{self, Body};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::HeaderValue;
 use http::{Response, StatusCode};
 use std::time::Duration;
 
@@ -11,9 +12,9 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(
         CONTENT_TYPE,
-        "text/plain; charset=utf-8".parse().expect("static header"),
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    headers.insert(CACHE_CONTROL, "no-store".parse().expect("static header"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -24,13 +25,9 @@ pub fn retry_later(retry_after: Duration) -> Response<Body> {
         "Your session could not be checked just now. Please retry in a moment.\n",
     );
     let seconds = retry_after.as_secs().max(1);
-    response.headers_mut().insert(
-        RETRY_AFTER,
-        seconds
-            .to_string()
-            .parse()
-            .expect("digits are a header value"),
-    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
 

@@ -1,8 +1,8 @@
 //! Sessions in Redis through one fred client pool per process.
 //!
 //! A session is one hash at `<prefix>s:<sha256(id)>` with fields `rec` (JSON record), `seen`,
-//! `abs` and `idle` (ms). Reads and renewals are single-key Lua scripts: one round trip, and
-//! valid on Redis Cluster. A user's sessions are indexed in a sorted set at
+//! `abs` and `idle` (ms). A read is one HMGET; renewals and writes are single-key Lua
+//! scripts, valid on Redis Cluster. A user's sessions are indexed in a sorted set at
 //! `<prefix>u:<sha256(user)>` (member: session hash, score: created ms); index and session
 //! keys are only ever touched by single-key commands, so they may live in different slots.
 
@@ -21,27 +21,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Returns the record and renews the TTL when the last renewal is older than ARGV[2] ms.
-/// ARGV: now_ms, touch_ms. The TTL is the idle timeout plus the touch interval (so a session
-/// in use never dies early), capped by the absolute expiry.
-const LOAD_AND_TOUCH: &str = r#"
-local v = redis.call('HMGET', KEYS[1], 'rec', 'seen', 'abs', 'idle', 'gone')
-if not v[1] then
-  if v[5] then return 'gone' end
-  return false
-end
-local now = tonumber(ARGV[1])
-local touch = tonumber(ARGV[2])
-local abs = tonumber(v[3]) or 0
-if now >= abs then
-  redis.call('DEL', KEYS[1])
-  return false
-end
-if now - (tonumber(v[2]) or 0) >= touch then
+/// Renews a session's idle TTL: the TTL is the idle timeout plus the touch interval (so a
+/// session in use never dies early), capped by the absolute expiry. Only for a key that still
+/// holds a session. ARGV: now_ms, ttl_ms.
+const TOUCH: &str = r#"
+if redis.call('HEXISTS', KEYS[1], 'rec') == 1 then
   redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], math.floor(math.min((tonumber(v[4]) or 0) + touch, abs - now)))
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return v[1]
+return 1
 "#;
 
 /// ARGV: rec, now_ms, abs_ms, idle_ms, ttl_ms.
@@ -74,7 +62,7 @@ return redis.call('ZCARD', KEYS[1])
 pub struct RedisStore {
     pool: Pool,
     prefix: Arc<str>,
-    load_script: Arc<Script>,
+    touch_script: Arc<Script>,
     save_script: Arc<Script>,
     end_script: Arc<Script>,
     index_script: Arc<Script>,
@@ -189,7 +177,7 @@ impl RedisStore {
         Ok(RedisStore {
             pool,
             prefix: Arc::from(config.key_prefix.as_str()),
-            load_script: Arc::new(Script::from_lua(LOAD_AND_TOUCH)),
+            touch_script: Arc::new(Script::from_lua(TOUCH)),
             save_script: Arc::new(Script::from_lua(SAVE)),
             end_script: Arc::new(Script::from_lua(END)),
             index_script: Arc::new(Script::from_lua(INDEX_ADD)),
@@ -209,6 +197,8 @@ impl RedisStore {
         &self.pool
     }
 
+    /// One HMGET: the hot path costs Redis no script. When the last renewal is older than the
+    /// touch interval, the renewal is sent beside the request, not waited for.
     pub async fn load(
         &self,
         hash: &SessionHash,
@@ -216,28 +206,54 @@ impl RedisStore {
         touch: Duration,
     ) -> Result<Loaded, StoreError> {
         let key = self.key(hash);
-        let raw: Option<String> = self
-            .load_script
-            .evalsha_with_reload(
-                self.pool.next(),
-                key,
-                vec![now_ms.to_string(), touch.as_millis().to_string()],
-            )
+        let (rec, seen, abs, idle, gone): (
+            Option<String>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<String>,
+        ) = self
+            .pool
+            .hmget(&key, vec!["rec", "seen", "abs", "idle", "gone"])
             .await
             .map_err(unavailable)?;
-        let raw = match raw.as_deref() {
-            None => return Ok(Loaded::Missing),
-            Some("gone") => return Ok(Loaded::Ended),
-            Some(raw) => raw,
+        let Some(rec) = rec else {
+            return Ok(if gone.is_some() {
+                Loaded::Ended
+            } else {
+                Loaded::Missing
+            });
         };
-        match serde_json::from_str(raw) {
-            Ok(record) => Ok(Loaded::Live(record)),
+        let abs = abs.unwrap_or(0);
+        if now_ms >= abs {
+            // Past its absolute lifetime; its TTL (capped at that instant) removes the key.
+            return Ok(Loaded::Missing);
+        }
+        let record: SessionRecord = match serde_json::from_str(&rec) {
+            Ok(record) => record,
             Err(e) => {
                 // Unreadable (written by an incompatible version, or by hand): treat as no session.
                 tracing::warn!(session = hash.short(), error = %e, "unreadable session record; ignoring it");
-                Ok(Loaded::Missing)
+                return Ok(Loaded::Missing);
             }
+        };
+        let touch_ms = touch.as_millis() as u64;
+        if now_ms.saturating_sub(seen.unwrap_or(0)) >= touch_ms {
+            let ttl = (idle.unwrap_or(record.idle_ms) + touch_ms)
+                .min(abs - now_ms)
+                .max(1);
+            let (script, client) = (self.touch_script.clone(), self.pool.next().clone());
+            tokio::spawn(async move {
+                let renewed: Result<i64, _> = script
+                    .evalsha_with_reload(&client, key, vec![now_ms.to_string(), ttl.to_string()])
+                    .await;
+                if let Err(e) = renewed {
+                    // The TTL carries a touch interval of slack; the next request retries.
+                    tracing::debug!(error = %e, "session renewal failed");
+                }
+            });
         }
+        Ok(Loaded::Live(record))
     }
 
     pub async fn save(
