@@ -58,6 +58,15 @@ end
 return redis.call('ZCARD', KEYS[1])
 "#;
 
+/// `rec`, `seen`, `abs`, `idle`, `gone` of a session hash.
+type SessionFields = (
+    Option<String>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<String>,
+);
+
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool,
@@ -206,13 +215,7 @@ impl RedisStore {
         touch: Duration,
     ) -> Result<Loaded, StoreError> {
         let key = self.key(hash);
-        let (rec, seen, abs, idle, gone): (
-            Option<String>,
-            Option<u64>,
-            Option<u64>,
-            Option<u64>,
-            Option<String>,
-        ) = self
+        let (rec, seen, abs, idle, gone): SessionFields = self
             .pool
             .hmget(&key, vec!["rec", "seen", "abs", "idle", "gone"])
             .await
