@@ -8,12 +8,13 @@ use crate::proxy::Proxy;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Largest request head accepted (request line and headers); beyond it the client gets 431.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -40,7 +41,44 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let builder = connection_builder();
+    let builder = Arc::new(connection_builder());
+    accept_until(
+        listener,
+        "http",
+        shutdown,
+        grace,
+        move |stream, client, watcher| {
+            let (builder, proxy) = (builder.clone(), proxy.clone());
+            async move {
+                let service = service_fn(move |request| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(request, client, "http").await) }
+                });
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(error = %e, "client connection ended with an error");
+                }
+            }
+        },
+    )
+    .await;
+}
+
+/// The accept loop shared by the listeners: each connection is handed to `on_connection` in
+/// a task of its own, with a watcher so that shutdown waits for it. On `shutdown` the listener
+/// closes at once (new connections are refused) and open connections get up to `grace`.
+pub(crate) async fn accept_until<F, C>(
+    listener: TcpListener,
+    scheme: &'static str,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+    on_connection: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Watcher) -> C,
+    C: Future<Output = ()> + Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -49,7 +87,7 @@ pub async fn serve(
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %e, scheme, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -57,27 +95,20 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |request| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request, client, "http").await) }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
-        });
+        tokio::spawn(on_connection(stream, client, graceful.watcher()));
     }
     drop(listener);
-    tracing::info!("no longer accepting connections; finishing requests in flight");
+    tracing::info!(
+        scheme,
+        "no longer accepting connections; finishing requests in flight"
+    );
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
             ?grace,
+            scheme,
             "requests still open after the grace period; exiting anyway"
         );
     }

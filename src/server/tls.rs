@@ -10,7 +10,6 @@ use crate::proxy::Proxy;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use notify::{RecursiveMode, Watcher};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -269,65 +268,44 @@ pub async fn serve_tls(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let builder = Arc::new(super::connection_builder());
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed (https)");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+    super::accept_until(
+        listener,
+        "https",
+        shutdown,
+        grace,
+        move |stream, client, watcher| {
+            let (acceptor, builder, proxy) = (acceptor.clone(), builder.clone(), proxy.clone());
+            // The handshake runs in the connection's task: a slow client holds up no one, and the
+            // watcher (taken at accept) makes shutdown wait for handshakes in progress too.
+            async move {
+                let stream =
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(error = %e, %client, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%client, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                let service = service_fn(move |request| {
+                    let proxy = proxy.clone();
+                    async move { Ok::<_, Infallible>(proxy.handle(request, client, "https").await) }
+                });
+                // HTTP/2 when ALPN chose h2 (the client then opens with the h2 preface, which the
+                // auto builder detects), HTTP/1.1 otherwise.
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(error = %e, "client connection ended with an error (https)");
                 }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        let proxy = proxy.clone();
-        // Taken now, so that shutdown also waits for connections still in their handshake.
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            // The handshake runs here, not in the accept loop: a slow client holds up no one.
-            let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, %client, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%client, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            let service = service_fn(move |request| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(proxy.handle(request, client, "https").await) }
-            });
-            // HTTP/2 when ALPN chose h2 (the client then opens with the h2 preface, which the
-            // auto builder detects), HTTP/1.1 otherwise.
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(error = %e, "client connection ended with an error (https)");
             }
-        });
-    }
-    drop(listener);
-    tracing::info!("no longer accepting connections (https); finishing requests in flight");
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?grace,
-            "https requests still open after the grace period; exiting anyway"
-        );
-    }
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]
