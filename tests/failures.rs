@@ -170,10 +170,7 @@ async fn dead_address() -> SocketAddr {
 }
 
 fn test_app_config(redis: &RedisServer, instances: &[(&str, SocketAddr)]) -> ProxyConfig {
-    let mut config = ProxyConfig::new(&redis.url(), instances);
-    config.cookie = "sid".into();
-    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
-    config
+    ProxyConfig::for_test_app(&redis.url(), instances)
 }
 
 #[tokio::test]

@@ -180,9 +180,8 @@ async fn a_junk_cookie_does_not_fan_out_on_every_request() {
     let redis = RedisServer::start().await;
     let one = TestApp::start().await;
     let two = TestApp::start().await;
-    let mut config = ProxyConfig::new(&redis.url(), &[("one", one.address), ("two", two.address)]);
-    config.cookie = "sid".into();
-    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    let mut config =
+        ProxyConfig::for_test_app(&redis.url(), &[("one", one.address), ("two", two.address)]);
     config.extra_tables =
         "[[old_stores]]\nname = \"app\"\nkind = \"whoami\"\npath = \"/whoami\"\nmiss_ttl = \"10m\"\n".into();
     config.route_extra = "old_stores = [\"app\"]".into();
@@ -209,9 +208,7 @@ async fn a_junk_cookie_does_not_fan_out_on_every_request() {
 async fn a_slow_old_store_does_not_stall_requests() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
-    let mut config = ProxyConfig::new(&redis.url(), &[("one", app.address)]);
-    config.cookie = "sid".into();
-    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("one", app.address)]);
     // The old store answers after a minute; its timeout is 300 ms.
     config.extra_tables =
         "[[old_stores]]\nname = \"slow\"\nkind = \"whoami\"\npath = \"/slow?ms=60000\"\ntimeout = \"300ms\"\n".into();
@@ -273,15 +270,7 @@ async fn an_express_session_in_connect_redis_is_copied_forward_with_its_lifetime
     config.mode = "overlap".into();
     let proxy = ProxyProcess::start(&config).await;
 
-    let echo: serde_json::Value = reqwest::Client::new()
-        .get(proxy.url("/echo"))
-        .header("cookie", format!("connect.sid={wire}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = echo(&proxy, Some(&format!("connect.sid={wire}"))).await;
     assert_eq!(echo["headers"]["x-auth-user"], serde_json::json!(["olga"]));
     assert_eq!(
         echo["headers"]["x-auth-roles"],

@@ -11,43 +11,9 @@ use support::*;
 const TOKEN: &str = "test-admin-token-0123456789";
 
 fn test_app_config(redis: &RedisServer, app: &TestApp) -> ProxyConfig {
-    let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
-    config.cookie = "sid".into();
-    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
     config.extra_tables = "[admin]\naddress = \"127.0.0.1:0\"\n".into();
     config
-}
-
-/// Logs `user` in through the proxy on the test app; returns the `Cookie` header value.
-async fn login(proxy: &ProxyProcess, user: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(proxy.url(&format!("/login?user={user}")))
-        .header("user-agent", format!("{user}-device"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string()
-}
-
-/// The user the app is told about for a request with this cookie.
-async fn seen_as(proxy: &ProxyProcess, cookie: &str) -> Option<String> {
-    let echo: serde_json::Value = reqwest::Client::new()
-        .get(proxy.url("/echo"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    echo["headers"]["x-auth-user"][0].as_str().map(String::from)
 }
 
 fn admin(proxy: &ProxyProcess, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -194,9 +160,9 @@ async fn metrics_parse_and_move_with_requests() {
         let value = line.rsplit(' ').next().unwrap();
         assert!(value.parse::<f64>().is_ok(), "unparsable sample: {line}");
     }
-    let cookie = login(&proxy, "alice").await;
+    let cookie = test_app_login(&proxy, "alice").await;
     for _ in 0..3 {
-        seen_as(&proxy, &cookie).await;
+        user_seen(&proxy, &cookie).await;
     }
     reqwest::Client::new()
         .get(proxy.url("/echo"))
@@ -238,9 +204,9 @@ async fn revoking_a_user_logs_out_every_device_and_nobody_else() {
         &[("UNSTICK_ADMIN_TOKEN", TOKEN)],
     )
     .await;
-    let laptop = login(&proxy, "alice").await;
-    let phone = login(&proxy, "alice").await;
-    let bob = login(&proxy, "bob").await;
+    let laptop = test_app_login(&proxy, "alice").await;
+    let phone = test_app_login(&proxy, "alice").await;
+    let bob = test_app_login(&proxy, "bob").await;
 
     let listed: serde_json::Value = admin(&proxy, reqwest::Method::GET, "/sessions?user=alice")
         .send()
@@ -270,9 +236,9 @@ async fn revoking_a_user_logs_out_every_device_and_nobody_else() {
         .await
         .unwrap();
     assert_eq!(revoked["revoked"], 2);
-    assert_eq!(seen_as(&proxy, &laptop).await, None);
-    assert_eq!(seen_as(&proxy, &phone).await, None);
-    assert_eq!(seen_as(&proxy, &bob).await.as_deref(), Some("bob"));
+    assert_eq!(user_seen(&proxy, &laptop).await, None);
+    assert_eq!(user_seen(&proxy, &phone).await, None);
+    assert_eq!(user_seen(&proxy, &bob).await.as_deref(), Some("bob"));
 
     // One session by its hash.
     let bob_hash = session_hash(bob.split_once('=').unwrap().1);
@@ -285,7 +251,7 @@ async fn revoking_a_user_logs_out_every_device_and_nobody_else() {
     .await
     .unwrap();
     assert_eq!(one.status(), 200);
-    assert_eq!(seen_as(&proxy, &bob).await, None);
+    assert_eq!(user_seen(&proxy, &bob).await, None);
 }
 
 #[tokio::test]
@@ -295,14 +261,14 @@ async fn the_oldest_session_is_ended_beyond_the_cap() {
     let mut config = test_app_config(&redis, &app);
     config.session_extra = "max_sessions_per_user = 2".into();
     let proxy = ProxyProcess::start(&config).await;
-    let first = login(&proxy, "carol").await;
-    let second = login(&proxy, "carol").await;
-    let dave = login(&proxy, "dave").await;
-    let third = login(&proxy, "carol").await;
-    assert_eq!(seen_as(&proxy, &first).await, None, "oldest evicted");
-    assert_eq!(seen_as(&proxy, &second).await.as_deref(), Some("carol"));
-    assert_eq!(seen_as(&proxy, &third).await.as_deref(), Some("carol"));
-    assert_eq!(seen_as(&proxy, &dave).await.as_deref(), Some("dave"));
+    let first = test_app_login(&proxy, "carol").await;
+    let second = test_app_login(&proxy, "carol").await;
+    let dave = test_app_login(&proxy, "dave").await;
+    let third = test_app_login(&proxy, "carol").await;
+    assert_eq!(user_seen(&proxy, &first).await, None, "oldest evicted");
+    assert_eq!(user_seen(&proxy, &second).await.as_deref(), Some("carol"));
+    assert_eq!(user_seen(&proxy, &third).await.as_deref(), Some("carol"));
+    assert_eq!(user_seen(&proxy, &dave).await.as_deref(), Some("dave"));
 }
 
 #[tokio::test]
@@ -310,9 +276,9 @@ async fn the_app_can_ask_to_log_out_everywhere() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let proxy = ProxyProcess::start(&test_app_config(&redis, &app)).await;
-    let laptop = login(&proxy, "erin").await;
-    let phone = login(&proxy, "erin").await;
-    let frank = login(&proxy, "frank").await;
+    let laptop = test_app_login(&proxy, "erin").await;
+    let phone = test_app_login(&proxy, "erin").await;
+    let frank = test_app_login(&proxy, "frank").await;
     let response = reqwest::Client::new()
         .post(proxy.url("/password-changed"))
         .header("cookie", &laptop)
@@ -323,9 +289,9 @@ async fn the_app_can_ask_to_log_out_everywhere() {
         response.headers().get("x-unstick-logout-all").is_none(),
         "internal header reached the client"
     );
-    assert_eq!(seen_as(&proxy, &laptop).await, None);
-    assert_eq!(seen_as(&proxy, &phone).await, None);
-    assert_eq!(seen_as(&proxy, &frank).await.as_deref(), Some("frank"));
+    assert_eq!(user_seen(&proxy, &laptop).await, None);
+    assert_eq!(user_seen(&proxy, &phone).await, None);
+    assert_eq!(user_seen(&proxy, &frank).await.as_deref(), Some("frank"));
 }
 
 #[tokio::test]
@@ -448,7 +414,7 @@ async fn signed_identity_verifies_with_the_shared_secret() {
         .extra_tables
         .push_str("\n[identity]\nsignature = { secret = \"0123456789abcdef0123\" }\n");
     let proxy = ProxyProcess::start(&config).await;
-    let cookie = login(&proxy, "gina").await;
+    let cookie = test_app_login(&proxy, "gina").await;
     let echo: serde_json::Value = reqwest::Client::new()
         .get(proxy.url("/echo"))
         .header("cookie", &cookie)
@@ -491,8 +457,8 @@ async fn sessions_cli_lists_and_revokes() {
     let app = TestApp::start().await;
     let config = test_app_config(&redis, &app);
     let proxy = ProxyProcess::start(&config).await;
-    let one = login(&proxy, "hank").await;
-    let two = login(&proxy, "hank").await;
+    let one = test_app_login(&proxy, "hank").await;
+    let two = test_app_login(&proxy, "hank").await;
     let cli = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_unstick"))
             .arg("sessions")
@@ -513,8 +479,8 @@ async fn sessions_cli_lists_and_revokes() {
 
     let first = session_hash(one.split_once('=').unwrap().1);
     assert!(cli(&["revoke", &first]).0);
-    assert_eq!(seen_as(&proxy, &one).await, None);
-    assert_eq!(seen_as(&proxy, &two).await.as_deref(), Some("hank"));
+    assert_eq!(user_seen(&proxy, &one).await, None);
+    assert_eq!(user_seen(&proxy, &two).await.as_deref(), Some("hank"));
     assert!(
         !cli(&["revoke", &first]).0,
         "revoking twice reports failure"
@@ -522,7 +488,7 @@ async fn sessions_cli_lists_and_revokes() {
 
     let (ok, out) = cli(&["revoke-user", "hank"]);
     assert!(ok && out.contains("revoked 1"), "{out}");
-    assert_eq!(seen_as(&proxy, &two).await, None);
+    assert_eq!(user_seen(&proxy, &two).await, None);
 }
 
 #[tokio::test]
@@ -530,7 +496,7 @@ async fn every_request_carries_a_request_id_and_logs_never_hold_session_ids() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let proxy = ProxyProcess::start(&test_app_config(&redis, &app)).await;
-    let cookie = login(&proxy, "ivy").await;
+    let cookie = test_app_login(&proxy, "ivy").await;
     let response = reqwest::Client::new()
         .get(proxy.url("/echo"))
         .header("cookie", &cookie)

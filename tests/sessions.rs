@@ -202,43 +202,17 @@ async fn idle_sessions_expire_and_used_ones_slide() {
 async fn absolute_lifetime_ends_even_an_active_session() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
-    let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
-    config.cookie = "sid".into();
-    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
     config.idle_timeout = "2s".into();
     config.absolute_lifetime = "3s".into();
     let proxy = ProxyProcess::start(&config).await;
-    let browser = reqwest::Client::new();
-    let login = browser
-        .post(proxy.url("/login?user=carol"))
-        .send()
-        .await
-        .unwrap();
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = test_app_login(&proxy, "carol").await;
 
-    let user_seen = || async {
-        let echo: serde_json::Value = browser
-            .get(proxy.url("/echo"))
-            .header("cookie", &cookie)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        echo["headers"]["x-auth-user"][0].as_str().map(String::from)
-    };
-    assert_eq!(user_seen().await.as_deref(), Some("carol"));
-    let mut last = user_seen().await;
+    assert_eq!(user_seen(&proxy, &cookie).await.as_deref(), Some("carol"));
+    let mut last = user_seen(&proxy, &cookie).await;
     for _ in 0..9 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        last = user_seen().await;
+        last = user_seen(&proxy, &cookie).await;
     }
     assert_eq!(
         last, None,
@@ -352,9 +326,7 @@ async fn express_signed_cookies_verify_with_old_secrets_and_reject_tampering() {
 async fn spoofed_identity_headers_never_reach_the_app() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
-    let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
-    config.cookie = "sid".into();
-    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+    let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
     let proxy = ProxyProcess::start(&config).await;
     let http = reqwest::Client::new();
     let spoof = |request: reqwest::RequestBuilder| {
@@ -452,15 +424,7 @@ async fn identity_from_a_response_header_is_captured_and_hidden_from_the_client(
         .next()
         .unwrap()
         .to_string();
-    let echo: serde_json::Value = http
-        .get(proxy.url("/echo"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = echo(&proxy, Some(&cookie)).await;
     assert_eq!(echo["headers"]["x-auth-user"], serde_json::json!(["frank"]));
     assert_eq!(
         echo["headers"]["x-auth-email"],

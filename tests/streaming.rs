@@ -15,27 +15,11 @@ const HUNDRED_MB: u64 = 100 * 1024 * 1024;
 
 /// The proxy in front of one [`TestApp`], with logins captured through its `/whoami`.
 async fn proxy_for(app: &TestApp, redis: &RedisServer) -> ProxyProcess {
-    let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
-    config.cookie = "sid".into();
-    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
-    ProxyProcess::start(&config).await
-}
-
-/// Logs `user` in through the proxy; returns the `sid=...` cookie pair.
-async fn login(proxy: &ProxyProcess, user: &str) -> String {
-    let response = reqwest::Client::new()
-        .post(proxy.url(&format!("/login?user={user}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string()
+    ProxyProcess::start(&ProxyConfig::for_test_app(
+        &redis.url(),
+        &[("t", app.address)],
+    ))
+    .await
 }
 
 /// Opens `/ws` through the proxy (with the cookie, if any), checks that text and binary
@@ -85,7 +69,7 @@ async fn websockets_pass_through_for_anonymous_and_logged_in_clients() {
 
     assert_eq!(websocket_round_trip(&proxy, None).await, None);
 
-    let cookie = login(&proxy, "xavier").await;
+    let cookie = test_app_login(&proxy, "xavier").await;
     assert_eq!(
         websocket_round_trip(&proxy, Some(&cookie)).await.as_deref(),
         Some("xavier"),
@@ -183,7 +167,7 @@ async fn http2_prior_knowledge_clients_are_served_with_host_and_session() {
 
     // HTTP/2 clients may split cookies over several fields: the session is still found, and
     // the app gets them as one Cookie header.
-    let session = login(&proxy, "yvonne").await;
+    let session = test_app_login(&proxy, "yvonne").await;
     let logged_in = echo(vec!["theme=dark".into(), session.clone()]).await;
     assert_eq!(
         logged_in["headers"]["x-auth-user"],

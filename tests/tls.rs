@@ -264,10 +264,7 @@ async fn start_https(mut config: ProxyConfig, cert: &ServerCert) -> HttpsProxy {
 }
 
 fn test_app_config(redis: &RedisServer, app: SocketAddr) -> ProxyConfig {
-    let mut config = ProxyConfig::new(&redis.url(), &[("t", app)]);
-    config.cookie = "sid".into();
-    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
-    config
+    ProxyConfig::for_test_app(&redis.url(), &[("t", app)])
 }
 
 #[tokio::test]

@@ -62,6 +62,14 @@ impl ProxyConfig {
         }
     }
 
+    /// Defaults for [`TestApp`] instances: cookie `sid`, whoami at `/whoami`.
+    pub fn for_test_app(redis_url: &str, instances: &[(&str, SocketAddr)]) -> ProxyConfig {
+        let mut config = ProxyConfig::new(redis_url, instances);
+        config.cookie = "sid".into();
+        config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
+        config
+    }
+
     pub fn to_toml(&self) -> String {
         let instances: Vec<String> = self
             .instances
@@ -391,4 +399,33 @@ impl Browser {
 pub fn session_hash(id: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(id.as_bytes()))
+}
+
+/// Logs `user` in on a [`TestApp`] through the proxy (user agent `<user>-device`); returns
+/// the `sid=...` pair to send as the `Cookie` header.
+pub async fn test_app_login(proxy: &ProxyProcess, user: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(proxy.url(&format!("/login?user={user}")))
+        .header("user-agent", format!("{user}-device"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
+    set_cookie.split(';').next().unwrap().to_string()
+}
+
+/// What a [`TestApp`] received for `GET /echo` through the proxy with this `Cookie` header.
+pub async fn echo(proxy: &ProxyProcess, cookie: Option<&str>) -> serde_json::Value {
+    let mut request = reqwest::Client::new().get(proxy.url("/echo"));
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// The user a [`TestApp`] was told about (`X-Auth-User`) for a request with this cookie.
+pub async fn user_seen(proxy: &ProxyProcess, cookie: &str) -> Option<String> {
+    let echo = echo(proxy, Some(cookie)).await;
+    echo["headers"]["x-auth-user"][0].as_str().map(String::from)
 }
