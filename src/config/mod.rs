@@ -141,6 +141,8 @@ pub enum IdFormat {
     ExpressSigned { secrets: Vec<String> },
     /// Tomcat: `<id>.<jvmRoute>`.
     JvmRoute,
+    /// Spring Session: padded standard base64 of `<id>` or `<id>.<route>`.
+    SpringBase64,
 }
 
 impl std::fmt::Debug for IdFormat {
@@ -151,6 +153,7 @@ impl std::fmt::Debug for IdFormat {
                 write!(f, "ExpressSigned({} secrets)", secrets.len())
             }
             IdFormat::JvmRoute => f.write_str("JvmRoute"),
+            IdFormat::SpringBase64 => f.write_str("SpringBase64"),
         }
     }
 }

@@ -70,6 +70,7 @@ pub enum RawIdFormat {
     Plain,
     ExpressSigned,
     JvmRoute,
+    SpringBase64,
 }
 
 #[derive(Debug, Deserialize)]

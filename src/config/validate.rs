@@ -234,6 +234,7 @@ impl Validator<'_> {
         let id_format = match raw.id_format.get_ref() {
             RawIdFormat::Plain => IdFormat::Plain,
             RawIdFormat::JvmRoute => IdFormat::JvmRoute,
+            RawIdFormat::SpringBase64 => IdFormat::SpringBase64,
             RawIdFormat::ExpressSigned => {
                 let secrets: Vec<String> = raw.secrets.into_iter().map(|s| s.0).collect();
                 if secrets.is_empty() || secrets.iter().any(String::is_empty) {

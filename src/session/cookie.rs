@@ -129,10 +129,13 @@ pub fn parse_session_cookie(value: &str, format: &IdFormat) -> Option<SessionId>
     }
     let (id, route) = match format {
         IdFormat::Plain => (value.to_string(), None),
-        IdFormat::JvmRoute => match value.split_once('.') {
-            Some((id, route)) if !route.is_empty() => (id.to_string(), Some(route.to_string())),
-            _ => (value.to_string(), None),
-        },
+        IdFormat::JvmRoute => split_route(value),
+        IdFormat::SpringBase64 => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .ok()?;
+            split_route(std::str::from_utf8(&decoded).ok()?)
+        }
         IdFormat::ExpressSigned { secrets } => (verify_express(value, secrets)?, None),
     };
     if id.is_empty() {
@@ -143,6 +146,14 @@ pub fn parse_session_cookie(value: &str, format: &IdFormat) -> Option<SessionId>
         route,
         cookie_value: value.to_string(),
     })
+}
+
+/// `<id>.<route>` as balancers read it: the route is what follows the first `.`.
+fn split_route(value: &str) -> (String, Option<String>) {
+    match value.split_once('.') {
+        Some((id, route)) if !route.is_empty() => (id.to_string(), Some(route.to_string())),
+        _ => (value.to_string(), None),
+    }
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -311,6 +322,24 @@ mod tests {
             id.hash(),
             same.hash(),
             "the route is not part of the session's identity"
+        );
+    }
+
+    #[test]
+    fn spring_session_base64_ids() {
+        // Spring Session: SESSION = base64("<uuid>") or base64("<uuid>.<route>").
+        let id = "0f2b6c5e-8d7a-4c1b-9e3f-2a1b0c9d8e7f";
+        let value = base64::engine::general_purpose::STANDARD.encode(id);
+        let parsed = parse_session_cookie(&value, &IdFormat::SpringBase64).unwrap();
+        assert_eq!(parsed.id(), id);
+        assert_eq!(parsed.route(), None);
+        let routed = base64::engine::general_purpose::STANDARD.encode(format!("{id}.node2"));
+        let parsed = parse_session_cookie(&routed, &IdFormat::SpringBase64).unwrap();
+        assert_eq!((parsed.id(), parsed.route()), (id, Some("node2")));
+        assert!(parse_session_cookie("not base64!", &IdFormat::SpringBase64).is_none());
+        assert!(
+            parse_session_cookie("//79", &IdFormat::SpringBase64).is_none(),
+            "not UTF-8"
         );
     }
 
