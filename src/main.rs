@@ -120,8 +120,10 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {address}"))?;
             let address = listener.local_addr().unwrap_or(address);
-            let store = SessionStore::connect(&config.store).await?;
             let metrics = Arc::new(Metrics::new());
+            let store = SessionStore::connect(&config.store)
+                .await?
+                .observed_by(metrics.clone());
             let runtime = Runtime::build(config.clone(), store, metrics.clone()).await?;
             let proxy = Proxy::new(runtime);
             let reloader = Reloader::new(&config_path, proxy.clone(), metrics.clone());

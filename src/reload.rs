@@ -79,7 +79,9 @@ impl Reloader {
         let store = if config.store == running.config.store {
             running.store.clone()
         } else {
-            let store = SessionStore::connect(&config.store).await?;
+            let store = SessionStore::connect(&config.store)
+                .await?
+                .observed_by(self.metrics.clone());
             if !store.is_connected() {
                 return Err(ReloadError::StoreUnreachable(config.store.url.redacted()));
             }

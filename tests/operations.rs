@@ -193,6 +193,15 @@ async fn metrics_parse_and_move_with_requests() {
         1.0
     );
     assert_eq!(metric(&after, "unstick_config_info", &[]), 1.0);
+    assert!(
+        metric(
+            &after,
+            "unstick_redis_command_duration_seconds_count",
+            &[("command", "load")]
+        ) >= 3.0,
+        "Redis command latency is measured"
+    );
+    assert_eq!(metric(&after, "unstick_redis_errors_total", &[]), 0.0);
 }
 
 #[tokio::test]

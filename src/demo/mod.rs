@@ -99,8 +99,11 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
     let listen = listener.local_addr().unwrap_or(listen);
     let text = demo_config(listen, &store_url, app_a.address, app_b.address);
     let config = parse_config(&text, Path::new("<demo>"))?;
-    let store = SessionStore::connect(&config.store).await?;
-    let runtime = Runtime::build(config, store, Arc::new(Metrics::new())).await?;
+    let metrics = Arc::new(Metrics::new());
+    let store = SessionStore::connect(&config.store)
+        .await?
+        .observed_by(metrics.clone());
+    let runtime = Runtime::build(config, store, metrics).await?;
     let proxy = Proxy::new(runtime);
 
     let store_note = if store_url == "memory://" {

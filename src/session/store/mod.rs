@@ -11,6 +11,8 @@ pub use self::redis::RedisStore;
 use super::cookie::SessionHash;
 use super::record::SessionRecord;
 use crate::config::{StoreConfig, StoreUrl};
+use crate::metrics::Metrics;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +65,11 @@ impl SessionStore {
         touch_interval: Duration,
     ) -> Result<Loaded, StoreError> {
         match self {
-            SessionStore::Redis(store) => store.load(hash, now_ms, touch_interval).await,
+            SessionStore::Redis(store) => {
+                store
+                    .observed("load", store.load(hash, now_ms, touch_interval))
+                    .await
+            }
             SessionStore::Memory(store) => Ok(store.load(hash, now_ms, touch_interval)),
         }
     }
@@ -77,7 +83,9 @@ impl SessionStore {
         remember_for: Duration,
     ) -> Result<(), StoreError> {
         match self {
-            SessionStore::Redis(store) => store.end(hash, remember_for).await,
+            SessionStore::Redis(store) => {
+                store.observed("end", store.end(hash, remember_for)).await
+            }
             SessionStore::Memory(store) => {
                 store.end(hash, now_ms, remember_for);
                 Ok(())
@@ -94,7 +102,11 @@ impl SessionStore {
         touch_interval: Duration,
     ) -> Result<(), StoreError> {
         match self {
-            SessionStore::Redis(store) => store.save(hash, record, now_ms, touch_interval).await,
+            SessionStore::Redis(store) => {
+                store
+                    .observed("save", store.save(hash, record, now_ms, touch_interval))
+                    .await
+            }
             SessionStore::Memory(store) => {
                 store.save(hash, record, now_ms, touch_interval);
                 Ok(())
@@ -105,7 +117,7 @@ impl SessionStore {
     /// Deletes a session; `true` when it existed.
     pub async fn delete(&self, hash: &SessionHash) -> Result<bool, StoreError> {
         match self {
-            SessionStore::Redis(store) => store.delete(hash).await,
+            SessionStore::Redis(store) => store.observed("delete", store.delete(hash)).await,
             SessionStore::Memory(store) => Ok(store.delete(hash)),
         }
     }
@@ -116,7 +128,7 @@ impl SessionStore {
         hash: &SessionHash,
     ) -> Result<Option<(SessionRecord, u64)>, StoreError> {
         match self {
-            SessionStore::Redis(store) => store.peek(hash).await,
+            SessionStore::Redis(store) => store.observed("peek", store.peek(hash)).await,
             SessionStore::Memory(store) => Ok(store.peek(hash, super::record::now_ms())),
         }
     }
@@ -132,8 +144,12 @@ impl SessionStore {
         let user_key = user_key(user);
         match self {
             SessionStore::Redis(store) => {
+                let keep_ms = keep.as_millis() as u64;
                 store
-                    .index_add(&user_key, hash, created_ms, keep.as_millis() as u64)
+                    .observed(
+                        "index_add",
+                        store.index_add(&user_key, hash, created_ms, keep_ms),
+                    )
                     .await
             }
             SessionStore::Memory(store) => Ok(store.index_add(&user_key, hash, created_ms)),
@@ -143,7 +159,11 @@ impl SessionStore {
     pub async fn index_remove(&self, user: &str, hash: &SessionHash) -> Result<(), StoreError> {
         let user_key = user_key(user);
         match self {
-            SessionStore::Redis(store) => store.index_remove(&user_key, hash).await,
+            SessionStore::Redis(store) => {
+                store
+                    .observed("index_remove", store.index_remove(&user_key, hash))
+                    .await
+            }
             SessionStore::Memory(store) => {
                 store.index_remove(&user_key, hash);
                 Ok(())
@@ -155,7 +175,11 @@ impl SessionStore {
     pub async fn index_list(&self, user: &str) -> Result<Vec<SessionHash>, StoreError> {
         let user_key = user_key(user);
         match self {
-            SessionStore::Redis(store) => store.index_list(&user_key).await,
+            SessionStore::Redis(store) => {
+                store
+                    .observed("index_list", store.index_list(&user_key))
+                    .await
+            }
             SessionStore::Memory(store) => Ok(store.index_list(&user_key)),
         }
     }
@@ -163,7 +187,11 @@ impl SessionStore {
     pub async fn index_drop(&self, user: &str) -> Result<(), StoreError> {
         let user_key = user_key(user);
         match self {
-            SessionStore::Redis(store) => store.index_drop(&user_key).await,
+            SessionStore::Redis(store) => {
+                store
+                    .observed("index_drop", store.index_drop(&user_key))
+                    .await
+            }
             SessionStore::Memory(store) => {
                 store.index_drop(&user_key);
                 Ok(())
@@ -180,7 +208,11 @@ impl SessionStore {
         keep: Duration,
     ) -> Result<(), StoreError> {
         match self {
-            SessionStore::Redis(store) => store.bind(hash, instance, keep).await,
+            SessionStore::Redis(store) => {
+                store
+                    .observed("bind", store.bind(hash, instance, keep))
+                    .await
+            }
             SessionStore::Memory(store) => {
                 store.bind(
                     hash,
@@ -194,7 +226,7 @@ impl SessionStore {
 
     pub async fn binding(&self, hash: &SessionHash) -> Result<Option<String>, StoreError> {
         match self {
-            SessionStore::Redis(store) => store.binding(hash).await,
+            SessionStore::Redis(store) => store.observed("binding", store.binding(hash)).await,
             SessionStore::Memory(store) => Ok(store.binding(hash, super::record::now_ms())),
         }
     }
@@ -202,8 +234,16 @@ impl SessionStore {
     /// Round-trip time to the store.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         match self {
-            SessionStore::Redis(store) => store.ping().await,
+            SessionStore::Redis(store) => store.observed("ping", store.ping()).await,
             SessionStore::Memory(_) => Ok(Duration::ZERO),
+        }
+    }
+
+    /// Counts command latency and errors in `metrics` from now on.
+    pub fn observed_by(self, metrics: Arc<Metrics>) -> SessionStore {
+        match self {
+            SessionStore::Redis(store) => SessionStore::Redis(store.observed_by(metrics)),
+            memory => memory,
         }
     }
 

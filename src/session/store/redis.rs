@@ -8,6 +8,7 @@
 
 use super::{session_key, Loaded, StoreError};
 use crate::config::StoreConfig;
+use crate::metrics::Metrics;
 use crate::session::cookie::SessionHash;
 use crate::session::record::SessionRecord;
 use fred::prelude::*;
@@ -17,9 +18,11 @@ use fred::types::config::{
 use fred::types::scripts::Script;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 /// Renews a session's idle TTL: the TTL is the idle timeout plus the touch interval (so a
 /// session in use never dies early), capped by the absolute expiry. Only for a key that still
@@ -72,6 +75,8 @@ pub struct RedisStore {
     pool: Pool,
     prefix: Arc<str>,
     touch_script: Arc<Script>,
+    /// Where command latency and errors are counted, once the process has a registry.
+    metrics: Option<Arc<Metrics>>,
     save_script: Arc<Script>,
     end_script: Arc<Script>,
     index_script: Arc<Script>,
@@ -187,10 +192,30 @@ impl RedisStore {
             pool,
             prefix: Arc::from(config.key_prefix.as_str()),
             touch_script: Arc::new(Script::from_lua(TOUCH)),
+            metrics: None,
             save_script: Arc::new(Script::from_lua(SAVE)),
             end_script: Arc::new(Script::from_lua(END)),
             index_script: Arc::new(Script::from_lua(INDEX_ADD)),
         })
+    }
+
+    pub fn observed_by(mut self, metrics: Arc<Metrics>) -> RedisStore {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Runs one store operation, counting its latency and failure under `command`.
+    pub async fn observed<T>(
+        &self,
+        command: &str,
+        operation: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = operation.await;
+        if let Some(metrics) = &self.metrics {
+            metrics.redis_command(command, started.elapsed(), result.is_ok());
+        }
+        result
     }
 
     pub fn key(&self, hash: &SessionHash) -> String {
