@@ -1,8 +1,6 @@
 //! `unstick check` as a deploy gate: the real binary against real Redis servers. Exit 0 only
 //! when nothing is wrong; every problem is one readable line that says what to fix.
 
-// Only part of the shared fixtures is used here.
-#[allow(unused_imports)]
 mod support;
 
 use std::net::SocketAddr;

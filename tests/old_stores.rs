@@ -3,7 +3,6 @@
 //! (connect-pg-simple, Django, a custom query). Payloads from real PHP and real Django are the
 //! committed fixtures in tests/data (their scripts say how they were made).
 
-#[allow(unused_imports)] // each test binary uses a different part of the fixtures
 mod support;
 
 use base64::Engine;

@@ -1,6 +1,6 @@
 //! Fixtures for the end-to-end tests: a real `redis-server` per test, real app instances on
 //! real sockets, the real `unstick` binary, and an HTTP client.
-#![allow(dead_code)] // each test binary uses a different part of the fixtures
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of the fixtures
 
 pub mod redis;
 pub mod test_app;

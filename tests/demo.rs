@@ -1,0 +1,84 @@
+//! `unstick demo` works on a machine with no Redis: one command, two instances, logins that
+//! hold on both.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::Browser;
+
+#[tokio::test]
+async fn the_demo_runs_without_redis_and_keeps_users_logged_in_on_both_instances() {
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_unstick"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = demo.stdout.take().unwrap();
+    let address = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                let rest = line.split("unstick, round robin:").nth(1)?;
+                rest.split_whitespace().next().map(String::from)
+            })
+    });
+    let base = tokio::time::timeout(Duration::from_secs(20), address)
+        .await
+        .expect("the demo printed its address")
+        .unwrap()
+        .expect("address line");
+
+    let http = reqwest::Client::new();
+    let login = http
+        .post(format!("{base}/login"))
+        .form(&[("user", "alice")])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let browser = Browser {
+        cookie: Some(cookie),
+        ..Browser::new()
+    };
+    let mut instances = std::collections::HashSet::new();
+    for _ in 0..6 {
+        let doc: serde_json::Value = browser
+            .get(&format!("{base}/me"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(doc["user"], "alice");
+        instances.insert(doc["instance"].as_str().unwrap().to_string());
+    }
+    assert_eq!(instances.len(), 2, "both instances answered: {instances:?}");
+
+    let page = browser
+        .get(&format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Logged in as <b>alice</b>"), "{page}");
+
+    support::signal(demo.id(), "INT");
+    let status = tokio::task::spawn_blocking(move || demo.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "demo exit: {status}");
+}
