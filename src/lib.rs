@@ -7,8 +7,8 @@
 //!   [`server::tls`]: the HTTPS listener (rustls, ALPN h2/http1.1), certificate reloaded on change.
 //! - [`reload`]: SIGHUP and file-change reload: validate, build, swap; a bad file changes nothing.
 //! - [`runtime`]: one config made live (routes, pools, store); swapped whole on reload.
-//! - [`proxy`]: the request pipeline in one function ([`proxy::Proxy::handle`]) and its steps:
-//!   header hygiene, forwarding, upgrades, error responses.
+//! - [`proxy`]: the request pipeline, read top to bottom in `proxy/mod.rs` ([`proxy::Proxy::handle`]),
+//!   and its steps: header hygiene, upgrades, error responses.
 //! - [`upstream`]: pools of app instances, health, balancing, pooled keep-alive connections.
 //! - [`session`]: the app's cookie formats, the [`session::SessionRecord`], stores (Redis, memory),
 //!   old stores, resolution by migration mode, capture of logins and logouts.

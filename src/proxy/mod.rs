@@ -1,5 +1,6 @@
-//! The request pipeline. [`Proxy::handle`] is the whole flow of one request, top to bottom;
-//! each step lives in its own module.
+//! The request pipeline. [`Proxy::handle`] takes one config snapshot and the route; `forward`
+//! below is the rest of the flow of one request, top to bottom, numbered as in the design.
+//! Each step lives in its own module (headers, session, upstream, capture).
 
 pub mod headers;
 pub mod response;
