@@ -9,14 +9,7 @@ use unstick::demo::LegacyAppConfig;
 
 #[tokio::test]
 async fn login_on_one_instance_holds_on_every_instance() {
-    let redis = RedisServer::start().await;
-    let a = legacy_app("a").await;
-    let b = legacy_app("b").await;
-    let proxy = ProxyProcess::start(&ProxyConfig::new(
-        &redis.url(),
-        &[("a", a.address), ("b", b.address)],
-    ))
-    .await;
+    let (redis, _a, _b, proxy) = legacy_pair(|_| {}).await;
 
     let mut alice = Browser::new();
     let answer = alice.login(&proxy, "alice").await;
@@ -60,14 +53,7 @@ async fn login_on_one_instance_holds_on_every_instance() {
 
 #[tokio::test]
 async fn two_users_at_once_never_mix() {
-    let redis = RedisServer::start().await;
-    let a = legacy_app("a").await;
-    let b = legacy_app("b").await;
-    let proxy = ProxyProcess::start(&ProxyConfig::new(
-        &redis.url(),
-        &[("a", a.address), ("b", b.address)],
-    ))
-    .await;
+    let (_redis, _a, _b, proxy) = legacy_pair(|_| {}).await;
 
     let mut alice = Browser::new();
     let mut bob = Browser::new();
@@ -117,14 +103,7 @@ async fn restarting_every_instance_keeps_the_login() {
 
 #[tokio::test]
 async fn logout_ends_the_session_everywhere() {
-    let redis = RedisServer::start().await;
-    let a = legacy_app("a").await;
-    let b = legacy_app("b").await;
-    let proxy = ProxyProcess::start(&ProxyConfig::new(
-        &redis.url(),
-        &[("a", a.address), ("b", b.address)],
-    ))
-    .await;
+    let (redis, _a, _b, proxy) = legacy_pair(|_| {}).await;
     let mut alice = Browser::new();
     alice.login(&proxy, "alice").await;
     let stale_cookie = alice.cookie.clone();
@@ -165,12 +144,10 @@ async fn a_cookie_cleared_by_the_app_deletes_the_session() {
 
 #[tokio::test]
 async fn idle_sessions_expire_and_used_ones_slide() {
-    let redis = RedisServer::start().await;
-    let a = legacy_app("a").await;
-    let b = legacy_app("b").await;
-    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
-    config.idle_timeout = "2s".into();
-    let proxy = ProxyProcess::start(&config).await;
+    let (redis, _a, _b, proxy) = legacy_pair(|config| {
+        config.idle_timeout = "2s".into();
+    })
+    .await;
     let mut alice = Browser::new();
     alice.login(&proxy, "alice").await;
 

@@ -273,6 +273,20 @@ pub fn signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
+/// The usual stage: a Redis, legacy app instances `a` and `b`, and unstick in front of them
+/// with the default config as `edit` leaves it.
+pub async fn legacy_pair(
+    edit: impl FnOnce(&mut ProxyConfig),
+) -> (RedisServer, LegacyApp, LegacyApp, ProxyProcess) {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    edit(&mut config);
+    let proxy = ProxyProcess::start(&config).await;
+    (redis, a, b, proxy)
+}
+
 /// Starts an instance of the bundled legacy app on a free port (or the given address).
 pub async fn legacy_app(name: &str) -> LegacyApp {
     legacy_app_with(LegacyAppConfig::new(name), None).await
