@@ -23,7 +23,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
 
 /// Renews a session's idle TTL: the TTL is the idle timeout plus the touch interval (so a
 /// session in use never dies early), capped by the absolute expiry. Only for a key that still
@@ -78,8 +77,6 @@ pub struct RedisStore {
     touch_script: Arc<Script>,
     /// Where command latency and errors are counted, once the process has a registry.
     metrics: Option<Arc<Metrics>>,
-    /// Session lookups of concurrent requests, sent to Redis together (see [`batch_loads`]).
-    loads: mpsc::UnboundedSender<Load>,
     save_script: Arc<Script>,
     end_script: Arc<Script>,
     index_script: Arc<Script>,
@@ -191,14 +188,11 @@ impl RedisStore {
             }
             Err(_) => tracing::warn!("Redis not reachable yet; retrying in the background"),
         }
-        let (loads, queue) = mpsc::unbounded_channel();
-        tokio::spawn(batch_loads(pool.clone(), queue));
         Ok(RedisStore {
             pool,
             prefix: Arc::from(config.key_prefix.as_str()),
             touch_script: Arc::new(Script::from_lua(TOUCH)),
             metrics: None,
-            loads,
             save_script: Arc::new(Script::from_lua(SAVE)),
             end_script: Arc::new(Script::from_lua(END)),
             index_script: Arc::new(Script::from_lua(INDEX_ADD)),
@@ -237,8 +231,7 @@ impl RedisStore {
         &self.pool
     }
 
-    /// One HMGET (pipelined with the lookups of other requests): the hot path costs Redis no
-    /// script. When the last renewal is older than the
+    /// One HMGET: the hot path costs Redis no script. When the last renewal is older than the
     /// touch interval, the renewal is sent beside the request, not waited for.
     pub async fn load(
         &self,
@@ -247,13 +240,11 @@ impl RedisStore {
         touch: Duration,
     ) -> Result<Loaded, StoreError> {
         let key = self.key(hash);
-        let (reply, answer) = oneshot::channel();
-        self.loads
-            .send((key.clone(), reply))
-            .map_err(|_| StoreError::Unavailable("the session lookup queue has stopped".into()))?;
-        let (rec, seen, abs, idle, gone) = answer
+        let (rec, seen, abs, idle, gone): SessionFields = self
+            .pool
+            .hmget(&key, vec!["rec", "seen", "abs", "idle", "gone"])
             .await
-            .map_err(|_| StoreError::Unavailable("session lookup dropped".into()))??;
+            .map_err(unavailable)?;
         let Some(rec) = rec else {
             return Ok(if gone.is_some() {
                 Loaded::Ended
@@ -437,55 +428,5 @@ impl RedisStore {
         let started = std::time::Instant::now();
         let _: String = self.pool.next().ping(None).await.map_err(unavailable)?;
         Ok(started.elapsed())
-    }
-}
-
-/// A session lookup waiting for its HMGET: the key and where the fields go.
-type Load = (String, oneshot::Sender<Result<SessionFields, StoreError>>);
-
-/// Most lookups sent in one pipeline.
-const MAX_BATCH: usize = 256;
-
-/// Sends the lookups of concurrent requests to Redis as pipelines: one write and one read for
-/// many requests instead of a write and a read each. A lookup waits at most for the requests
-/// already running to queue theirs; each pipeline goes out on its own, so a slow one holds up
-/// nothing behind it.
-async fn batch_loads(pool: Pool, mut queue: mpsc::UnboundedReceiver<Load>) {
-    while let Some(first) = queue.recv().await {
-        // The sender just woke this task; let the other ready requests queue their lookups.
-        tokio::task::yield_now().await;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        tokio::spawn(send_loads(pool.next().clone(), batch));
-    }
-}
-
-async fn send_loads(client: Client, batch: Vec<Load>) {
-    let pipeline = client.pipeline();
-    for (key, _) in &batch {
-        // Queued locally; nothing is sent before `try_all`.
-        let _: Result<(), Error> = pipeline
-            .hmget(key.as_str(), vec!["rec", "seen", "abs", "idle", "gone"])
-            .await;
-    }
-    let results: Vec<Result<SessionFields, Error>> = pipeline.try_all().await;
-    let mut results = results.into_iter();
-    let shared_error = (results.len() == 1 && batch.len() > 1)
-        .then(|| results.next())
-        .flatten();
-    for (_, reply) in batch {
-        let result = match (&shared_error, results.next()) {
-            // The whole pipeline failed (timeout, connection): every lookup gets the error.
-            (Some(Err(e)), _) => Err(unavailable(e.clone())),
-            (_, Some(result)) => result.map_err(unavailable),
-            (_, None) => Err(StoreError::Unavailable("no reply for this lookup".into())),
-        };
-        // The request may have given up already; nothing to do then.
-        let _ = reply.send(result);
     }
 }
