@@ -7,8 +7,8 @@
 
 use crate::body::{self, Body};
 use crate::config::IdFormat;
-use crate::session::cookie::{express_sign, parse_session_cookie};
-use http::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use crate::session::cookie::{cookie_values, express_sign, parse_session_cookie};
+use http::header::{ACCEPT, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::HeaderValue;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -196,31 +196,10 @@ impl AppState {
     fn own_session_id(&self, headers: &HeaderMap) -> Option<String> {
         let format = self.id_format();
         let sessions = self.sessions_lock();
-        headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(name, _)| *name == self.config.cookie_name)
-            .filter_map(|(_, value)| parse_session_cookie(value, &format))
-            .map(|id| id.cookie_value().to_string())
-            .map(|value| self.id_from_value(&value))
+        cookie_values(headers, &self.config.cookie_name)
+            .filter_map(|value| parse_session_cookie(value, &format))
+            .map(|id| id.id().to_string())
             .find(|id| sessions.contains_key(id))
-    }
-
-    fn id_from_value(&self, value: &str) -> String {
-        match &self.config.signing_secret {
-            Some(_) => {
-                let decoded = percent_encoding::percent_decode_str(value).decode_utf8_lossy();
-                let signed = decoded.strip_prefix("s:").unwrap_or(&decoded);
-                signed
-                    .rsplit_once('.')
-                    .map_or(signed, |(id, _)| id)
-                    .to_string()
-            }
-            None => value.to_string(),
-        }
     }
 
     /// Its own session first; only without one does it trust the identity header.
