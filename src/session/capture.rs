@@ -51,18 +51,6 @@ pub struct Login {
     pub header_identity: Option<Identity>,
 }
 
-/// What acting on an event did, for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SessionChange {
-    None,
-    /// A new session was stored.
-    LoggedIn,
-    /// The app set a new cookie but named no user: nothing stored.
-    Anonymous,
-    /// The session was ended.
-    LoggedOut,
-}
-
 /// What a response asks of unstick.
 #[derive(Debug, Clone)]
 pub struct ResponseSignals {
@@ -134,7 +122,7 @@ pub async fn apply(
     ids: &[SessionId],
     instance: &Instance,
     facts: &RequestFacts,
-) -> Result<SessionChange, StoreError> {
+) -> Result<(), StoreError> {
     let mut current = current;
     if signals.logout_everywhere {
         if let Some(session) = current {
@@ -147,7 +135,7 @@ pub async fn apply(
         }
     }
     match signals.event {
-        SessionEvent::None => Ok(SessionChange::None),
+        SessionEvent::None => Ok(()),
         SessionEvent::Logout => end_sessions(runtime, route, ids, current).await,
         SessionEvent::Login(login) => {
             let Login {
@@ -159,7 +147,7 @@ pub async fn apply(
             let hash = id.hash();
             if current.is_some_and(|c| c.hash == hash) {
                 // The same session re-sent (rolling cookies): nothing new.
-                return Ok(SessionChange::None);
+                return Ok(());
             }
             if route.config.mode != Mode::Redis {
                 // While the app still holds sessions itself, the next request must find this
@@ -195,12 +183,12 @@ pub async fn apply(
                 runtime.store.delete(&current.hash).await?;
             }
             let Some(identity) = identity else {
-                return Ok(SessionChange::Anonymous);
+                return Ok(());
             };
             let record = new_record(runtime, identity, cookie_lifetime, instance, facts);
             store_session(runtime, &hash, &record).await?;
             tracing::info!(session = hash.short(), user = %record.identity.user, instance = %instance.name, "login: session stored");
-            Ok(SessionChange::LoggedIn)
+            Ok(())
         }
     }
 }
@@ -260,22 +248,17 @@ async fn end_sessions(
     route: &Route,
     ids: &[SessionId],
     current: Option<&ResolvedSession>,
-) -> Result<SessionChange, StoreError> {
+) -> Result<(), StoreError> {
     if let Some(current) = current {
         runtime
             .store
             .index_remove(&current.record.identity.user, &current.hash)
             .await?;
     }
-    let mut ended = SessionChange::None;
     for id in ids {
         let hash = id.hash();
-        match route.config.mode {
-            Mode::Redis => {
-                if runtime.store.delete(&hash).await? {
-                    ended = SessionChange::LoggedOut;
-                }
-            }
+        let ended = match route.config.mode {
+            Mode::Redis => runtime.store.delete(&hash).await?,
             Mode::Overlap | Mode::Legacy => {
                 let remember = runtime.config.session.absolute_lifetime;
                 runtime.store.end(&hash, now_ms(), remember).await?;
@@ -284,12 +267,12 @@ async fn end_sessions(
                         tracing::warn!(store = store.name(), error = %e, "logout not written to old store");
                     }
                 }
-                ended = SessionChange::LoggedOut;
+                true
             }
-        }
-        if ended == SessionChange::LoggedOut {
+        };
+        if ended {
             tracing::info!(session = hash.short(), "logout: session ended");
         }
     }
-    Ok(ended)
+    Ok(())
 }

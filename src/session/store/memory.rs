@@ -1,6 +1,6 @@
 //! `memory://`: sessions in this process only. Lost on restart, not shared between proxies.
 
-use super::{session_key, Loaded};
+use super::Loaded;
 use crate::session::cookie::SessionHash;
 use crate::session::record::SessionRecord;
 use std::collections::HashMap;
@@ -17,9 +17,8 @@ struct Entry {
 /// User key -> (session hash, created ms), oldest first.
 type UserIndex = HashMap<String, Vec<(SessionHash, u64)>>;
 
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct MemoryStore {
-    prefix: String,
     entries: Arc<Mutex<HashMap<SessionHash, Entry>>>,
     users: Arc<Mutex<UserIndex>>,
     /// Session hash -> (instance, until ms).
@@ -27,15 +26,6 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    pub fn new(prefix: &str) -> MemoryStore {
-        MemoryStore {
-            prefix: prefix.to_string(),
-            entries: Arc::default(),
-            users: Arc::default(),
-            bindings: Arc::default(),
-        }
-    }
-
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<SessionHash, Entry>> {
         // A panic while holding the lock cannot leave an entry half-written; keep serving.
         self.entries
@@ -140,9 +130,5 @@ impl MemoryStore {
             .get(hash)
             .filter(|(_, until)| *until > now_ms)
             .map(|(instance, _)| instance.clone())
-    }
-
-    pub fn key(&self, hash: &SessionHash) -> String {
-        session_key(&self.prefix, hash)
     }
 }

@@ -51,7 +51,7 @@ impl SessionStore {
                     "SESSION STORE IS PROCESS MEMORY (memory://): sessions are lost on restart and not shared \
                      between proxies. For the demo and local trials only; use redis:// in production."
                 );
-                Ok(SessionStore::Memory(MemoryStore::new(&config.key_prefix)))
+                Ok(SessionStore::Memory(MemoryStore::default()))
             }
         }
     }
@@ -254,14 +254,6 @@ impl SessionStore {
             SessionStore::Memory(_) => true,
         }
     }
-
-    /// The full key of a session, for operators and tests.
-    pub fn key(&self, hash: &SessionHash) -> String {
-        match self {
-            SessionStore::Redis(store) => store.key(hash),
-            SessionStore::Memory(store) => store.key(hash),
-        }
-    }
 }
 
 /// A user id as it appears in key names: hashed, so keys carry no personal data and no
@@ -269,10 +261,4 @@ impl SessionStore {
 fn user_key(user: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(user.as_bytes()))
-}
-
-/// Key layout, shared by both stores: `<prefix>s:<sha256 hex of the id>`; the instance binding
-/// of a session is at `<prefix>b:<sha256 hex of the id>`.
-pub(crate) fn session_key(prefix: &str, hash: &SessionHash) -> String {
-    format!("{prefix}s:{hash}")
 }

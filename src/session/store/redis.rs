@@ -6,7 +6,7 @@
 //! `<prefix>u:<sha256(user)>` (member: session hash, score: created ms); index and session
 //! keys are only ever touched by single-key commands, so they may live in different slots.
 
-use super::{session_key, Loaded, StoreError};
+use super::{Loaded, StoreError};
 use crate::config::StoreConfig;
 use crate::metrics::Metrics;
 use crate::session::cookie::SessionHash;
@@ -219,7 +219,7 @@ impl RedisStore {
     }
 
     pub fn key(&self, hash: &SessionHash) -> String {
-        session_key(&self.prefix, hash)
+        format!("{}s:{hash}", self.prefix)
     }
 
     pub fn is_connected(&self) -> bool {
