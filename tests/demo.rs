@@ -40,13 +40,7 @@ async fn the_demo_runs_without_redis_and_keeps_users_logged_in_on_both_instances
         .send()
         .await
         .unwrap();
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = support::cookie_set_by(&login);
     let browser = Browser {
         cookie: Some(cookie),
         ..Browser::new()

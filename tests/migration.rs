@@ -19,8 +19,7 @@ async fn login_directly(app: SocketAddr, user: &str) -> Browser {
         .send()
         .await
         .unwrap();
-    let cookie = response.headers()["set-cookie"].to_str().unwrap();
-    browser.cookie = Some(cookie.split(';').next().unwrap().to_string());
+    browser.cookie = Some(cookie_set_by(&response));
     browser
 }
 

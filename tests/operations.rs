@@ -16,6 +16,11 @@ fn test_app_config(redis: &RedisServer, app: &TestApp) -> ProxyConfig {
     config
 }
 
+/// The status code of an answer.
+async fn status(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.unwrap().status().as_u16()
+}
+
 fn admin(proxy: &ProxyProcess, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
     reqwest::Client::new()
         .request(method, proxy.admin_url(path))
@@ -31,62 +36,21 @@ async fn admin_api_needs_the_token_except_for_health() {
         ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     let http = reqwest::Client::new();
 
-    assert_eq!(
-        http.get(proxy.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        http.get(proxy.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(http.get(proxy.admin_url("/healthz"))).await, 200);
+    assert_eq!(status(http.get(proxy.admin_url("/readyz"))).await, 200);
     for path in ["/metrics", "/sessions?user=alice"] {
-        assert_eq!(
-            http.get(proxy.admin_url(path))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            401,
-            "{path}"
-        );
-        let wrong = http
-            .get(proxy.admin_url(path))
-            .bearer_auth("wrong")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(wrong.status(), 401, "{path}");
-        let right = admin(&proxy, reqwest::Method::GET, path)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(right.status(), 200, "{path}");
+        assert_eq!(status(http.get(proxy.admin_url(path))).await, 401, "{path}");
+        let wrong = http.get(proxy.admin_url(path)).bearer_auth("wrong");
+        assert_eq!(status(wrong).await, 401, "{path}");
+        let right = admin(&proxy, reqwest::Method::GET, path);
+        assert_eq!(status(right).await, 200, "{path}");
     }
-    let revoke = http
-        .delete(proxy.admin_url("/sessions?user=alice"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoke.status(), 401);
+    let revoke = http.delete(proxy.admin_url("/sessions?user=alice"));
+    assert_eq!(status(revoke).await, 401);
 
     // Redis gone: not ready.
     drop(redis);
-    assert_eq!(
-        http.get(proxy.admin_url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(status(http.get(proxy.admin_url("/readyz"))).await, 503);
 }
 
 #[tokio::test]
@@ -95,14 +59,7 @@ async fn without_a_token_the_admin_api_stays_closed() {
     let app = TestApp::start().await;
     let proxy = ProxyProcess::start(&test_app_config(&redis, &app)).await;
     let http = reqwest::Client::new();
-    assert_eq!(
-        http.get(proxy.admin_url("/healthz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(http.get(proxy.admin_url("/healthz"))).await, 200);
     let metrics = http
         .get(proxy.admin_url("/metrics"))
         .bearer_auth("")

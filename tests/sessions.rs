@@ -344,13 +344,7 @@ async fn spoofed_identity_headers_never_reach_the_app() {
         .send()
         .await
         .unwrap();
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = cookie_set_by(&login);
     let echo: serde_json::Value = spoof(http.get(proxy.url("/echo")))
         .header("cookie", &cookie)
         .send()
@@ -394,13 +388,7 @@ async fn identity_from_a_response_header_is_captured_and_hidden_from_the_client(
         login.headers().get("x-unstick-identity").is_none(),
         "internal header leaked to the client"
     );
-    let cookie = login.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = cookie_set_by(&login);
     let echo = echo(&proxy, Some(&cookie)).await;
     assert_eq!(echo["headers"]["x-auth-user"], serde_json::json!(["frank"]));
     assert_eq!(

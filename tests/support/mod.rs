@@ -425,7 +425,12 @@ pub async fn test_app_login(proxy: &ProxyProcess, user: &str) -> String {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
+    cookie_set_by(&response)
+}
+
+/// The `name=value` pair of the response's (first) `Set-Cookie`, ready to send as `Cookie`.
+pub fn cookie_set_by(response: &reqwest::Response) -> String {
+    let set_cookie = response.headers()[SET_COOKIE].to_str().unwrap();
     set_cookie.split(';').next().unwrap().to_string()
 }
 
