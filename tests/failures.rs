@@ -5,7 +5,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -498,35 +497,6 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
 // Config typos are refused at start, naming the key and the line.
 // ---------------------------------------------------------------------------------------------
 
-/// Runs `unstick serve --config <file>` on `toml`; it must exit (not serve) within 20 s.
-/// Returns (success, stderr, the config file's path).
-async fn serve_with(toml: &str) -> (bool, String, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("unstick.toml");
-    std::fs::write(&path, toml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_unstick"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    for _ in 0..400 {
-        if child.try_wait().unwrap().is_some() {
-            let output = child.wait_with_output().unwrap();
-            return (
-                output.status.success(),
-                String::from_utf8_lossy(&output.stderr).into_owned(),
-                path.display().to_string(),
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("unstick accepted the config and kept running:\n{toml}");
-}
-
 /// The 1-based line of the first line of `toml` that starts with `prefix`.
 fn line_of(toml: &str, prefix: &str) -> usize {
     toml.lines()
@@ -547,8 +517,12 @@ fn valid_config() -> String {
 async fn an_unknown_key_is_refused_naming_the_key_and_its_line() {
     let toml = valid_config().replace("idle_timeout", "idle_timout");
     let line = line_of(&toml, "idle_timout");
-    let (success, stderr, path) = serve_with(&toml).await;
-    assert!(!success, "exited 0: {stderr}");
+    let RefusedStart {
+        status,
+        stderr,
+        config_path: path,
+    } = serve_expecting_exit(&toml).await;
+    assert!(!status.success(), "exited 0: {stderr}");
     assert!(stderr.contains("idle_timout"), "{stderr}");
     assert!(stderr.contains(&format!("line {line}")), "{stderr}");
     assert!(stderr.contains(&path), "{stderr}");
@@ -558,8 +532,12 @@ async fn an_unknown_key_is_refused_naming_the_key_and_its_line() {
 async fn a_route_to_an_unknown_upstream_is_refused_naming_the_key_and_its_line() {
     let toml = valid_config().replace("upstream = \"app\"", "upstream = \"ap\"");
     let line = line_of(&toml, "upstream = \"ap\"");
-    let (success, stderr, path) = serve_with(&toml).await;
-    assert!(!success, "exited 0: {stderr}");
+    let RefusedStart {
+        status,
+        stderr,
+        config_path: path,
+    } = serve_expecting_exit(&toml).await;
+    assert!(!status.success(), "exited 0: {stderr}");
     assert!(stderr.contains("routes.upstream"), "{stderr}");
     assert!(stderr.contains("\"ap\""), "{stderr}");
     assert!(stderr.contains(&format!("{path}:{line}")), "{stderr}");

@@ -491,33 +491,6 @@ async fn a_replaced_certificate_is_served_without_restart_and_a_bad_one_is_ignor
     assert_eq!(server.proxy.pid(), pid);
 }
 
-/// Runs `unstick serve` on `toml`; it must exit within 20 s. Returns (exit code, stderr).
-async fn serve_expecting_exit(toml: &str) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("unstick.toml");
-    std::fs::write(&path, toml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_unstick"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("unstick kept running with a bad certificate");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let output = child.wait_with_output().unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 #[tokio::test]
 async fn an_unusable_certificate_stops_the_start_naming_the_file() {
     let ca = TestCa::new();
@@ -535,8 +508,8 @@ async fn an_unusable_certificate_stops_the_start_naming_the_file() {
     // Missing.
     let missing = dir.path().join("missing.crt");
     std::fs::write(&key, &good.key_pem).unwrap();
-    let (code, stderr) = serve_expecting_exit(&config(&missing, &key)).await;
-    assert_ne!(code, Some(0), "{stderr}");
+    let RefusedStart { status, stderr, .. } = serve_expecting_exit(&config(&missing, &key)).await;
+    assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("cannot read TLS certificate file") && stderr.contains("missing.crt"),
         "{stderr}"
@@ -544,8 +517,8 @@ async fn an_unusable_certificate_stops_the_start_naming_the_file() {
 
     // Not PEM.
     std::fs::write(&cert, "hello").unwrap();
-    let (code, stderr) = serve_expecting_exit(&config(&cert, &key)).await;
-    assert_ne!(code, Some(0), "{stderr}");
+    let RefusedStart { status, stderr, .. } = serve_expecting_exit(&config(&cert, &key)).await;
+    assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("invalid TLS certificate file") && stderr.contains("site.crt"),
         "{stderr}"
@@ -554,8 +527,8 @@ async fn an_unusable_certificate_stops_the_start_naming_the_file() {
     // A certificate where the key should be.
     std::fs::write(&cert, &good.cert_pem).unwrap();
     std::fs::write(&key, &good.cert_pem).unwrap();
-    let (code, stderr) = serve_expecting_exit(&config(&cert, &key)).await;
-    assert_ne!(code, Some(0), "{stderr}");
+    let RefusedStart { status, stderr, .. } = serve_expecting_exit(&config(&cert, &key)).await;
+    assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("invalid TLS key file") && stderr.contains("site.key"),
         "{stderr}"
@@ -563,8 +536,8 @@ async fn an_unusable_certificate_stops_the_start_naming_the_file() {
 
     // A key of another certificate.
     std::fs::write(&key, &other.key_pem).unwrap();
-    let (code, stderr) = serve_expecting_exit(&config(&cert, &key)).await;
-    assert_ne!(code, Some(0), "{stderr}");
+    let RefusedStart { status, stderr, .. } = serve_expecting_exit(&config(&cert, &key)).await;
+    assert!(!status.success(), "{stderr}");
     assert!(
         stderr.contains("does not belong") && stderr.contains("site.key"),
         "{stderr}"
@@ -783,7 +756,7 @@ async fn rediss_without_the_right_ca_does_not_connect() {
 
     // An unreadable CA file stops the start, naming the file.
     config.redis_extra = "ca_file = \"/nonexistent/ca.pem\"".to_string();
-    let (code, stderr) = serve_expecting_exit(&config.to_toml()).await;
-    assert_ne!(code, Some(0), "{stderr}");
+    let RefusedStart { status, stderr, .. } = serve_expecting_exit(&config.to_toml()).await;
+    assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
 }

@@ -448,3 +448,39 @@ pub async fn user_seen(proxy: &ProxyProcess, cookie: &str) -> Option<String> {
     let echo = echo(proxy, Some(cookie)).await;
     echo["headers"]["x-auth-user"][0].as_str().map(String::from)
 }
+
+/// What `unstick serve` said on a config it must refuse.
+pub struct RefusedStart {
+    pub status: std::process::ExitStatus,
+    pub stderr: String,
+    /// Where the config file was written (messages name it).
+    pub config_path: String,
+}
+
+/// Runs `unstick serve --config <file with toml>`; it must exit on its own within 20 s.
+pub async fn serve_expecting_exit(toml: &str) -> RefusedStart {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unstick.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unstick"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            return RefusedStart {
+                status: output.status,
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+                config_path: path.display().to_string(),
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("unstick accepted the config and kept running:\n{toml}");
+}
