@@ -368,3 +368,22 @@ async fn legacy_mode_keeps_a_new_login_on_its_instance_even_without_an_identity(
         "no identity, so no session record"
     );
 }
+
+#[tokio::test]
+async fn legacy_mode_does_not_depend_on_redis() {
+    let (mut redis, _a, b, proxy) = legacy_pair(|config| config.mode = "legacy".into()).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    let bob = login_directly(b.address, "bob").await;
+    redis.kill();
+    // Redis gone: the rollback mode still answers, as before unstick, for the login it saw
+    // (round robin may land elsewhere, which the app itself then treats as anonymous) and
+    // for anyone without a session.
+    for _ in 0..4 {
+        let (status, _, _) = alice.me(&proxy).await;
+        assert_eq!(status, 200);
+        let (status, _, _) = bob.me(&proxy).await;
+        assert_eq!(status, 200);
+        assert_eq!(Browser::new().me(&proxy).await.0, 200);
+    }
+}

@@ -71,16 +71,9 @@ pub async fn resolve_session(
 ) -> Result<Resolution, StoreError> {
     let mode = route.config.mode;
     if ids.is_empty() {
-        let origin = match mode {
-            Mode::Redis => None,
-            Mode::Overlap | Mode::Legacy => route
-                .pool
-                .sticky_instance(None, headers)
-                .map(|i| i.name.clone()),
-        };
         return Ok(Resolution {
             session: None,
-            origin,
+            origin: origin_without_session(runtime, route, ids, headers).await?,
             outcome: Outcome::NoCookie,
         });
     }
@@ -96,59 +89,49 @@ pub async fn resolve_session(
         }
         (_, Err(e)) => return Err(e),
     };
-    match found {
-        Found::Live(session) => {
-            let origin = match mode {
-                Mode::Redis => None,
-                Mode::Overlap | Mode::Legacy => session.record.origin.clone(),
-            };
-            Ok(Resolution {
-                session: Some(*session),
-                origin,
-                outcome: Outcome::Hit,
-            })
-        }
-        Found::Ended => Ok(Resolution {
+    if let Found::Live(session) = found {
+        let origin = match mode {
+            Mode::Redis => None,
+            Mode::Overlap | Mode::Legacy => session.record.origin.clone(),
+        };
+        return Ok(Resolution {
+            session: Some(*session),
+            origin,
+            outcome: Outcome::Hit,
+        });
+    }
+    let origin = origin_without_session(runtime, route, ids, headers).await?;
+    if matches!(found, Found::Ended) {
+        return Ok(Resolution {
             session: None,
-            origin: known_origin(runtime, route, ids, headers).await?,
+            origin,
             outcome: Outcome::Ended,
-        }),
-        Found::Missing => match mode {
-            Mode::Redis => Ok(Resolution {
+        });
+    }
+    match mode {
+        Mode::Overlap => match ask_old_stores(runtime, route, ids, origin.as_deref(), facts).await?
+        {
+            Some((session, store)) => Ok(Resolution {
+                origin: session.record.origin.clone().or(origin),
+                session: Some(session),
+                outcome: Outcome::CopiedForward(store),
+            }),
+            None => Ok(Resolution {
                 session: None,
-                origin: None,
+                origin,
                 outcome: Outcome::Miss,
             }),
-            Mode::Overlap => {
-                let origin = known_origin(runtime, route, ids, headers).await?;
-                match ask_old_stores(runtime, route, ids, origin.as_deref(), facts).await? {
-                    Some((session, store)) => Ok(Resolution {
-                        origin: session.record.origin.clone().or(origin),
-                        session: Some(session),
-                        outcome: Outcome::CopiedForward(store),
-                    }),
-                    None => Ok(Resolution {
-                        session: None,
-                        origin,
-                        outcome: Outcome::Miss,
-                    }),
-                }
-            }
-            Mode::Legacy => {
-                let origin = match known_origin(runtime, route, ids, headers).await {
-                    Ok(origin) => origin,
-                    Err(_) => sticky_origin(route, ids, headers),
-                };
-                if route.config.warm {
-                    warm_in_background(runtime.clone(), route.clone(), ids, origin.clone(), facts);
-                }
-                Ok(Resolution {
-                    session: None,
-                    origin,
-                    outcome: Outcome::Miss,
-                })
-            }
         },
+        Mode::Legacy | Mode::Redis => {
+            if mode == Mode::Legacy && route.config.warm {
+                warm_in_background(runtime.clone(), route.clone(), ids, origin.clone(), facts);
+            }
+            Ok(Resolution {
+                session: None,
+                origin,
+                outcome: Outcome::Miss,
+            })
+        }
     }
 }
 
@@ -180,6 +163,24 @@ async fn find_in_store(runtime: &Runtime, ids: &[SessionId]) -> Result<Found, St
         }
     }
     Ok(Found::Missing)
+}
+
+/// Where a request without a live session goes. `redis`: any instance. `overlap`: the
+/// instance bound to the session (see [`known_origin`]). `legacy`: the same, but a Redis that
+/// does not answer never fails the request; what the request carries decides then.
+async fn origin_without_session(
+    runtime: &Runtime,
+    route: &Route,
+    ids: &[SessionId],
+    headers: &HeaderMap,
+) -> Result<Option<String>, StoreError> {
+    match route.config.mode {
+        Mode::Redis => Ok(None),
+        Mode::Overlap => known_origin(runtime, route, ids, headers).await,
+        Mode::Legacy => Ok(known_origin(runtime, route, ids, headers)
+            .await
+            .unwrap_or_else(|_| sticky_origin(route, ids, headers))),
+    }
 }
 
 /// The instance that holds a session unstick has no record of: the binding recorded when the
