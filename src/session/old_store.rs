@@ -4,7 +4,7 @@
 
 use super::cookie::SessionHash;
 use super::cookie::SessionId;
-use super::old_stores::{ForeignRedisStore, PgFormat, PhpFilesStore, PostgresStore};
+use super::old_stores::{timed_out, ForeignRedisStore, PgFormat, PhpFilesStore, PostgresStore};
 use super::record::Identity;
 use super::whoami::{ask_whoami, WhoamiCall, WhoamiError};
 use crate::config::{IdentityMapping, OldStoreConfig, OldStoreKind, PostgresFormat};
@@ -12,6 +12,7 @@ use crate::upstream::{Instance, UpstreamPool};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -239,25 +240,20 @@ impl OldStoreHandle {
         id: &SessionId,
         context: &LookupContext<'_>,
     ) -> Result<Option<OldSession>, OldStoreError> {
-        tokio::time::timeout(self.timeout, self.store.lookup(id, context))
-            .await
-            .unwrap_or_else(|_| {
-                Err(OldStoreError::Unavailable {
-                    store: self.name().to_string(),
-                    reason: format!("no answer within {:?}", self.timeout),
-                })
-            })
+        self.bounded(self.store.lookup(id, context)).await
     }
 
     pub async fn delete(&self, id: &SessionId) -> Result<(), OldStoreError> {
-        tokio::time::timeout(self.timeout, self.store.delete(id))
+        self.bounded(self.store.delete(id)).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        operation: impl Future<Output = Result<T, OldStoreError>>,
+    ) -> Result<T, OldStoreError> {
+        tokio::time::timeout(self.timeout, operation)
             .await
-            .unwrap_or_else(|_| {
-                Err(OldStoreError::Unavailable {
-                    store: self.name().to_string(),
-                    reason: format!("no answer within {:?}", self.timeout),
-                })
-            })
+            .unwrap_or_else(|_| Err(timed_out(self.name(), self.timeout)))
     }
 }
 

@@ -36,7 +36,7 @@ fn invalid(store: &str, reason: impl Display) -> OldStoreError {
     }
 }
 
-fn timed_out(store: &str, timeout: Duration) -> OldStoreError {
+pub(super) fn timed_out(store: &str, timeout: Duration) -> OldStoreError {
     unavailable(store, format_args!("no answer within {timeout:?}"))
 }
 
