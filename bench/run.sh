@@ -19,7 +19,9 @@
 #   PIN=1             on 2+ cores: the proxy under test on its own core (taskset -c 1), wrk,
 #                     the upstream and redis on core 0, so runs do not depend on where the
 #                     scheduler happened to put them (PIN=0 to let it choose)
-#   TARGETS="direct nginx unstick"   subset/order of targets
+#   TARGETS="direct nginx unstick nosession"   subset/order of targets; `nosession` is unstick
+#                     again with a cookie of another name: no Redis lookup, so the table splits
+#                     unstick's cost into proxying and the session lookup
 #   UNSTICK_BIN=target/release/unstick   binary to use; NO_BUILD=1 skips `cargo build --release`
 #   KEEP_TMP=1        keep the temp dir (configs, logs, raw wrk output) after the run
 #   BENCH_UPSTREAM=demo   `stub` = nginx `return 200` stand-in upstream. Only for testing
@@ -41,7 +43,7 @@ KEEP_TMP="${KEEP_TMP:-0}"
 if [[ "$BENCH_UPSTREAM" == stub ]]; then
     TARGETS="${TARGETS:-direct nginx}"
 else
-    TARGETS="${TARGETS:-direct nginx unstick}"
+    TARGETS="${TARGETS:-direct nginx unstick nosession}"
 fi
 read -r -a TARGET_LIST <<<"$TARGETS"
 
@@ -303,12 +305,16 @@ print("" if u is None else u)'
 # mismatch is only a warning, since the upstream may not know the unstick session.
 check_target() { # target port strict(0|1)
     local target="$1" port="$2" strict="$3" out code body user
-    out="$(curl -s --max-time 5 -w '\n%{http_code}' -H "Cookie: $COOKIE_NAME=$SESSION_ID" \
+    out="$(curl -s --max-time 5 -w '\n%{http_code}' -H "Cookie: $(target_cookie "$target")" \
         "http://$HOST:$port$BENCH_PATH")" || die "GET $BENCH_PATH on $target failed"
     code="${out##*$'\n'}"
     body="${out%$'\n'*}"
     user="$(printf '%s' "$body" | json_user)"
     log "check $target: HTTP $code, body ${body:0:120}"
+    if [[ "$target" == nosession ]]; then
+        [[ "$code" == 200 && -z "$user" ]] || die "nosession did not answer anonymously (HTTP $code)"
+        return 0
+    fi
     if [[ "$code" != 200 || "$user" != "$BENCH_USER" ]]; then
         if [[ "$strict" == 1 ]]; then
             die "$target did not answer $BENCH_PATH as user '$BENCH_USER' (HTTP $code)"
@@ -330,9 +336,9 @@ redis_commands() {
 # wrk runs in the background + `wait` because bash defers traps while a foreground
 # child runs: this way INT/TERM stop the script (and wrk) at once.
 WRK_PID=""
-run_wrk() { # port seconds file
+run_wrk() { # target seconds file
     timeout $(($2 + 30)) "${LOAD_CPU[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${2}s" --latency \
-        -H "Cookie: $COOKIE_NAME=$SESSION_ID" "http://$HOST:$1$BENCH_PATH" >"$3" 2>&1 &
+        -H "Cookie: $(target_cookie "$1")" "http://$HOST:$(target_port "$1")$BENCH_PATH" >"$3" 2>&1 &
     WRK_PID=$!
     wait "$WRK_PID" || die "wrk failed: $(cat "$3")"
     WRK_PID=""
@@ -367,9 +373,19 @@ target_port() {
     case "$1" in
     direct) echo "$APP_PORT" ;;
     nginx) echo "$NGINX_PORT" ;;
-    unstick) echo "$PROXY_PORT" ;;
+    unstick | nosession) echo "$PROXY_PORT" ;;
     *) die "unknown target '$1'" ;;
     esac
+}
+
+# The same cookie header for every target, but under another name for `nosession`, so
+# unstick finds no session to look up and the request size stays the same.
+target_cookie() {
+    if [[ "$1" == nosession ]]; then
+        echo "other.sid=$SESSION_ID"
+    else
+        echo "$COOKIE_NAME=$SESSION_ID"
+    fi
 }
 
 # Median of the numbers on stdin (mean of the middle two for an even count).
@@ -388,7 +404,7 @@ done
     die "ROUNDS, DURATION, CONNECTIONS, THREADS and PROXY_WORKERS must be >= 1"
 ((${#TARGET_LIST[@]} >= 1)) || die "TARGETS is empty"
 for t in "${TARGET_LIST[@]}"; do
-    case "$t" in direct | nginx | unstick) ;; *) die "unknown target '$t' in TARGETS" ;; esac
+    case "$t" in direct | nginx | unstick | nosession) ;; *) die "unknown target '$t' in TARGETS" ;; esac
 done
 [[ "$BENCH_UPSTREAM" == demo || "$BENCH_UPSTREAM" == stub ]] ||
     die "BENCH_UPSTREAM must be 'demo' or 'stub'"
@@ -396,7 +412,7 @@ if [[ "$BENCH_UPSTREAM" == stub && " ${TARGET_LIST[*]} " == *" unstick "* ]]; th
     die "the unstick target needs the demo app upstream (BENCH_UPSTREAM=demo)"
 fi
 want_unstick=0
-[[ " ${TARGET_LIST[*]} " == *" unstick "* ]] && want_unstick=1
+[[ " ${TARGET_LIST[*]} " == *" unstick "* || " ${TARGET_LIST[*]} " == *" nosession "* ]] && want_unstick=1
 
 ensure_tool wrk wrk
 ensure_tool nginx nginx
@@ -496,7 +512,7 @@ done
 if ((WARMUP > 0)); then
     for t in "${TARGET_LIST[@]}"; do
         log "warm-up $t ${WARMUP}s"
-        run_wrk "$(target_port "$t")" "$WARMUP" "$WORK_DIR/warmup-$t.txt"
+        run_wrk "$t" "$WARMUP" "$WORK_DIR/warmup-$t.txt"
     done
 fi
 
@@ -508,12 +524,11 @@ n=${#TARGET_LIST[@]}
 for ((r = 1; r <= ROUNDS; r++)); do
     for ((k = 0; k < n; k++)); do
         t="${TARGET_LIST[$(((k + r - 1) % n))]}"
-        port="$(target_port "$t")"
         raw="$WORK_DIR/wrk-r$r-$t.txt"
         log "round $r/$ROUNDS: $t (${DURATION}s)"
         before=""
         [[ "$t" == unstick ]] && before="$(redis_commands)"
-        run_wrk "$port" "$DURATION" "$raw"
+        run_wrk "$t" "$DURATION" "$raw"
         parsed="$(parse_wrk "$raw")" || die "could not parse wrk output: $(cat "$raw")"
         read -r rps p50 p99 errs reqs <<<"$parsed"
         per_req="-"
@@ -528,10 +543,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
 done
 
 # --- report
-printf '%-7s %-8s %12s %10s %10s %8s %10s\n' round target 'req/s' 'p50 ms' 'p99 ms' errors 'redis/req'
+printf '%-7s %-9s %12s %10s %10s %8s %10s\n' round target 'req/s' 'p50 ms' 'p99 ms' errors 'redis/req'
 printf '%s\n' '--------------------------------------------------------------------------'
 while read -r r t rps p50 p99 errs _ per_req; do
-    printf '%-7s %-8s %12.1f %10.3f %10.3f %8d %10s\n' "$r" "$t" "$rps" "$p50" "$p99" "$errs" "$per_req"
+    printf '%-7s %-9s %12.1f %10.3f %10.3f %8d %10s\n' "$r" "$t" "$rps" "$p50" "$p99" "$errs" "$per_req"
 done <"$RESULTS"
 printf '%s\n' '--------------------------------------------------------------------------'
 # Median over rounds of column C (3=req/s, 4=p50, 5=p99) for target T.
@@ -542,7 +557,7 @@ for t in "${TARGET_LIST[@]}"; do
     errs_total="$(awk -v t="$t" '$2 == t { s += $6 } END { print s + 0 }' "$RESULTS")"
     per_req="-"
     [[ "$t" == unstick ]] && per_req="$(awk '$2 == "unstick" && $8 != "-" { print $8 }' "$RESULTS" | median)"
-    printf '%-7s %-8s %12.1f %10.3f %10.3f %8d %10s\n' median "$t" "${MED_RPS[$t]}" "$(col "$t" 4)" "$(col "$t" 5)" "$errs_total" "$per_req"
+    printf '%-7s %-9s %12.1f %10.3f %10.3f %8d %10s\n' median "$t" "${MED_RPS[$t]}" "$(col "$t" 4)" "$(col "$t" 5)" "$errs_total" "$per_req"
 done
 echo
 
@@ -557,6 +572,7 @@ echo "throughput ratios (median req/s, same run):"
 ratio "unstick/nginx" unstick nginx
 ratio "unstick/direct" unstick direct
 ratio "nginx/direct" nginx direct
+ratio "nosession/nginx" nosession nginx
 
 if awk '$6 > 0 { bad = 1 } END { exit !bad }' "$RESULTS"; then
     echo
