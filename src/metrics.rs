@@ -8,31 +8,34 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
+// The labels counted on every request are shared or static strings, so that counting a
+// request allocates nothing (an empty `String` does not allocate either).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
-    pub mode: String,
+    pub route: Arc<String>,
+    pub mode: &'static str,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: Arc<String>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     /// hit, miss, ended, fallback_hit, fallback_miss, copied_forward, old_store_error, store_error
-    pub outcome: String,
+    pub outcome: &'static str,
     /// The old store involved, or empty.
     pub store: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
-    pub command: String,
+    pub command: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -155,19 +158,17 @@ impl Metrics {
         }
     }
 
-    pub fn outcome(&self, outcome: &str, store: &str) {
+    pub fn outcome(&self, outcome: &'static str, store: &str) {
         self.session_outcomes
             .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_string(),
+                outcome,
                 store: store.to_string(),
             })
             .inc();
     }
 
-    pub fn redis_command(&self, command: &str, took: Duration, ok: bool) {
-        let labels = CommandLabels {
-            command: command.to_string(),
-        };
+    pub fn redis_command(&self, command: &'static str, took: Duration, ok: bool) {
+        let labels = CommandLabels { command };
         self.redis_seconds
             .get_or_create(&labels)
             .observe(took.as_secs_f64());

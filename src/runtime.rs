@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub struct Route {
     /// `host` + `path_prefix`, for metrics and logs.
-    pub label: String,
+    pub label: Arc<String>,
     pub config: RouteConfig,
     pub pool: Arc<UpstreamPool>,
     /// Asked in order on a miss (overlap) or for warming (legacy).
@@ -63,8 +63,8 @@ impl Runtime {
             .filter_map(|r| {
                 Some(Arc::new(Route {
                     label: match &r.host {
-                        Some(host) => format!("{host}{}", r.path_prefix),
-                        None => r.path_prefix.clone(),
+                        Some(host) => Arc::new(format!("{host}{}", r.path_prefix)),
+                        None => Arc::new(r.path_prefix.clone()),
                     },
                     config: r.clone(),
                     pool: pools.get(r.upstream.as_str())?.clone(),

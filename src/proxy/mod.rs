@@ -77,7 +77,7 @@ impl Proxy {
             .requests
             .get_or_create(&RequestLabels {
                 route: route.label.clone(),
-                mode: route.config.mode.as_str().to_string(),
+                mode: route.config.mode.as_str(),
                 status: response.status().as_u16(),
             })
             .inc();

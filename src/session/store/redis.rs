@@ -207,7 +207,7 @@ impl RedisStore {
     /// Runs one store operation, counting its latency and failure under `command`.
     pub async fn observed<T>(
         &self,
-        command: &str,
+        command: &'static str,
         operation: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let started = Instant::now();
