@@ -49,21 +49,35 @@ pub async fn serve(
         grace,
         move |stream, client, watcher| {
             let (builder, proxy) = (builder.clone(), proxy.clone());
-            async move {
-                let service = service_fn(move |request| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(request, client, "http").await) }
-                });
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                if let Err(e) = watcher.watch(connection).await {
-                    tracing::debug!(error = %e, "client connection ended with an error");
-                }
-            }
+            serve_connection(builder, proxy, stream, client, "http", watcher)
         },
     )
     .await;
+}
+
+/// Serves one accepted connection (plain, or after the TLS handshake) through the proxy until
+/// the client closes it or shutdown ends it. `scheme` is the listener's, for X-Forwarded-Proto.
+pub(crate) async fn serve_connection<S>(
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    proxy: Arc<Proxy>,
+    stream: S,
+    client: SocketAddr,
+    scheme: &'static str,
+    watcher: Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(request, client, scheme).await) }
+    });
+    // HTTP/2 when the client opens with the h2 preface (h2c, or ALPN h2 over TLS), else HTTP/1.1.
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(error = %e, scheme, "client connection ended with an error");
+    }
 }
 
 /// The accept loop shared by the listeners: each connection is handed to `on_connection` in

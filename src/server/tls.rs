@@ -8,8 +8,6 @@
 use crate::config::TlsListenerConfig;
 use crate::proxy::Proxy;
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use notify::{RecursiveMode, Watcher};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -18,7 +16,6 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use sha2::{Digest, Sha256};
-use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -290,18 +287,7 @@ pub async fn serve_tls(
                             return;
                         }
                     };
-                let service = service_fn(move |request| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(request, client, "https").await) }
-                });
-                // HTTP/2 when ALPN chose h2 (the client then opens with the h2 preface, which the
-                // auto builder detects), HTTP/1.1 otherwise.
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                if let Err(e) = watcher.watch(connection).await {
-                    tracing::debug!(error = %e, "client connection ended with an error (https)");
-                }
+                super::serve_connection(builder, proxy, stream, client, "https", watcher).await;
             }
         },
     )
