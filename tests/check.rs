@@ -136,11 +136,7 @@ async fn redis_without_persistence_is_a_warning() {
 #[tokio::test]
 async fn redis_down_is_an_error() {
     // A port where nothing listens.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut config = healthy_config(&format!("redis://127.0.0.1:{port}"));
     config.redis_extra = "connect_timeout = \"500ms\"".into();
     let started = std::time::Instant::now();

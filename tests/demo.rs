@@ -6,7 +6,7 @@ mod support;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::Browser;
+use support::{json_of, Browser};
 
 #[tokio::test]
 async fn the_demo_runs_without_redis_and_keeps_users_logged_in_on_both_instances() {
@@ -47,14 +47,7 @@ async fn the_demo_runs_without_redis_and_keeps_users_logged_in_on_both_instances
     };
     let mut instances = std::collections::HashSet::new();
     for _ in 0..6 {
-        let doc: serde_json::Value = browser
-            .get(&format!("{base}/me"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let doc: serde_json::Value = json_of(browser.get(&format!("{base}/me"))).await;
         assert_eq!(doc["user"], "alice");
         instances.insert(doc["instance"].as_str().unwrap().to_string());
     }

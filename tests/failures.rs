@@ -473,14 +473,7 @@ async fn sigterm_finishes_requests_in_flight_refuses_new_ones_and_exits_0() {
     assert!(!slow.is_finished());
 
     signal(proxy.pid(), "TERM");
-    let mut refused = false;
-    for _ in 0..100 {
-        if TcpStream::connect(address).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let refused = stops_accepting(address).await;
     assert!(refused, "still accepting connections after SIGTERM");
     assert!(
         !slow.is_finished(),

@@ -312,44 +312,31 @@ async fn a_php_file_session_is_copied_forward() {
     config.route_extra = "old_stores = [\"php\"]".into();
     config.mode = "overlap".into();
     let proxy = ProxyProcess::start(&config).await;
-    let seen = |cookie: &'static str| {
-        let url = proxy.url("/echo");
-        async move {
-            let echo: serde_json::Value = reqwest::Client::new()
-                .get(url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            echo["headers"]["x-auth-user"][0].as_str().map(String::from)
-        }
-    };
     assert_eq!(
-        seen("PHPSESSID=abcdef0123456789").await.as_deref(),
+        user_seen(&proxy, "PHPSESSID=abcdef0123456789")
+            .await
+            .as_deref(),
         Some("paul")
     );
-    assert_eq!(seen("PHPSESSID=../../etc/passwd").await, None);
+    assert_eq!(user_seen(&proxy, "PHPSESSID=../../etc/passwd").await, None);
     // Now in Redis: it holds even when the old file is gone.
     std::fs::remove_file(dir.path().join("sess_abcdef0123456789")).unwrap();
     assert_eq!(
-        seen("PHPSESSID=abcdef0123456789").await.as_deref(),
+        user_seen(&proxy, "PHPSESSID=abcdef0123456789")
+            .await
+            .as_deref(),
         Some("paul")
     );
 }
 
 #[tokio::test]
 async fn legacy_mode_keeps_a_new_login_on_its_instance_even_without_an_identity() {
-    let redis = RedisServer::start().await;
-    let a = legacy_app("a").await;
-    let b = legacy_app("b").await;
-    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
-    // Day one: no usable identity source yet, and no sticky cookie from an old balancer.
-    config.capture = "source = \"whoami\"\nwhoami_path = \"/not-there\"".into();
-    config.mode = "legacy".into();
-    let proxy = ProxyProcess::start(&config).await;
+    let (redis, _a, _b, proxy) = legacy_pair(|config| {
+        // Day one: no usable identity source yet, and no sticky cookie from an old balancer.
+        config.capture = "source = \"whoami\"\nwhoami_path = \"/not-there\"".into();
+        config.mode = "legacy".into();
+    })
+    .await;
     let mut alice = Browser::new();
     alice.login(&proxy, "alice").await;
     let mut instances = HashSet::new();

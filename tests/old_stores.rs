@@ -424,11 +424,7 @@ async fn foreign_redis_down_or_hung_fails_within_the_timeout_and_recovers() {
 #[tokio::test]
 async fn foreign_redis_never_reached_starts_and_fails_within_the_timeout() {
     // Nothing listens on this port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let started = Instant::now();
     let store = ForeignRedisStore::connect(
         "old-redis",
@@ -907,11 +903,7 @@ async fn postgres_reconnects_after_the_connection_drops() {
 async fn postgres_down_or_hung_fails_within_the_timeout() {
     let timeout = Duration::from_millis(500);
     // Nothing listens: refused at once.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let started = Instant::now();
     let refused = PostgresStore::connect(
         "old-pg",

@@ -174,13 +174,8 @@ async fn revoking_a_user_logs_out_every_device_and_nobody_else() {
     let phone = test_app_login(&proxy, "alice").await;
     let bob = test_app_login(&proxy, "bob").await;
 
-    let listed: serde_json::Value = admin(&proxy, reqwest::Method::GET, "/sessions?user=alice")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: serde_json::Value =
+        json_of(admin(&proxy, reqwest::Method::GET, "/sessions?user=alice")).await;
     let sessions = listed["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2);
     assert_eq!(sessions[0]["user_agent"], "alice-device");
@@ -194,13 +189,12 @@ async fn revoking_a_user_logs_out_every_device_and_nobody_else() {
         );
     }
 
-    let revoked: serde_json::Value = admin(&proxy, reqwest::Method::DELETE, "/sessions?user=alice")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let revoked: serde_json::Value = json_of(admin(
+        &proxy,
+        reqwest::Method::DELETE,
+        "/sessions?user=alice",
+    ))
+    .await;
     assert_eq!(revoked["revoked"], 2);
     assert_eq!(user_seen(&proxy, &laptop).await, None);
     assert_eq!(user_seen(&proxy, &phone).await, None);
@@ -381,16 +375,13 @@ async fn signed_identity_verifies_with_the_shared_secret() {
         .push_str("\n[identity]\nsignature = { secret = \"0123456789abcdef0123\" }\n");
     let proxy = ProxyProcess::start(&config).await;
     let cookie = test_app_login(&proxy, "gina").await;
-    let echo: serde_json::Value = reqwest::Client::new()
-        .get(proxy.url("/echo"))
-        .header("cookie", &cookie)
-        .header("x-auth-signature", "t=1,v1=forged")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo: serde_json::Value = json_of(
+        reqwest::Client::new()
+            .get(proxy.url("/echo"))
+            .header("cookie", &cookie)
+            .header("x-auth-signature", "t=1,v1=forged"),
+    )
+    .await;
     let headers = &echo["headers"];
     let signature = headers["x-auth-signature"].as_array().unwrap();
     assert_eq!(

@@ -324,13 +324,7 @@ async fn spoofed_identity_headers_never_reach_the_app() {
     ];
 
     // Anonymous: none of the forged headers arrive.
-    let echo: serde_json::Value = spoof(http.get(proxy.url("/echo")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo: serde_json::Value = json_of(spoof(http.get(proxy.url("/echo")))).await;
     for name in owned {
         assert!(
             echo["headers"].get(name).is_none(),
@@ -345,14 +339,8 @@ async fn spoofed_identity_headers_never_reach_the_app() {
         .await
         .unwrap();
     let cookie = cookie_set_by(&login);
-    let echo: serde_json::Value = spoof(http.get(proxy.url("/echo")))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo: serde_json::Value =
+        json_of(spoof(http.get(proxy.url("/echo"))).header("cookie", &cookie)).await;
     assert_eq!(echo["headers"]["x-auth-user"], serde_json::json!(["erin"]));
     assert_eq!(
         echo["headers"]["x-auth-roles"],

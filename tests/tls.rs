@@ -567,14 +567,7 @@ async fn sigterm_lets_an_https_request_in_flight_finish() {
     assert!(!slow_h1.is_finished() && !slow_h2.is_finished());
 
     signal(server.proxy.pid(), "TERM");
-    let mut refused = false;
-    for _ in 0..100 {
-        if TcpStream::connect(address).await.is_err() {
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let refused = stops_accepting(address).await;
     assert!(refused, "https still accepting connections after SIGTERM");
 
     for slow in [slow_h1, slow_h2] {
@@ -615,11 +608,7 @@ impl TlsRedis {
             "user default off\nuser app on >secret ~* &* +@all\n",
         );
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = free_port();
             let mut child = Command::new("redis-server")
                 .args(["--port", "0", "--tls-port", &port.to_string()])
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])

@@ -17,6 +17,15 @@ use unstick::demo::{LegacyApp, LegacyAppConfig};
 pub use self::redis::RedisServer;
 pub use self::test_app::TestApp;
 
+/// A loopback port that was free a moment ago (nothing listens on it once this returns).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A config for the proxy under test, written out as a real TOML file.
 pub struct ProxyConfig {
     pub redis_url: String,
@@ -434,13 +443,29 @@ pub fn cookie_set_by(response: &reqwest::Response) -> String {
     set_cookie.split(';').next().unwrap().to_string()
 }
 
+/// Whether `address` refuses new connections within about a second (a listener closing).
+pub async fn stops_accepting(address: SocketAddr) -> bool {
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(address).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// The JSON body of the answer to `request`.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// What a [`TestApp`] received for `GET /echo` through the proxy with this `Cookie` header.
 pub async fn echo(proxy: &ProxyProcess, cookie: Option<&str>) -> serde_json::Value {
     let mut request = reqwest::Client::new().get(proxy.url("/echo"));
     if let Some(cookie) = cookie {
         request = request.header(COOKIE, cookie);
     }
-    request.send().await.unwrap().json().await.unwrap()
+    json_of(request).await
 }
 
 /// The user a [`TestApp`] was told about (`X-Auth-User`) for a request with this cookie.

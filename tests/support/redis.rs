@@ -1,8 +1,8 @@
 //! A real `redis-server` owned by one test: its own port and data directory, and the means
 //! to kill, restart, pause and resume it.
 
+use super::free_port;
 use fred::prelude::*;
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -12,14 +12,6 @@ pub struct RedisServer {
     child: Option<Child>,
     persistent: bool,
     extra_args: Vec<String>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl RedisServer {
