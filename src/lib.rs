@@ -30,6 +30,15 @@ pub mod server;
 pub mod session;
 pub mod upstream;
 
+/// Lower-case hex of `bytes` in one step (`hex::encode` builds its string char by char, a
+/// measurable share of a request that hashes a session id).
+pub fn hex_string(bytes: &[u8]) -> String {
+    let mut text = vec![0u8; bytes.len() * 2];
+    // The buffer has exactly the room needed, and hex digits are ASCII.
+    let _ = hex::encode_to_slice(bytes, &mut text);
+    String::from_utf8(text).unwrap_or_default()
+}
+
 /// Installs the process-wide rustls crypto provider. Call once at start, before any TLS is used:
 /// with more than one provider compiled in, rustls refuses to pick one and panics at first use.
 pub fn install_crypto_provider() {

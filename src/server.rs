@@ -4,6 +4,7 @@
 
 pub mod tls;
 
+use crate::proxy::headers::ClientAddress;
 use crate::proxy::Proxy;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -67,9 +68,10 @@ pub(crate) async fn serve_connection<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let client = ClientAddress::new(client.ip());
     let service = service_fn(move |request| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(request, client, scheme).await) }
+        let (proxy, client) = (proxy.clone(), client.clone());
+        async move { Ok::<_, Infallible>(proxy.handle(request, &client, scheme).await) }
     });
     // HTTP/2 when the client opens with the h2 preface (h2c, or ALPN h2 over TLS), else HTTP/1.1.
     let connection = builder

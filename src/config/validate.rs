@@ -96,7 +96,7 @@ impl Validator<'_> {
         }
         use sha2::Digest;
         Ok(Config {
-            source_hash: hex::encode(&sha2::Sha256::digest(self.source.as_bytes())[..8]),
+            source_hash: crate::hex_string(&sha2::Sha256::digest(self.source.as_bytes())[..8]),
             listener,
             store,
             session,

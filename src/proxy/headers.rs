@@ -5,7 +5,6 @@ use crate::config::{IdentityHeaders, SignatureConfig};
 use crate::session::Identity;
 use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
-use std::collections::HashSet;
 use std::net::IpAddr;
 
 /// Always hop-by-hop, whether or not `Connection` lists them.
@@ -34,18 +33,20 @@ pub fn normalize_header_name(name: &str) -> String {
         .collect()
 }
 
-/// Header names (normalized) that a client must never supply.
+/// Header names (normalized) that a client must never supply. A short list (a handful of
+/// names): compared in place it costs less per request than hashing each request header.
 #[derive(Debug, Clone, Default)]
-pub struct OwnedHeaders(HashSet<String>);
+pub struct OwnedHeaders(Vec<String>);
 
 impl OwnedHeaders {
     pub fn new<'a>(names: impl IntoIterator<Item = &'a HeaderName>) -> OwnedHeaders {
-        OwnedHeaders(
-            names
-                .into_iter()
-                .map(|n| normalize_header_name(n.as_str()))
-                .collect(),
-        )
+        let mut owned: Vec<String> = names
+            .into_iter()
+            .map(|n| normalize_header_name(n.as_str()))
+            .collect();
+        owned.sort();
+        owned.dedup();
+        OwnedHeaders(owned)
     }
 
     fn contains(&self, name: &HeaderName) -> bool {
@@ -53,7 +54,7 @@ impl OwnedHeaders {
         if name.contains('_') {
             self.0.contains(&normalize_header_name(name))
         } else {
-            self.0.contains(name)
+            self.0.iter().any(|owned| owned == name)
         }
     }
 }
@@ -87,10 +88,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) 
     if headers.contains_key(header::TRANSFER_ENCODING) {
         headers.remove(header::CONTENT_LENGTH);
     }
-    let listed: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+    // Most messages carry none of these: find the ones present in one pass over the names,
+    // and only then remove (each removal is a hash lookup).
+    let mut present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name))
+        .cloned()
         .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    present.extend(
+        connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()),
+    );
+    for name in present {
         headers.remove(name);
     }
     if let Some(protocol) = upgrade {
@@ -171,10 +179,29 @@ pub fn sign_identity(
     mac.update(signed_text(timestamp, identity, names).as_bytes());
     let value = format!(
         "t={timestamp},v1={}",
-        hex::encode(mac.finalize().into_bytes())
+        crate::hex_string(&mac.finalize().into_bytes())
     );
     if let Ok(value) = HeaderValue::from_str(&value) {
         headers.insert(signature.header.clone(), value);
+    }
+}
+
+/// A client's address, and its text as a header value: formatted once per connection rather
+/// than on every request it sends.
+#[derive(Debug, Clone)]
+pub struct ClientAddress {
+    pub ip: IpAddr,
+    pub header_value: HeaderValue,
+}
+
+impl ClientAddress {
+    pub fn new(ip: IpAddr) -> ClientAddress {
+        ClientAddress {
+            ip,
+            // An IP address in text is always a valid header value.
+            header_value: HeaderValue::from_str(&ip.to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
     }
 }
 
@@ -182,7 +209,7 @@ pub fn sign_identity(
 /// trusts a proxy in front of unstick, in which case the client address is appended.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client_ip: IpAddr,
+    client: &ClientAddress,
     proto: &'static str,
     host: Option<&str>,
     trust_client: bool,
@@ -190,12 +217,14 @@ pub fn set_forwarded(
     let for_name = HeaderName::from_static("x-forwarded-for");
     let proto_name = HeaderName::from_static("x-forwarded-proto");
     let host_name = HeaderName::from_static("x-forwarded-host");
-    let client = client_ip.to_string();
-    let chain = match headers.get(&for_name).and_then(|v| v.to_str().ok()) {
-        Some(previous) if trust_client => format!("{previous}, {client}"),
-        _ => client,
+    let previous = headers.get(&for_name).and_then(|v| v.to_str().ok());
+    let chain = match previous {
+        Some(previous) if trust_client => {
+            HeaderValue::from_str(&format!("{previous}, {}", client.ip)).ok()
+        }
+        _ => Some(client.header_value.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
+    if let Some(value) = chain {
         headers.insert(for_name, value);
     }
     if !(trust_client && headers.contains_key(&proto_name)) {
@@ -362,17 +391,17 @@ mod tests {
 
     #[test]
     fn forwarded_headers_replace_client_values_unless_trusted() {
-        let ip: IpAddr = "10.1.2.3".parse().unwrap();
+        let ip = ClientAddress::new("10.1.2.3".parse().unwrap());
         let mut headers = HeaderMap::new();
         headers.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        set_forwarded(&mut headers, ip, "http", Some("app.example"), false);
+        set_forwarded(&mut headers, &ip, "http", Some("app.example"), false);
         assert_eq!(headers["x-forwarded-for"], "10.1.2.3");
         assert_eq!(headers["x-forwarded-proto"], "http");
         assert_eq!(headers["x-forwarded-host"], "app.example");
         let mut trusted = HeaderMap::new();
         trusted.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
-        set_forwarded(&mut trusted, ip, "http", None, true);
+        set_forwarded(&mut trusted, &ip, "http", None, true);
         assert_eq!(trusted["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
     }
 

@@ -15,12 +15,12 @@ use crate::session::cookie::session_ids_from_request;
 use crate::session::resolve_session;
 use crate::upstream::ForwardError;
 use arc_swap::ArcSwap;
+use headers::ClientAddress;
 use http::header::{HOST, UPGRADE, USER_AGENT};
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
@@ -51,7 +51,7 @@ impl Proxy {
     pub async fn handle(
         &self,
         request: Request<Incoming>,
-        client: SocketAddr,
+        client: &ClientAddress,
         scheme: &'static str,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -97,7 +97,7 @@ async fn forward(
     route: &Arc<Route>,
     mut request: Request<Incoming>,
     host: Option<String>,
-    client: SocketAddr,
+    client: &ClientAddress,
     scheme: &'static str,
     request_id: &str,
 ) -> Response<Body> {
@@ -118,7 +118,7 @@ async fn forward(
             .get(USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(String::from),
-        client_ip: client.ip(),
+        client_ip: client.ip,
     };
 
     // 3. + 4. The app's session cookie -> session id(s) -> the session, by the route's mode.
@@ -158,7 +158,7 @@ async fn forward(
     }
     headers::set_forwarded(
         &mut parts.headers,
-        client.ip(),
+        client,
         scheme,
         facts.host.as_deref(),
         config.listener.trust_forwarded_headers,
@@ -202,7 +202,9 @@ async fn forward(
     let status = response.status();
     let signals = capture::read_response(runtime, route, &facts, status, response.headers_mut());
     if !signals.is_empty() {
-        let record = capture::apply(
+        // Boxed: a login or logout is rare, and its future would otherwise enlarge every
+        // request's.
+        let record = Box::pin(capture::apply(
             runtime,
             route,
             signals,
@@ -210,7 +212,7 @@ async fn forward(
             &ids,
             &instance,
             &facts,
-        );
+        ));
         let recorded = record.await;
         if let (Mode::Legacy, Err(e)) = (mode, &recorded) {
             // Legacy never depends on Redis: the app's answer goes out as before.
@@ -248,7 +250,7 @@ fn request_id(headers: &http::HeaderMap) -> String {
         });
     match given {
         Some(id) => id.to_string(),
-        None => format!("{:032x}", rand::random::<u128>()),
+        None => crate::hex_string(&rand::random::<u128>().to_be_bytes()),
     }
 }
 

@@ -109,7 +109,7 @@ fn parse_pair(
 fn fingerprint(key: &CertifiedKey) -> String {
     key.cert
         .first()
-        .map(|c| hex::encode(&Sha256::digest(c.as_ref())[..8]))
+        .map(|c| crate::hex_string(&Sha256::digest(c.as_ref())[..8]))
         .unwrap_or_default()
 }
 

@@ -27,7 +27,7 @@ pub struct SessionId {
 impl SessionId {
     /// The id's SHA-256, hex: the Redis key and the handle used in logs and the admin API.
     pub fn hash(&self) -> SessionHash {
-        SessionHash(hex::encode(Sha256::digest(self.id.as_bytes())))
+        SessionHash(crate::hex_string(&Sha256::digest(self.id.as_bytes())))
     }
 
     /// The raw id, for building an old store's key or file name. Never log or store it.

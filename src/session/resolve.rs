@@ -109,7 +109,15 @@ pub async fn resolve_session(
         });
     }
     match mode {
-        Mode::Overlap => match ask_old_stores(runtime, route, ids, origin.as_deref(), facts).await?
+        // Boxed, like every rare branch: its future would otherwise enlarge every request's.
+        Mode::Overlap => match Box::pin(ask_old_stores(
+            runtime,
+            route,
+            ids,
+            origin.as_deref(),
+            facts,
+        ))
+        .await?
         {
             Some((session, store)) => Ok(Resolution {
                 origin: session.record.origin.clone().or(origin),

@@ -260,5 +260,5 @@ impl SessionStore {
 /// characters that need escaping.
 fn user_key(user: &str) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(user.as_bytes()))
+    crate::hex_string(&sha2::Sha256::digest(user.as_bytes()))
 }

@@ -61,14 +61,9 @@ end
 return redis.call('ZCARD', KEYS[1])
 "#;
 
-/// `rec`, `seen`, `abs`, `idle`, `gone` of a session hash.
-type SessionFields = (
-    Option<String>,
-    Option<u64>,
-    Option<u64>,
-    Option<u64>,
-    Option<String>,
-);
+/// `rec`, `seen`, `gone` of a session hash (`abs` and `idle` repeat what `rec` holds, for
+/// operators reading Redis; the hot path does not fetch them twice).
+type SessionFields = (Option<String>, Option<u64>, Option<String>);
 
 #[derive(Clone)]
 pub struct RedisStore {
@@ -205,21 +200,28 @@ impl RedisStore {
     }
 
     /// Runs one store operation, counting its latency and failure under `command`.
-    pub async fn observed<T>(
-        &self,
+    ///
+    /// The operation is boxed before anything awaits it: a fred command future is several KB,
+    /// and unboxed it would make every future above it (up to the request's) as large, to be
+    /// moved around on each request.
+    pub fn observed<'a, T: 'a>(
+        &'a self,
         command: &'static str,
-        operation: impl Future<Output = Result<T, StoreError>>,
-    ) -> Result<T, StoreError> {
-        let started = Instant::now();
-        let result = operation.await;
-        if let Some(metrics) = &self.metrics {
-            metrics.redis_command(command, started.elapsed(), result.is_ok());
+        operation: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'a {
+        let operation = Box::pin(operation);
+        async move {
+            let started = Instant::now();
+            let result = operation.await;
+            if let Some(metrics) = &self.metrics {
+                metrics.redis_command(command, started.elapsed(), result.is_ok());
+            }
+            result
         }
-        result
     }
 
     pub fn key(&self, hash: &SessionHash) -> String {
-        format!("{}s:{hash}", self.prefix)
+        [&self.prefix, "s:", hash.as_str()].concat()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -240,9 +242,9 @@ impl RedisStore {
         touch: Duration,
     ) -> Result<Loaded, StoreError> {
         let key = self.key(hash);
-        let (rec, seen, abs, idle, gone): SessionFields = self
+        let (rec, seen, gone): SessionFields = self
             .pool
-            .hmget(&key, vec!["rec", "seen", "abs", "idle", "gone"])
+            .hmget(&key, vec!["rec", "seen", "gone"])
             .await
             .map_err(unavailable)?;
         let Some(rec) = rec else {
@@ -252,11 +254,6 @@ impl RedisStore {
                 Loaded::Missing
             });
         };
-        let abs = abs.unwrap_or(0);
-        if now_ms >= abs {
-            // Past its absolute lifetime; its TTL (capped at that instant) removes the key.
-            return Ok(Loaded::Missing);
-        }
         let record: SessionRecord = match serde_json::from_str(&rec) {
             Ok(record) => record,
             Err(e) => {
@@ -265,11 +262,13 @@ impl RedisStore {
                 return Ok(Loaded::Missing);
             }
         };
+        if now_ms >= record.expires_ms {
+            // Past its absolute lifetime; its TTL (capped at that instant) removes the key.
+            return Ok(Loaded::Missing);
+        }
         let touch_ms = touch.as_millis() as u64;
         if now_ms.saturating_sub(seen.unwrap_or(0)) >= touch_ms {
-            let ttl = (idle.unwrap_or(record.idle_ms) + touch_ms)
-                .min(abs - now_ms)
-                .max(1);
+            let ttl = record.ttl_ms(now_ms, touch).max(1);
             let (script, client) = (self.touch_script.clone(), self.pool.next().clone());
             tokio::spawn(async move {
                 let renewed: Result<i64, _> = script
