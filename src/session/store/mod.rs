@@ -262,3 +262,19 @@ fn user_key(user: &str) -> String {
     use sha2::Digest;
     crate::hex_string(&sha2::Sha256::digest(user.as_bytes()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every request awaits a session lookup. A store future that carried fred's command future
+    /// inline (several KB) would make each request's future that large, copied on every request.
+    #[test]
+    fn session_lookup_future_stays_small() {
+        let store = SessionStore::Memory(MemoryStore::default());
+        let hash = SessionHash::parse(&"0".repeat(64)).expect("a valid hash");
+        let lookup = store.load(&hash, 0, Duration::from_secs(60));
+        let size = std::mem::size_of_val(&lookup);
+        assert!(size <= 512, "session lookup future is {size} bytes");
+    }
+}
