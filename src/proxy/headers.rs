@@ -40,22 +40,22 @@ pub struct OwnedHeaders(Vec<String>);
 
 impl OwnedHeaders {
     pub fn new<'a>(names: impl IntoIterator<Item = &'a HeaderName>) -> OwnedHeaders {
-        let mut owned: Vec<String> = names
-            .into_iter()
-            .map(|n| normalize_header_name(n.as_str()))
-            .collect();
-        owned.sort();
-        owned.dedup();
-        OwnedHeaders(owned)
+        OwnedHeaders(
+            names
+                .into_iter()
+                .map(|n| normalize_header_name(n.as_str()))
+                .collect(),
+        )
     }
 
     fn contains(&self, name: &HeaderName) -> bool {
         let name = name.as_str();
-        if name.contains('_') {
-            self.0.contains(&normalize_header_name(name))
+        let name = if name.contains('_') {
+            std::borrow::Cow::Owned(normalize_header_name(name))
         } else {
-            self.0.iter().any(|owned| owned == name)
-        }
+            std::borrow::Cow::Borrowed(name)
+        };
+        self.0.iter().any(|owned| *owned == name)
     }
 }
 

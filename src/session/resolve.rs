@@ -109,7 +109,7 @@ pub async fn resolve_session(
         });
     }
     match mode {
-        // Boxed, like every rare branch: its future would otherwise enlarge every request's.
+        // Boxed: a rare branch whose future would otherwise enlarge every request's.
         Mode::Overlap => match Box::pin(ask_old_stores(
             runtime,
             route,

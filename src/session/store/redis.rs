@@ -220,8 +220,21 @@ impl RedisStore {
         }
     }
 
+    /// `<prefix><kind><id>`: every key unstick writes.
+    fn prefixed(&self, kind: &str, id: &str) -> String {
+        [&self.prefix, kind, id].concat()
+    }
+
     pub fn key(&self, hash: &SessionHash) -> String {
-        [&self.prefix, "s:", hash.as_str()].concat()
+        self.prefixed("s:", hash.as_str())
+    }
+
+    fn binding_key(&self, hash: &SessionHash) -> String {
+        self.prefixed("b:", hash.as_str())
+    }
+
+    fn user_key(&self, user_key: &str) -> String {
+        self.prefixed("u:", user_key)
     }
 
     pub fn is_connected(&self) -> bool {
@@ -401,7 +414,7 @@ impl RedisStore {
         instance: &str,
         keep: Duration,
     ) -> Result<(), StoreError> {
-        let key = format!("{}b:{hash}", self.prefix);
+        let key = self.binding_key(hash);
         let expiry = fred::types::Expiration::PX(keep.as_millis().max(1) as i64);
         let _: () = self
             .pool
@@ -413,13 +426,9 @@ impl RedisStore {
 
     pub async fn binding(&self, hash: &SessionHash) -> Result<Option<String>, StoreError> {
         self.pool
-            .get(format!("{}b:{hash}", self.prefix))
+            .get(self.binding_key(hash))
             .await
             .map_err(unavailable)
-    }
-
-    fn user_key(&self, user_key: &str) -> String {
-        format!("{}u:{user_key}", self.prefix)
     }
 
     /// Round-trip time of a PING, for `check` and readiness.
