@@ -1,13 +1,17 @@
 //! `unstick check`: a preflight that can gate a deploy. It validates the config, reaches the
 //! session store, and looks for settings that would log users out later: a Redis that may
 //! evict or forget sessions, lifetimes shorter than the app's cookie, identity headers that
-//! something between unstick and the app could drop or forge.
+//! something between unstick and the app could drop or forge, routes with no way to see a
+//! logout.
 //!
 //! Every problem is a [`Finding`] in the [`Report`], never an early error: the operator sees
 //! everything that is wrong in one run. [`Report::passed`] is `true` only with no error and no
 //! warning.
 
-use crate::config::{load_config, Config, IdentityConfig, SessionConfig, StoreConfig, StoreUrl};
+use crate::config::{
+    load_config, Config, IdentityConfig, SessionConfig, StoreConfig, StoreUrl,
+    UnexplainedCookieChange,
+};
 use crate::session::store::RedisStore;
 use fred::prelude::*;
 use std::collections::HashMap;
@@ -161,7 +165,41 @@ pub async fn check_config(config: &Config) -> Report {
     report
         .findings
         .extend(check_identity_headers(&config.identity));
+    report.findings.extend(check_logout_signals(config));
     report
+}
+
+/// Every route needs a way to see a logout: by default a cleared or replaced cookie is read as
+/// the app's housekeeping, not as a logout.
+pub fn check_logout_signals(config: &Config) -> Vec<Finding> {
+    let logout_header = config.identity.logout_header.as_str();
+    let mut findings = Vec::new();
+    for route in &config.routes {
+        let label = format!("{}{}", route.host.as_deref().unwrap_or(""), route.path_prefix);
+        if !route.logout_paths.is_empty() {
+            findings.push(Finding::ok(
+                "routes",
+                format!(
+                    "route {label}: logouts seen on {}",
+                    route.logout_paths.join(", ")
+                ),
+            ));
+        } else if route.unexplained_cookie_change == UnexplainedCookieChange::KeepSession {
+            findings.push(Finding::warning(
+                "routes",
+                format!(
+                    "route {label} has no logout_paths: a logout is then seen only when the app \
+                     sends {logout_header}; an app that clears its cookie to log out keeps the \
+                     user logged in at the proxy"
+                ),
+                format!(
+                    "list the app's logout paths in logout_paths (e.g. [\"/logout\"]), or make \
+                     the app send {logout_header} on logout"
+                ),
+            ));
+        }
+    }
+    findings
 }
 
 /// A TOML parse error spans several lines (a source snippet with a caret); keep its text only.

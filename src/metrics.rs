@@ -34,6 +34,12 @@ pub struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CookieChangeLabels {
+    /// login, rotated, rebound, clear_kept, logout
+    pub change: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
     pub command: &'static str,
 }
@@ -72,6 +78,7 @@ pub struct Metrics {
     pub config_loaded_seconds: Gauge<f64, AtomicU64>,
     pub sessions_revoked: Counter,
     pub sessions_evicted: Counter,
+    pub cookie_changes: Family<CookieChangeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -95,6 +102,7 @@ impl Metrics {
             config_loaded_seconds: Gauge::default(),
             sessions_revoked: Counter::default(),
             sessions_evicted: Counter::default(),
+            cookie_changes: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -152,6 +160,12 @@ impl Metrics {
             "Sessions ended by the per-user cap",
             metrics.sessions_evicted.clone(),
         );
+        registry.register(
+            "session_cookie_changes",
+            "What the app setting or clearing the session cookie was read as (login, rotated, \
+             rebound and clear_kept keep the user's session, logout ends it)",
+            metrics.cookie_changes.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -164,6 +178,12 @@ impl Metrics {
                 outcome,
                 store: store.to_string(),
             })
+            .inc();
+    }
+
+    pub fn cookie_change(&self, change: &'static str) {
+        self.cookie_changes
+            .get_or_create(&CookieChangeLabels { change })
             .inc();
     }
 

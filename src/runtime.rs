@@ -86,7 +86,10 @@ impl Runtime {
         let identity = &config.identity;
         let signature_header = identity.signature.as_ref().map(|s| &s.header);
         let owned_headers = OwnedHeaders::new(identity.headers.owned().chain(signature_header));
-        let mut internal_response_headers = vec![identity.logout_all_header.clone()];
+        let mut internal_response_headers = vec![
+            identity.logout_all_header.clone(),
+            identity.logout_header.clone(),
+        ];
         if let CaptureSource::ResponseHeader { header } = &identity.capture {
             internal_response_headers.push(header.clone());
         }

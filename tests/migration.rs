@@ -5,30 +5,8 @@
 mod support;
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use support::*;
 use unstick::demo::LegacyAppConfig;
-
-/// Logs in on one app instance directly, as users did before unstick was placed in front.
-async fn login_directly(app: SocketAddr, user: &str) -> Browser {
-    let mut browser = Browser::new();
-    let response = browser
-        .http
-        .post(format!("http://{app}/login"))
-        .form(&[("user", user)])
-        .send()
-        .await
-        .unwrap();
-    browser.cookie = Some(cookie_set_by(&response));
-    browser
-}
-
-fn whoami_old_store(config: &mut ProxyConfig) {
-    config.extra_tables =
-        "[[old_stores]]\nname = \"app\"\nkind = \"whoami\"\npath = \"/me\"\ntimeout = \"1s\"\n"
-            .into();
-    config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"app\"]".into();
-}
 
 /// Every user sees exactly their own identity, several times.
 async fn everyone_still_logged_in(proxy: &ProxyProcess, users: &[(&str, &Browser)]) {

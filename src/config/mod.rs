@@ -223,6 +223,8 @@ pub struct IdentityConfig {
     pub capture: CaptureSource,
     /// Response header with which the app asks to end all of the user's sessions.
     pub logout_all_header: HeaderName,
+    /// Response header with which the app says a response is a logout (any path).
+    pub logout_header: HeaderName,
     pub signature: Option<SignatureConfig>,
 }
 
@@ -314,6 +316,22 @@ pub struct RouteConfig {
     pub old_stores: Vec<String>,
     /// Legacy mode: copy sessions into Redis in the background.
     pub warm: bool,
+    /// What a cleared or replaced session cookie means when nothing says it is a logout.
+    pub unexplained_cookie_change: UnexplainedCookieChange,
+}
+
+/// How a route reads the app clearing or replacing the cookie of a session unstick holds,
+/// when no logout path or logout header says it is a logout and the app names no user for a
+/// new id. Frameworks do this as housekeeping (Django deletes a cookie it has no session for,
+/// Rails issues a new id for one), so by default it is not a logout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnexplainedCookieChange {
+    /// Housekeeping: a cleared cookie is not passed on (the browser keeps its cookie), a new
+    /// id takes over the session.
+    #[default]
+    KeepSession,
+    /// The app's cookie is authoritative: clearing or replacing it ends the session.
+    EndSession,
 }
 
 /// Where the app kept sessions before unstick.

@@ -101,6 +101,8 @@ pub struct RawIdentity {
     pub capture: RawCapture,
     /// Response header with which the app asks to end every session of the user.
     pub logout_all_header: Option<Spanned<Text>>,
+    /// Response header with which the app says this response is a logout.
+    pub logout_header: Option<Spanned<Text>>,
     /// Sign the injected identity headers so the app can check they came from unstick.
     pub signature: Option<RawSignature>,
 }
@@ -202,6 +204,15 @@ pub struct RawRoute {
     /// Legacy mode: copy sessions into Redis in the background.
     #[serde(default)]
     pub warm: bool,
+    /// What a cleared or replaced session cookie means without a logout signal.
+    pub unexplained_cookie_change: Option<RawUnexplainedCookieChange>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawUnexplainedCookieChange {
+    KeepSession,
+    EndSession,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

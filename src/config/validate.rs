@@ -354,6 +354,10 @@ impl Validator<'_> {
             Some(h) => self.header_name(h, "identity.logout_all_header")?,
             None => HeaderName::from_static("x-unstick-logout-all"),
         };
+        let logout_header = match &raw.logout_header {
+            Some(h) => self.header_name(h, "identity.logout_header")?,
+            None => HeaderName::from_static("x-unstick-logout"),
+        };
         let signature = match &raw.signature {
             Some(signature) => {
                 let secret = signature.secret.get_ref().0.clone();
@@ -377,6 +381,7 @@ impl Validator<'_> {
             mapping,
             capture,
             logout_all_header,
+            logout_header,
             signature,
         })
     }
@@ -665,6 +670,12 @@ impl Validator<'_> {
             logout_paths,
             old_stores: stores,
             warm: raw.warm,
+            unexplained_cookie_change: match raw.unexplained_cookie_change {
+                None | Some(RawUnexplainedCookieChange::KeepSession) => {
+                    UnexplainedCookieChange::KeepSession
+                }
+                Some(RawUnexplainedCookieChange::EndSession) => UnexplainedCookieChange::EndSession,
+            },
         })
     }
 }

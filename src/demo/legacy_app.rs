@@ -49,6 +49,22 @@ pub struct LegacyAppConfig {
     pub signing_secret: Option<String>,
     /// The header it trusts for identity when it has no session of its own.
     pub identity_header: String,
+    /// What it does with a session cookie it does not hold (after a restart, or one set by
+    /// another instance).
+    pub unknown_session: UnknownSession,
+}
+
+/// How an app treats a session cookie whose id it does not hold: frameworks' housekeeping,
+/// which must not log anyone out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnknownSession {
+    /// Leave the cookie alone.
+    #[default]
+    Ignore,
+    /// Delete it, as Django's `SessionMiddleware` does (`Max-Age=0`).
+    Clear,
+    /// Start a new empty session and send its id, as Rails does.
+    Reissue,
 }
 
 impl LegacyAppConfig {
@@ -58,14 +74,16 @@ impl LegacyAppConfig {
             cookie_name: "demo.sid".to_string(),
             signing_secret: None,
             identity_header: "x-auth-user".to_string(),
+            unknown_session: UnknownSession::Ignore,
         }
     }
 }
 
 struct AppState {
     config: LegacyAppConfig,
-    /// Session id -> user: lost when the process (or this instance) stops.
-    sessions: Mutex<HashMap<String, String>>,
+    /// Session id -> user (`None`: a session without a login): lost when the process (or this
+    /// instance) stops.
+    sessions: Mutex<HashMap<String, Option<String>>>,
 }
 
 /// A running instance. Dropping it (or [`LegacyApp::stop`]) closes the listener and every open
@@ -123,6 +141,32 @@ async fn accept_loop(listener: TcpListener, state: Arc<AppState>) {
 }
 
 async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+    let carried_unknown_session = state.carries_unknown_session(request.headers());
+    let mut response = route(state, request).await;
+    if carried_unknown_session && !response.headers().contains_key(SET_COOKIE) {
+        let name = &state.config.cookie_name;
+        let cookie = match state.config.unknown_session {
+            UnknownSession::Ignore => None,
+            UnknownSession::Clear => Some(format!(
+                "{name}=\"\"; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/; SameSite=Lax"
+            )),
+            UnknownSession::Reissue => {
+                let id = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+                state.sessions_lock().insert(id.clone(), None);
+                Some(format!(
+                    "{name}={}; Path=/; HttpOnly; SameSite=Lax",
+                    state.cookie_value(&id)
+                ))
+            }
+        };
+        if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert(SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+async fn route(state: &AppState, request: Request<Incoming>) -> Response<Body> {
     let wants_html = request
         .headers()
         .get(ACCEPT)
@@ -147,7 +191,9 @@ async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> 
                 return text(StatusCode::BAD_REQUEST, "form field `user` is required\n");
             };
             let id = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
-            state.sessions_lock().insert(id.clone(), user.to_string());
+            state
+                .sessions_lock()
+                .insert(id.clone(), Some(user.to_string()));
             let mut cookie = format!(
                 "{}={}; Path=/; HttpOnly; SameSite=Lax",
                 state.config.cookie_name,
@@ -170,7 +216,7 @@ async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> 
 }
 
 impl AppState {
-    fn sessions_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn sessions_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -202,10 +248,21 @@ impl AppState {
             .find(|id| sessions.contains_key(id))
     }
 
-    /// Its own session first; only without one does it trust the identity header.
+    /// Whether the request carries the session cookie, but with no id this instance holds.
+    fn carries_unknown_session(&self, headers: &HeaderMap) -> bool {
+        cookie_values(headers, &self.config.cookie_name)
+            .next()
+            .is_some()
+            && self.own_session_id(headers).is_none()
+    }
+
+    /// Its own login first; only without one does it trust the identity header.
     fn current_user(&self, headers: &HeaderMap) -> Option<String> {
-        if let Some(id) = self.own_session_id(headers) {
-            return self.sessions_lock().get(&id).cloned();
+        let own = self
+            .own_session_id(headers)
+            .and_then(|id| self.sessions_lock().get(&id).cloned().flatten());
+        if own.is_some() {
+            return own;
         }
         headers
             .get(self.config.identity_header.as_str())

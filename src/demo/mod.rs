@@ -3,7 +3,7 @@
 
 pub mod legacy_app;
 
-pub use legacy_app::{LegacyApp, LegacyAppConfig};
+pub use legacy_app::{LegacyApp, LegacyAppConfig, UnknownSession};
 
 use crate::config::{parse_config, ConfigError};
 use crate::metrics::Metrics;

@@ -200,7 +200,14 @@ async fn forward(
 
     // 7. The response: logins and logouts, then header hygiene on the way out.
     let status = response.status();
-    let signals = capture::read_response(runtime, route, &facts, status, response.headers_mut());
+    let signals = capture::read_response(
+        runtime,
+        route,
+        &facts,
+        status,
+        response.headers_mut(),
+        session.is_some(),
+    );
     if !signals.is_empty() {
         // Boxed: a login or logout is rare, and its future would otherwise enlarge every
         // request's.

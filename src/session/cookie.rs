@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use http::header::{COOKIE, SET_COOKIE};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::time::Duration;
@@ -210,18 +210,20 @@ impl fmt::Debug for CookieChange {
     }
 }
 
+/// A `Set-Cookie` value, parsed, when it sets the cookie named `name`.
+fn set_cookie_named<'a>(header: &'a HeaderValue, name: &str) -> Option<cookie::Cookie<'a>> {
+    let parsed = cookie::Cookie::parse(header.to_str().ok()?).ok()?;
+    (parsed.name() == name).then_some(parsed)
+}
+
 /// The last `Set-Cookie` for the app's cookie in a response, as a [`CookieChange`].
 pub fn session_cookie_change(headers: &HeaderMap, cookie_name: &str) -> Option<CookieChange> {
     let now = cookie::time::OffsetDateTime::now_utc();
     let mut change = None;
     for header in headers.get_all(SET_COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
-        let Ok(parsed) = cookie::Cookie::parse(text) else {
+        let Some(parsed) = set_cookie_named(header, cookie_name) else {
             continue;
         };
-        if parsed.name() != cookie_name {
-            continue;
-        }
         let expires_in = parsed.expires_datetime().map(|at| at - now);
         let lifetime = parsed.max_age().or(expires_in);
         change = Some(match lifetime {
@@ -236,10 +238,23 @@ pub fn session_cookie_change(headers: &HeaderMap, cookie_name: &str) -> Option<C
     change
 }
 
+/// Removes every `Set-Cookie` of the app's cookie from a response; other cookies stay.
+pub fn remove_session_set_cookies(headers: &mut HeaderMap, cookie_name: &str) {
+    let kept: Vec<HeaderValue> = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|header| set_cookie_named(header, cookie_name).is_none())
+        .cloned()
+        .collect();
+    headers.remove(SET_COOKIE);
+    for header in kept {
+        headers.append(SET_COOKIE, header);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn session(format: IdFormat) -> SessionConfig {
         SessionConfig {
@@ -417,6 +432,18 @@ mod tests {
                 lifetime: Some(Duration::from_secs(2_592_000))
             })
         );
+        let mut response = HeaderMap::new();
+        for header in [
+            "connect.sid=; Path=/; Max-Age=0",
+            "theme=dark; Path=/",
+            "connect.sid=; Domain=example.test; Max-Age=0",
+            "not a cookie",
+        ] {
+            response.append(SET_COOKIE, HeaderValue::from_static(header));
+        }
+        remove_session_set_cookies(&mut response, "connect.sid");
+        let left: Vec<_> = response.get_all(SET_COOKIE).iter().collect();
+        assert_eq!(left, ["theme=dark; Path=/", "not a cookie"]);
         for cleared in [
             "connect.sid=; Path=/",
             "connect.sid=abc; Max-Age=0",

@@ -1,5 +1,6 @@
 //! What unstick keeps per session: who the user is and a little metadata for operators.
 
+use super::cookie::SessionHash;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,13 +35,28 @@ pub struct SessionRecord {
     pub user_agent: Option<String>,
     #[serde(default)]
     pub client_ip: Option<String>,
+    /// The session id this one replaced when the app re-issued its cookie: a logout of this
+    /// session ends that one too, even within its grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_from: Option<SessionHash>,
+    /// Set when the app replaced this id with a new one: the id stays usable until then, for
+    /// requests the browser sent before it saw the new cookie. `expires_ms` keeps the
+    /// session's own end, which the new id inherits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retires_ms: Option<u64>,
 }
 
 impl SessionRecord {
+    /// Unix milliseconds after which this id no longer resolves, however active.
+    pub fn ends_ms(&self) -> u64 {
+        self.retires_ms
+            .map_or(self.expires_ms, |retires| retires.min(self.expires_ms))
+    }
+
     /// Milliseconds this record may still live if unused from `now_ms` on.
     pub fn ttl_ms(&self, now_ms: u64, touch_interval: Duration) -> u64 {
         let idle = self.idle_ms + touch_interval.as_millis() as u64;
-        idle.min(self.expires_ms.saturating_sub(now_ms))
+        idle.min(self.ends_ms().saturating_sub(now_ms))
     }
 }
 

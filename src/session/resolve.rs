@@ -278,6 +278,8 @@ async fn copy_forward(
         origin: old.origin.or_else(|| origin.map(String::from)),
         user_agent: facts.user_agent.clone(),
         client_ip: Some(facts.client_ip.to_string()),
+        rotated_from: None,
+        retires_ms: None,
     };
     let hash = id.hash();
     store_session(runtime, &hash, &record).await?;

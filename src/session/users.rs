@@ -82,7 +82,7 @@ pub async fn revoke(
     let Some((record, _)) = store.peek(hash).await? else {
         return Ok(false);
     };
-    store.end(hash, now_ms(), remember).await?;
+    end(store, hash, &record, remember).await?;
     store.index_remove(&record.identity.user, hash).await?;
     tracing::info!(session = hash.short(), user = %record.identity.user, "session revoked");
     Ok(true)
@@ -96,12 +96,50 @@ pub async fn revoke_user(
 ) -> Result<usize, StoreError> {
     let mut ended = 0;
     for hash in store.index_list(user).await? {
-        if store.peek(&hash).await?.is_some() {
-            store.end(&hash, now_ms(), remember).await?;
+        if let Some((record, _)) = store.peek(&hash).await? {
+            end(store, &hash, &record, remember).await?;
             ended += 1;
         }
     }
     store.index_drop(user).await?;
     tracing::info!(%user, sessions = ended, "all sessions of the user revoked");
     Ok(ended)
+}
+
+/// Ends a session, and the ids it replaced when the app re-issued its cookie.
+async fn end(
+    store: &SessionStore,
+    hash: &SessionHash,
+    record: &SessionRecord,
+    remember: Duration,
+) -> Result<(), StoreError> {
+    store.end(hash, now_ms(), remember).await?;
+    end_predecessors(store, record, remember).await
+}
+
+/// The longest chain of replaced ids followed when a session ends.
+const MAX_PREDECESSORS: usize = 64;
+
+/// Ends the ids a session replaced that still resolve (each stays usable for a grace period
+/// after the app re-issues its cookie), newest first. Each was retired before the one after
+/// it, so the walk stops at the first that no longer resolves.
+pub async fn end_predecessors(
+    store: &SessionStore,
+    record: &SessionRecord,
+    remember: Duration,
+) -> Result<(), StoreError> {
+    let mut previous = record.rotated_from.clone();
+    for _ in 0..MAX_PREDECESSORS {
+        let Some(hash) = previous else { break };
+        let Some((record, _)) = store.peek(&hash).await? else {
+            break;
+        };
+        if record.ends_ms() <= now_ms() {
+            break;
+        }
+        store.end(&hash, now_ms(), remember).await?;
+        tracing::debug!(session = hash.short(), "replaced id ended with its session");
+        previous = record.rotated_from;
+    }
+    Ok(())
 }

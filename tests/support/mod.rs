@@ -313,6 +313,28 @@ pub async fn legacy_app_with(config: LegacyAppConfig, address: Option<SocketAddr
     panic!("cannot bind {address}");
 }
 
+/// Logs in on one app instance directly, as users did before unstick was placed in front.
+pub async fn login_directly(app: SocketAddr, user: &str) -> Browser {
+    let mut browser = Browser::new();
+    let response = browser
+        .http
+        .post(format!("http://{app}/login"))
+        .form(&[("user", user)])
+        .send()
+        .await
+        .unwrap();
+    browser.cookie = Some(cookie_set_by(&response));
+    browser
+}
+
+/// The route asks the legacy app's instances (`GET /me`) for sessions unstick does not hold.
+pub fn whoami_old_store(config: &mut ProxyConfig) {
+    config.extra_tables =
+        "[[old_stores]]\nname = \"app\"\nkind = \"whoami\"\npath = \"/me\"\ntimeout = \"1s\"\n"
+            .into();
+    config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"app\"]".into();
+}
+
 /// A browser-like client: no redirects followed, cookies kept by hand so tests see them.
 pub struct Browser {
     pub http: reqwest::Client,
@@ -393,17 +415,14 @@ impl Browser {
 
     /// `GET /me`: (status, user, instance). The user is `None` when anonymous.
     pub async fn me(&self, proxy: &ProxyProcess) -> (u16, Option<String>, Option<String>) {
+        me_answer(self.get(&proxy.url("/me")).send().await.unwrap()).await
+    }
+
+    /// `GET /me` as a browser loads a page: a cookie the answer sets or clears is kept.
+    pub async fn refresh(&mut self, proxy: &ProxyProcess) -> (u16, Option<String>, Option<String>) {
         let response = self.get(&proxy.url("/me")).send().await.unwrap();
-        let status = response.status().as_u16();
-        if status != 200 {
-            return (status, None, None);
-        }
-        let doc: serde_json::Value = response.json().await.unwrap();
-        (
-            status,
-            doc["user"].as_str().map(String::from),
-            doc["instance"].as_str().map(String::from),
-        )
+        self.remember(&response, "demo.sid");
+        me_answer(response).await
     }
 
     /// The session id in the cookie (the value after `demo.sid=`).
@@ -416,6 +435,21 @@ impl Browser {
             .1
             .to_string()
     }
+}
+
+/// The legacy app's answer to `GET /me`: (status, user, instance); the user is `None` when
+/// anonymous.
+async fn me_answer(response: reqwest::Response) -> (u16, Option<String>, Option<String>) {
+    let status = response.status().as_u16();
+    if status != 200 {
+        return (status, None, None);
+    }
+    let doc: serde_json::Value = response.json().await.unwrap();
+    (
+        status,
+        doc["user"].as_str().map(String::from),
+        doc["instance"].as_str().map(String::from),
+    )
 }
 
 /// SHA-256 hex of a session id, as unstick keys it.

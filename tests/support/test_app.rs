@@ -5,7 +5,9 @@
 //! Cookie `sid`. `POST /login?user=U` sets it (and `X-Unstick-Identity`); `GET /whoami`;
 //! `GET /echo`; `POST /upload` -> `{"bytes": n}`; `GET /download?bytes=N`; `GET /ws` (echo;
 //! the 101 carries the `X-Auth-User` it received as `X-Echo-User`);
-//! `GET /slow?ms=N`; `POST /password-changed` answers with `X-Unstick-Logout-All`.
+//! `GET /slow?ms=N`; `POST /password-changed` answers with `X-Unstick-Logout-All`;
+//! `POST /logout`; `POST /elevate` gives the session the `admin` role under a new id, as apps rotate their
+//! session id on a privilege change (session-fixation protection).
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -43,6 +45,8 @@ impl Drop for TestApp {
 #[derive(Default)]
 struct State {
     sessions: Mutex<HashMap<String, String>>,
+    /// Sessions with the `admin` role.
+    elevated: Mutex<std::collections::HashSet<String>>,
     counter: Mutex<u64>,
     whoami_calls: std::sync::atomic::AtomicU64,
 }
@@ -109,14 +113,24 @@ fn query(request: &Request<Incoming>) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-fn session_user(state: &State, request: &Request<Incoming>) -> Option<String> {
+fn session_id(request: &Request<Incoming>) -> Option<String> {
     let cookies = request.headers().get("cookie")?.to_str().ok()?;
     let id = cookies
         .split(';')
         .filter_map(|p| p.trim().split_once('='))
         .find(|(n, _)| *n == "sid")?
         .1;
-    state.sessions.lock().unwrap().get(id).cloned()
+    Some(id.to_string())
+}
+
+fn session_user(state: &State, request: &Request<Incoming>) -> Option<String> {
+    state.sessions.lock().unwrap().get(&session_id(request)?).cloned()
+}
+
+fn new_session_id(state: &State) -> String {
+    let mut counter = state.counter.lock().unwrap();
+    *counter += 1;
+    format!("t{}x{:016x}", *counter, rand_u64())
 }
 
 async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
@@ -134,11 +148,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
         }
         ("POST", "/login") => {
             let user = query.get("user").cloned().unwrap_or_default();
-            let id = {
-                let mut counter = state.counter.lock().unwrap();
-                *counter += 1;
-                format!("t{}x{:016x}", *counter, rand_u64())
-            };
+            let id = new_session_id(state);
             state
                 .sessions
                 .lock()
@@ -166,13 +176,46 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
                 .insert("x-unstick-logout-all", "1".parse().unwrap());
             response
         }
+        ("POST", "/logout") => {
+            if let Some(id) = session_id(&request) {
+                state.sessions.lock().unwrap().remove(&id);
+            }
+            let mut response = json(serde_json::json!({ "user": null }));
+            response
+                .headers_mut()
+                .insert("set-cookie", "sid=; Path=/; Max-Age=0".parse().unwrap());
+            response
+        }
+        ("POST", "/elevate") => {
+            let Some(old) = session_id(&request) else {
+                return full(StatusCode::UNAUTHORIZED, "no session");
+            };
+            let Some(user) = state.sessions.lock().unwrap().remove(&old) else {
+                return full(StatusCode::UNAUTHORIZED, "no session");
+            };
+            let id = new_session_id(state);
+            state.sessions.lock().unwrap().insert(id.clone(), user);
+            state.elevated.lock().unwrap().insert(id.clone());
+            let mut response = json(serde_json::json!({ "elevated": true }));
+            response
+                .headers_mut()
+                .insert("set-cookie", format!("sid={id}; Path=/").parse().unwrap());
+            response
+        }
         ("GET", "/whoami") => {
             state
                 .whoami_calls
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let user = session_user(state, &request);
+            let elevated = session_id(&request)
+                .is_some_and(|id| state.elevated.lock().unwrap().contains(&id));
+            let roles = if elevated {
+                vec!["member", "admin"]
+            } else {
+                vec!["member"]
+            };
             json(
-                serde_json::json!({ "user": user, "roles": ["member"], "email": user.as_ref().map(|u| format!("{u}@example.test")) }),
+                serde_json::json!({ "user": user, "roles": roles, "email": user.as_ref().map(|u| format!("{u}@example.test")) }),
             )
         }
         ("POST", "/upload") => {

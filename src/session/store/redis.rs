@@ -275,8 +275,9 @@ impl RedisStore {
                 return Ok(Loaded::Missing);
             }
         };
-        if now_ms >= record.expires_ms {
-            // Past its absolute lifetime; its TTL (capped at that instant) removes the key.
+        if now_ms >= record.ends_ms() {
+            // Past its absolute lifetime (or retired); its TTL, capped at that instant, removes
+            // the key.
             return Ok(Loaded::Missing);
         }
         let touch_ms = touch.as_millis() as u64;

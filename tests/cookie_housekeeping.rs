@@ -1,0 +1,239 @@
+//! Sessions the app forgot: once unstick holds a session, the app clearing or replacing its
+//! cookie as housekeeping (Django deleting a cookie it has no session for, Rails issuing a new
+//! id for one, an id rotated on a privilege change) logs nobody out, while a real logout
+//! still ends the session at once, everywhere.
+
+mod support;
+
+use std::net::SocketAddr;
+use support::*;
+use unstick::demo::{LegacyApp, LegacyAppConfig, UnknownSession};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// An instance of the legacy app that treats unknown session cookies as `unknown` does.
+async fn app(name: &str, unknown: UnknownSession, address: Option<SocketAddr>) -> LegacyApp {
+    let mut config = LegacyAppConfig::new(name);
+    config.unknown_session = unknown;
+    legacy_app_with(config, address).await
+}
+
+/// Every user loads a page three times (following any cookie the answer sets, as a browser
+/// does) and sees exactly their own identity.
+async fn everyone_still_logged_in(proxy: &ProxyProcess, users: &mut [(String, Browser)]) {
+    for _ in 0..3 {
+        for (name, browser) in users.iter_mut() {
+            let (status, user, instance) = browser.refresh(proxy).await;
+            assert_eq!(status, 200);
+            assert_eq!(
+                user.as_deref(),
+                Some(name.as_str()),
+                "{name} was logged out (answered by {instance:?}); proxy logs:\n{}",
+                proxy.logs()
+            );
+            assert!(browser.cookie.is_some(), "{name}'s cookie was deleted");
+        }
+    }
+}
+
+/// The session cookie values a browser has held, to replay after a logout.
+fn held(browser: &Browser, seen: &mut Vec<String>) {
+    if let Some(cookie) = &browser.cookie {
+        if !seen.contains(cookie) {
+            seen.push(cookie.clone());
+        }
+    }
+}
+
+/// The whole migration with an app whose housekeeping touches unknown session cookies:
+/// users logged in before unstick -> overlap (copied forward) -> every instance restarted
+/// (the app forgets every session) -> redis -> every instance restarted again. Nobody is
+/// logged out, a fresh login works, and a logout ends the session and every id it had.
+async fn migrate_with_housekeeping(unknown: UnknownSession) -> (RedisServer, ProxyProcess) {
+    let redis = RedisServer::start().await;
+    let a = app("a", unknown, None).await;
+    let b = app("b", unknown, None).await;
+    let (a_address, b_address) = (a.address, b.address);
+    let mut users = Vec::new();
+    for i in 0..10 {
+        let name = format!("user{i}");
+        let instance = if i % 2 == 0 { a_address } else { b_address };
+        let browser = login_directly(instance, &name).await;
+        users.push((name, browser));
+    }
+
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a_address), ("b", b_address)]);
+    whoami_old_store(&mut config);
+    config.extra_tables
+        .push_str("[admin]\naddress = \"127.0.0.1:0\"\n");
+    config.mode = "overlap".into();
+    let proxy = ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)])
+        .await;
+    everyone_still_logged_in(&proxy, &mut users).await;
+    assert_eq!(redis.keys("test:s:*").await.len(), 10, "copied forward");
+
+    // A deploy: every instance restarts and forgets every session it held.
+    a.stop().await;
+    b.stop().await;
+    let a = app("a", unknown, Some(a_address)).await;
+    let b = app("b", unknown, Some(b_address)).await;
+    let mut cookies_of_user0 = Vec::new();
+    held(&users[0].1, &mut cookies_of_user0);
+    everyone_still_logged_in(&proxy, &mut users).await;
+    held(&users[0].1, &mut cookies_of_user0);
+
+    config.mode = "redis".into();
+    proxy.reload(&config).await;
+    everyone_still_logged_in(&proxy, &mut users).await;
+    held(&users[0].1, &mut cookies_of_user0);
+    a.stop().await;
+    b.stop().await;
+    let _a = app("a", unknown, Some(a_address)).await;
+    let _b = app("b", unknown, Some(b_address)).await;
+    everyone_still_logged_in(&proxy, &mut users).await;
+    held(&users[0].1, &mut cookies_of_user0);
+
+    // A fresh login works at once.
+    let mut newcomer = Browser::new();
+    newcomer.login(&proxy, "newcomer").await;
+    users.push(("newcomer".to_string(), newcomer));
+    everyone_still_logged_in(&proxy, &mut users).await;
+    held(&users[0].1, &mut cookies_of_user0);
+
+    // A real logout ends the session on every instance, under every id it ever had.
+    let (_, mut user0) = users.remove(0);
+    assert_eq!(user0.logout(&proxy).await, 200);
+    assert_eq!(user0.cookie, None, "the app's logout cleared the cookie");
+    for cookie in &cookies_of_user0 {
+        let replay = Browser {
+            cookie: Some(cookie.clone()),
+            ..Browser::new()
+        };
+        for _ in 0..4 {
+            let (status, user, _) = replay.me(&proxy).await;
+            assert_eq!((status, user), (200, None), "a logged-out id still works");
+        }
+    }
+    everyone_still_logged_in(&proxy, &mut users).await;
+    (redis, proxy)
+}
+
+/// `session_cookie_changes{change="..."}` from the admin listener's metrics.
+async fn cookie_changes(proxy: &ProxyProcess, change: &str) -> u64 {
+    let metrics = reqwest::Client::new()
+        .get(proxy.admin_url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("unstick_session_cookie_changes_total{{change=\"{change}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn an_app_deleting_cookies_it_does_not_know_logs_nobody_out() {
+    let (_redis, proxy) = migrate_with_housekeeping(UnknownSession::Clear).await;
+    assert!(cookie_changes(&proxy, "clear_kept").await > 0);
+    assert_eq!(
+        proxy.count_logs("logout: session ended"),
+        1,
+        "only the real logout ended a session:\n{}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test]
+async fn an_app_reissuing_ids_it_does_not_know_logs_nobody_out() {
+    let (_redis, proxy) = migrate_with_housekeeping(UnknownSession::Reissue).await;
+    assert!(cookie_changes(&proxy, "rebound").await > 0);
+    assert_eq!(proxy.count_logs("logout: session ended"), 1);
+}
+
+#[tokio::test]
+async fn a_cleared_cookie_ends_the_session_where_the_route_says_so() {
+    let redis = RedisServer::start().await;
+    let a = app("a", UnknownSession::Clear, None).await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address)]);
+    config.route_extra =
+        "logout_paths = [\"/logout\"]\nunexplained_cookie_change = \"end-session\"".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    let address = a.address;
+    a.stop().await;
+    let _a = app("a", UnknownSession::Clear, Some(address)).await;
+    // The restarted instance deletes the cookie; this route trusts that as a logout.
+    let (_, user, _) = alice.refresh(&proxy).await;
+    assert_eq!(user.as_deref(), Some("alice"), "identity of this request");
+    assert_eq!(alice.cookie, None, "the deletion reached the browser");
+    assert!(redis.keys("test:s:*").await.is_empty(), "session ended");
+}
+
+/// What the app saw for `GET /echo` with this cookie: (user, roles).
+async fn identity_seen(proxy: &ProxyProcess, cookie: &str) -> (Option<String>, Option<String>) {
+    let echo = echo(proxy, Some(cookie)).await;
+    let header = |name: &str| echo["headers"][name][0].as_str().map(String::from);
+    (header("x-auth-user"), header("x-auth-roles"))
+}
+
+#[tokio::test]
+async fn an_id_rotated_on_a_privilege_change_keeps_the_user_with_the_new_roles() {
+    let redis = RedisServer::start().await;
+    let one = TestApp::start().await;
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("one", one.address)]);
+    config.extra_tables =
+        "[[old_stores]]\nname = \"app\"\nkind = \"whoami\"\npath = \"/whoami\"\n".into();
+    config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"app\"]".into();
+    config.mode = "overlap".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let before = test_app_login(&proxy, "alice").await;
+    let member = (Some("alice".to_string()), Some("member".to_string()));
+    let admin = (Some("alice".to_string()), Some("member,admin".to_string()));
+    assert_eq!(identity_seen(&proxy, &before).await, member);
+
+    let response = reqwest::Client::new()
+        .post(proxy.url("/elevate"))
+        .header("cookie", &before)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let after = cookie_set_by(&response);
+    assert_ne!(after, before);
+    assert_eq!(identity_seen(&proxy, &after).await, admin);
+    // The old id still resolves for requests already under way, with what it had, briefly.
+    assert_eq!(identity_seen(&proxy, &before).await, member);
+    let old_key = format!("test:s:{}", session_hash(before.trim_start_matches("sid=")));
+    let ttl: i64 = fred::interfaces::KeysInterface::pttl(&redis.client().await, &old_key)
+        .await
+        .unwrap();
+    assert!(
+        (1..=30_000).contains(&ttl),
+        "the replaced id lives for its grace period only, not {ttl} ms"
+    );
+
+    // The app forgets everything (a deploy); the elevated session lives on in Redis.
+    drop(one);
+    let two = TestApp::start().await;
+    config.instances = vec![("two".into(), two.address)];
+    config.mode = "redis".into();
+    proxy.reload(&config).await;
+    assert_eq!(identity_seen(&proxy, &after).await, admin);
+
+    // Logging out with the new id ends the old one too, though it was in its grace period.
+    let response = reqwest::Client::new()
+        .post(proxy.url("/logout"))
+        .header("cookie", &after)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(identity_seen(&proxy, &after).await, (None, None));
+    assert_eq!(identity_seen(&proxy, &before).await, (None, None));
+}
