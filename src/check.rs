@@ -175,7 +175,11 @@ pub fn check_logout_signals(config: &Config) -> Vec<Finding> {
     let logout_header = config.identity.logout_header.as_str();
     let mut findings = Vec::new();
     for route in &config.routes {
-        let label = format!("{}{}", route.host.as_deref().unwrap_or(""), route.path_prefix);
+        let label = format!(
+            "{}{}",
+            route.host.as_deref().unwrap_or(""),
+            route.path_prefix
+        );
         if !route.logout_paths.is_empty() {
             findings.push(Finding::ok(
                 "routes",

@@ -228,6 +228,28 @@ async fn unsafe_identity_header_names_warn() {
 }
 
 #[tokio::test]
+async fn a_route_without_a_logout_path_warns() {
+    let redis = healthy_redis().await;
+    let mut config = healthy_config(&redis.url());
+    config.route_extra = String::new();
+    let run = run_check(&config.to_toml()).await;
+    assert_eq!(run.code, 1, "{}", run.explain());
+    let warnings = run.lines("warning");
+    assert_eq!(warnings.len(), 1, "{}", run.explain());
+    assert!(
+        warnings[0].contains("route / has no logout_paths")
+            && warnings[0].contains("x-unstick-logout")
+            && warnings[0].contains("keeps the user logged in"),
+        "{}",
+        run.explain()
+    );
+    // A route that reads every cleared cookie as a logout sees logouts without one.
+    config.route_extra = "unexplained_cookie_change = \"end-session\"".into();
+    let run = run_check(&config.to_toml()).await;
+    assert_eq!(run.code, 0, "{}", run.explain());
+}
+
+#[tokio::test]
 async fn config_typo_names_key_and_line() {
     let toml = healthy_config("redis://127.0.0.1:1").to_toml();
     let line = toml

@@ -1,11 +1,13 @@
 //! Sessions the app forgot: once unstick holds a session, the app clearing or replacing its
 //! cookie as housekeeping (Django deleting a cookie it has no session for, Rails issuing a new
 //! id for one, an id rotated on a privilege change) logs nobody out, while a real logout
-//! still ends the session at once, everywhere.
+//! still ends the session at once, everywhere. With the bundled app made to forget sessions
+//! the way frameworks do, and with real Django.
 
 mod support;
 
 use std::net::SocketAddr;
+use support::django::{DjangoTrust, DJANGO_SECRET_KEY};
 use support::*;
 use unstick::demo::{LegacyApp, LegacyAppConfig, UnknownSession};
 
@@ -64,11 +66,12 @@ async fn migrate_with_housekeeping(unknown: UnknownSession) -> (RedisServer, Pro
 
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a_address), ("b", b_address)]);
     whoami_old_store(&mut config);
-    config.extra_tables
+    config
+        .extra_tables
         .push_str("[admin]\naddress = \"127.0.0.1:0\"\n");
     config.mode = "overlap".into();
-    let proxy = ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)])
-        .await;
+    let proxy =
+        ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     everyone_still_logged_in(&proxy, &mut users).await;
     assert_eq!(redis.keys("test:s:*").await.len(), 10, "copied forward");
 
@@ -156,6 +159,71 @@ async fn an_app_reissuing_ids_it_does_not_know_logs_nobody_out() {
 }
 
 #[tokio::test]
+async fn without_a_logout_signal_a_cleared_cookie_is_housekeeping() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address)]);
+    config.route_extra = String::new(); // no logout path
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    // The app's logout page clears its cookie, but nothing tells unstick it is a logout: the
+    // risk the README names. The session stays, and so does the browser's cookie.
+    assert_eq!(alice.logout(&proxy).await, 200);
+    assert!(alice.cookie.is_some(), "the deletion was passed on");
+    assert_eq!(redis.keys("test:s:*").await.len(), 1);
+    assert_eq!(alice.me(&proxy).await.1.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
+async fn the_apps_logout_header_ends_the_session_on_any_path() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    config.route_extra = String::new(); // no logout path
+    let proxy = ProxyProcess::start(&config).await;
+    let cookie = test_app_login(&proxy, "alice").await;
+    assert_eq!(user_seen(&proxy, &cookie).await.as_deref(), Some("alice"));
+    let response = reqwest::Client::new()
+        .post(proxy.url("/signout"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("x-unstick-logout").is_none(),
+        "the signal is for unstick only"
+    );
+    assert!(redis.keys("test:s:*").await.is_empty(), "session ended");
+    assert_eq!(user_seen(&proxy, &cookie).await, None);
+}
+
+#[tokio::test]
+async fn a_new_id_the_app_cannot_vouch_for_is_refused_not_guessed() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    let proxy = ProxyProcess::start(&config).await;
+    let cookie = test_app_login(&proxy, "alice").await;
+    // The app's "who am I" stops answering in time.
+    config.capture =
+        "source = \"whoami\"\nwhoami_path = \"/slow?ms=5000\"\nwhoami_timeout = \"300ms\"".into();
+    proxy.reload(&config).await;
+    let response = reqwest::Client::new()
+        .post(proxy.url("/elevate"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    // A login of someone else and housekeeping look alike without the app's word: the user
+    // retries rather than getting a guess.
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().get("set-cookie").is_none());
+    assert_eq!(user_seen(&proxy, &cookie).await.as_deref(), Some("alice"));
+}
+
+#[tokio::test]
 async fn a_cleared_cookie_ends_the_session_where_the_route_says_so() {
     let redis = RedisServer::start().await;
     let a = app("a", UnknownSession::Clear, None).await;
@@ -236,4 +304,119 @@ async fn an_id_rotated_on_a_privilege_change_keeps_the_user_with_the_new_roles()
     assert_eq!(response.status(), 200);
     assert_eq!(identity_seen(&proxy, &after).await, (None, None));
     assert_eq!(identity_seen(&proxy, &before).await, (None, None));
+}
+
+/// Real Django, database sessions in PostgreSQL, users logged in before unstick: overlap with
+/// the `postgres`/`django` old store copies them forward -> the `django_session` table is
+/// emptied (the migration's clean-up step) -> redis -> every instance restarted. Nobody is
+/// logged out, a fresh login works, and a logout ends the session under every id it had.
+async fn migrate_django(trust: DjangoTrust) -> (RedisServer, ProxyProcess) {
+    let db = PgDatabase::create();
+    DjangoApp::migrate(&db);
+    let redis = RedisServer::start().await;
+    let a = DjangoApp::start(&db, "a", trust, None).await;
+    let b = DjangoApp::start(&db, "b", trust, None).await;
+    let (a_address, b_address) = (a.address, b.address);
+    let mut users = Vec::new();
+    for i in 0..8 {
+        let name = format!("user{i}");
+        let mut browser = Browser::for_cookie("sessionid");
+        let instance = if i % 2 == 0 { a_address } else { b_address };
+        browser.login_directly(instance, &name).await;
+        users.push((name, browser));
+    }
+
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a_address), ("b", b_address)]);
+    config.cookie = "sessionid".into();
+    config.extra_tables = format!(
+        "[[old_stores]]\nname = \"django\"\nkind = \"postgres\"\nformat = \"django\"\n\
+         url = \"{}\"\nsecret_keys = [\"{DJANGO_SECRET_KEY}\"]\nuser = \"/username\"\n",
+        db.url()
+    );
+    config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"django\"]".into();
+    config.mode = "overlap".into();
+    let proxy = ProxyProcess::start(&config).await;
+    everyone_still_logged_in(&proxy, &mut users).await;
+    assert_eq!(redis.keys("test:s:*").await.len(), 8, "copied forward");
+
+    db.exec("DELETE FROM django_session");
+    let mut cookies_of_user0 = Vec::new();
+    held(&users[0].1, &mut cookies_of_user0);
+    everyone_still_logged_in(&proxy, &mut users).await;
+    held(&users[0].1, &mut cookies_of_user0);
+
+    config.mode = "redis".into();
+    proxy.reload(&config).await;
+    everyone_still_logged_in(&proxy, &mut users).await;
+    held(&users[0].1, &mut cookies_of_user0);
+    a.stop();
+    b.stop();
+    let _a = DjangoApp::start(&db, "a", trust, Some(a_address)).await;
+    let _b = DjangoApp::start(&db, "b", trust, Some(b_address)).await;
+    everyone_still_logged_in(&proxy, &mut users).await;
+    held(&users[0].1, &mut cookies_of_user0);
+
+    let mut newcomer = Browser::for_cookie("sessionid");
+    newcomer.login(&proxy, "newcomer").await;
+    users.push(("newcomer".to_string(), newcomer));
+    everyone_still_logged_in(&proxy, &mut users).await;
+    held(&users[0].1, &mut cookies_of_user0);
+
+    let (_, mut user0) = users.remove(0);
+    assert_eq!(user0.logout(&proxy).await, 200);
+    assert_eq!(user0.cookie, None, "Django's logout cleared the cookie");
+    for cookie in &cookies_of_user0 {
+        let replay = Browser {
+            cookie: Some(cookie.clone()),
+            ..Browser::for_cookie("sessionid")
+        };
+        for _ in 0..4 {
+            let (status, user, _) = replay.me(&proxy).await;
+            assert_eq!((status, user), (200, None), "a logged-out id still works");
+        }
+    }
+    everyone_still_logged_in(&proxy, &mut users).await;
+    (redis, proxy)
+}
+
+#[tokio::test]
+async fn django_reading_the_header_without_a_session_logs_nobody_out() {
+    let (_redis, proxy) = migrate_django(DjangoTrust::Header).await;
+    assert_eq!(
+        proxy.count_logs("logout: session ended"),
+        1,
+        "{}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test]
+async fn django_remote_user_middleware_logs_nobody_out() {
+    // Each request re-issues the id here: unstick's whoami call carries no header, so the
+    // middleware logs the fresh session out again. Costly, but nobody is logged out.
+    let (_redis, proxy) = migrate_django(DjangoTrust::RemoteUser).await;
+    assert_eq!(
+        proxy.count_logs("logout: session ended"),
+        1,
+        "{}",
+        proxy.logs()
+    );
+}
+
+#[tokio::test]
+async fn django_persistent_remote_user_middleware_reissues_each_id_once() {
+    let (redis, proxy) = migrate_django(DjangoTrust::PersistentRemoteUser).await;
+    assert_eq!(
+        proxy.count_logs("logout: session ended"),
+        1,
+        "{}",
+        proxy.logs()
+    );
+    // 8 users, each id re-issued once after the table was emptied (the replaced ids linger
+    // for their grace period), plus the newcomer, less the one logged out.
+    let sessions = redis.keys("test:s:*").await.len();
+    assert!(
+        sessions <= 2 * 8,
+        "{sessions} session keys: ids re-issued on every request"
+    );
 }

@@ -9,11 +9,9 @@ use base64::Engine;
 use fred::interfaces::KeysInterface;
 use fred::types::Expiration;
 use serde_json::{json, Value};
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use support::RedisServer;
+use support::{PgDatabase, RedisServer};
 use unstick::config::{IdFormat, IdentityMapping, UpstreamConfig};
 use unstick::session::cookie::parse_session_cookie;
 use unstick::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};
@@ -568,91 +566,6 @@ async fn php_files_delete_removes_the_file_and_unreadable_files_miss() {
 
 const PG_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A database of its own for one test on the local server, dropped when the test ends
-/// (passed or panicked). `psql` is used so the fixture does not depend on the code under test.
-struct PgDatabase {
-    name: String,
-}
-
-static DATABASES: AtomicUsize = AtomicUsize::new(0);
-
-fn psql(database: &str, sql: &str) {
-    let output = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            "5432",
-            "-U",
-            "postgres",
-            "-X",
-            "-q",
-        ])
-        .args(["-v", "ON_ERROR_STOP=1", "-d", database, "-c", sql])
-        .output()
-        .expect("psql must be installed");
-    assert!(
-        output.status.success(),
-        "psql failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-impl PgDatabase {
-    fn create() -> PgDatabase {
-        let name = format!(
-            "unstick_test_{}_{}",
-            std::process::id(),
-            DATABASES.fetch_add(1, Ordering::SeqCst)
-        );
-        psql("postgres", &format!("DROP DATABASE IF EXISTS {name}"));
-        psql("postgres", &format!("CREATE DATABASE {name}"));
-        PgDatabase { name }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
-    }
-
-    fn exec(&self, sql: &str) {
-        psql(&self.name, sql);
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        let output = Command::new("psql")
-            .args(["-h", "127.0.0.1", "-U", "postgres", "-X", "-At"])
-            .args(["-d", &self.name, "-c", sql])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout);
-        text.trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{sql}: {text} {}", String::from_utf8_lossy(&output.stderr)))
-    }
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        // FORCE: the store under test may still hold a connection.
-        let _ = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-X",
-                "-q",
-                "-d",
-                "postgres",
-            ])
-            .args([
-                "-c",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .output();
-    }
-}
-
 /// connect-pg-simple's own table.sql.
 const CONNECT_PG_SIMPLE_TABLE: &str = r#"
 CREATE TABLE "session" (
@@ -882,7 +795,7 @@ async fn postgres_reconnects_after_the_connection_drops() {
     let terminated = db.count(&format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
          WHERE datname = '{}' AND application_name = 'unstick'",
-        db.name
+        db.name()
     ));
     assert_eq!(terminated, 1);
     // Straight away (the drop may not be noticed yet): the lookup reconnects and succeeds.
@@ -892,7 +805,7 @@ async fn postgres_reconnects_after_the_connection_drops() {
     db.count(&format!(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
          WHERE datname = '{}' AND application_name = 'unstick'",
-        db.name
+        db.name()
     ));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(hit(&store, "sid").await.identity.user, "ivan");

@@ -219,7 +219,15 @@ async fn new_cookie(
             None
         });
         if let Some(identity) = identity {
-            store_login(runtime, &hash, identity, new.cookie_lifetime, instance, facts).await?;
+            store_login(
+                runtime,
+                &hash,
+                identity,
+                new.cookie_lifetime,
+                instance,
+                facts,
+            )
+            .await?;
         }
         return Ok(());
     };
@@ -227,8 +235,22 @@ async fn new_cookie(
     match identity? {
         Some(identity) if identity.user != *user => {
             // Another user logged in on this browser: the old session ends now.
-            end_sessions(runtime, route, std::slice::from_ref(&current.id), Some(current)).await?;
-            store_login(runtime, &hash, identity, new.cookie_lifetime, instance, facts).await?;
+            end_sessions(
+                runtime,
+                route,
+                std::slice::from_ref(&current.id),
+                Some(current),
+            )
+            .await?;
+            store_login(
+                runtime,
+                &hash,
+                identity,
+                new.cookie_lifetime,
+                instance,
+                facts,
+            )
+            .await?;
         }
         Some(identity) => {
             rotate_session(runtime, current, &hash, Some(identity), instance).await?;
@@ -237,12 +259,22 @@ async fn new_cookie(
         }
         None if route.config.unexplained_cookie_change == UnexplainedCookieChange::EndSession => {
             runtime.metrics.cookie_change("logout");
-            end_sessions(runtime, route, std::slice::from_ref(&current.id), Some(current)).await?;
+            end_sessions(
+                runtime,
+                route,
+                std::slice::from_ref(&current.id),
+                Some(current),
+            )
+            .await?;
         }
         None => {
             rotate_session(runtime, current, &hash, None, instance).await?;
             runtime.metrics.cookie_change("rebound");
-            tracing::debug!(session = hash.short(), previous = current.hash.short(), "the app issued a new id without a login; it takes the session over");
+            tracing::debug!(
+                session = hash.short(),
+                previous = current.hash.short(),
+                "the app issued a new id without a login; it takes the session over"
+            );
         }
     }
     Ok(())
@@ -383,8 +415,9 @@ async fn end_sessions(
             .store
             .index_remove(&current.record.identity.user, &current.hash)
             .await?;
-        let remember = runtime.config.session.absolute_lifetime;
-        users::end_predecessors(&runtime.store, &current.record, remember).await?;
+        for previous in users::live_predecessors(&runtime.store, &current.record).await? {
+            end_session(runtime, route, &previous).await?;
+        }
     }
     for id in ids {
         let hash = id.hash();

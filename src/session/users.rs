@@ -114,32 +114,36 @@ async fn end(
     remember: Duration,
 ) -> Result<(), StoreError> {
     store.end(hash, now_ms(), remember).await?;
-    end_predecessors(store, record, remember).await
+    for previous in live_predecessors(store, record).await? {
+        store.end(&previous, now_ms(), remember).await?;
+    }
+    Ok(())
 }
 
 /// The longest chain of replaced ids followed when a session ends.
 const MAX_PREDECESSORS: usize = 64;
 
-/// Ends the ids a session replaced that still resolve (each stays usable for a grace period
-/// after the app re-issues its cookie), newest first. Each was retired before the one after
-/// it, so the walk stops at the first that no longer resolves.
-pub async fn end_predecessors(
+/// The ids a session replaced that still resolve (each stays usable for a grace period after
+/// the app re-issues its cookie), newest first: they must end with it. Each was retired before
+/// the one after it, so the walk stops at the first that no longer resolves.
+pub async fn live_predecessors(
     store: &SessionStore,
     record: &SessionRecord,
-    remember: Duration,
-) -> Result<(), StoreError> {
+) -> Result<Vec<SessionHash>, StoreError> {
+    let mut live = Vec::new();
     let mut previous = record.rotated_from.clone();
-    for _ in 0..MAX_PREDECESSORS {
-        let Some(hash) = previous else { break };
+    while let Some(hash) = previous {
+        if live.len() == MAX_PREDECESSORS {
+            break;
+        }
         let Some((record, _)) = store.peek(&hash).await? else {
             break;
         };
         if record.ends_ms() <= now_ms() {
             break;
         }
-        store.end(&hash, now_ms(), remember).await?;
-        tracing::debug!(session = hash.short(), "replaced id ended with its session");
         previous = record.rotated_from;
+        live.push(hash);
     }
-    Ok(())
+    Ok(live)
 }

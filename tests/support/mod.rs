@@ -2,6 +2,8 @@
 //! real sockets, the real `unstick` binary, and an HTTP client.
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of the fixtures
 
+pub mod django;
+pub mod postgres;
 pub mod redis;
 pub mod test_app;
 
@@ -14,6 +16,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use unstick::demo::{LegacyApp, LegacyAppConfig};
 
+pub use self::django::DjangoApp;
+pub use self::postgres::PgDatabase;
 pub use self::redis::RedisServer;
 pub use self::test_app::TestApp;
 
@@ -316,14 +320,7 @@ pub async fn legacy_app_with(config: LegacyAppConfig, address: Option<SocketAddr
 /// Logs in on one app instance directly, as users did before unstick was placed in front.
 pub async fn login_directly(app: SocketAddr, user: &str) -> Browser {
     let mut browser = Browser::new();
-    let response = browser
-        .http
-        .post(format!("http://{app}/login"))
-        .form(&[("user", user)])
-        .send()
-        .await
-        .unwrap();
-    browser.cookie = Some(cookie_set_by(&response));
+    browser.login_directly(app, user).await;
     browser
 }
 
@@ -339,6 +336,8 @@ pub fn whoami_old_store(config: &mut ProxyConfig) {
 pub struct Browser {
     pub http: reqwest::Client,
     pub cookie: Option<String>,
+    /// The app's session cookie, the one this browser keeps.
+    pub cookie_name: &'static str,
 }
 
 impl Default for Browser {
@@ -356,15 +355,24 @@ impl Browser {
                 .build()
                 .unwrap(),
             cookie: None,
+            cookie_name: "demo.sid",
         }
     }
 
-    fn remember(&mut self, response: &reqwest::Response, name: &str) {
+    /// A browser for an app whose session cookie is `cookie_name`.
+    pub fn for_cookie(cookie_name: &'static str) -> Browser {
+        Browser {
+            cookie_name,
+            ..Browser::new()
+        }
+    }
+
+    fn remember(&mut self, response: &reqwest::Response) {
         for value in response.headers().get_all(SET_COOKIE) {
             let text = value.to_str().unwrap();
-            let pair = text.split(';').next().unwrap();
+            let pair = text.split(';').next().unwrap().trim();
             if let Some((n, v)) = pair.split_once('=') {
-                if n == name {
+                if n == self.cookie_name {
                     let cleared = v.is_empty() || text.contains("Max-Age=0");
                     self.cookie = (!cleared).then(|| pair.to_string());
                 }
@@ -388,7 +396,7 @@ impl Browser {
         }
     }
 
-    /// Logs in through the legacy app's form; keeps the `demo.sid` cookie.
+    /// Logs in through the app's form (`POST /login`, field `user`); keeps the cookie.
     pub async fn login(&mut self, proxy: &ProxyProcess, user: &str) -> serde_json::Value {
         let response = self
             .post(&proxy.url("/login"))
@@ -402,14 +410,28 @@ impl Browser {
             "login answered {}",
             response.status()
         );
-        self.remember(&response, "demo.sid");
+        self.remember(&response);
         assert!(self.cookie.is_some(), "login set no cookie");
         response.json().await.unwrap()
     }
 
+    /// Logs in on one app instance directly, without unstick in front.
+    pub async fn login_directly(&mut self, app: SocketAddr, user: &str) {
+        let response = self
+            .http
+            .post(format!("http://{app}/login"))
+            .form(&[("user", user)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "login at {app}");
+        self.remember(&response);
+        assert!(self.cookie.is_some(), "login at {app} set no cookie");
+    }
+
     pub async fn logout(&mut self, proxy: &ProxyProcess) -> reqwest::StatusCode {
         let response = self.post(&proxy.url("/logout")).send().await.unwrap();
-        self.remember(&response, "demo.sid");
+        self.remember(&response);
         response.status()
     }
 
@@ -421,11 +443,11 @@ impl Browser {
     /// `GET /me` as a browser loads a page: a cookie the answer sets or clears is kept.
     pub async fn refresh(&mut self, proxy: &ProxyProcess) -> (u16, Option<String>, Option<String>) {
         let response = self.get(&proxy.url("/me")).send().await.unwrap();
-        self.remember(&response, "demo.sid");
+        self.remember(&response);
         me_answer(response).await
     }
 
-    /// The session id in the cookie (the value after `demo.sid=`).
+    /// The session id in the cookie (the value after `<name>=`).
     pub fn cookie_value(&self) -> String {
         self.cookie
             .as_ref()
@@ -474,7 +496,7 @@ pub async fn test_app_login(proxy: &ProxyProcess, user: &str) -> String {
 /// The `name=value` pair of the response's (first) `Set-Cookie`, ready to send as `Cookie`.
 pub fn cookie_set_by(response: &reqwest::Response) -> String {
     let set_cookie = response.headers()[SET_COOKIE].to_str().unwrap();
-    set_cookie.split(';').next().unwrap().to_string()
+    set_cookie.split(';').next().unwrap().trim().to_string()
 }
 
 /// Whether `address` refuses new connections within about a second (a listener closing).

@@ -6,7 +6,8 @@
 //! `GET /echo`; `POST /upload` -> `{"bytes": n}`; `GET /download?bytes=N`; `GET /ws` (echo;
 //! the 101 carries the `X-Auth-User` it received as `X-Echo-User`);
 //! `GET /slow?ms=N`; `POST /password-changed` answers with `X-Unstick-Logout-All`;
-//! `POST /logout`; `POST /elevate` gives the session the `admin` role under a new id, as apps rotate their
+//! `POST /logout`; `POST /signout` (a logout announced with `X-Unstick-Logout`);
+//! `POST /elevate` gives the session the `admin` role under a new id, as apps rotate their
 //! session id on a privilege change (session-fixation protection).
 
 use bytes::Bytes;
@@ -124,7 +125,12 @@ fn session_id(request: &Request<Incoming>) -> Option<String> {
 }
 
 fn session_user(state: &State, request: &Request<Incoming>) -> Option<String> {
-    state.sessions.lock().unwrap().get(&session_id(request)?).cloned()
+    state
+        .sessions
+        .lock()
+        .unwrap()
+        .get(&session_id(request)?)
+        .cloned()
 }
 
 fn new_session_id(state: &State) -> String {
@@ -186,6 +192,17 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
                 .insert("set-cookie", "sid=; Path=/; Max-Age=0".parse().unwrap());
             response
         }
+        ("POST", "/signout") => {
+            // A logout on a path unstick does not know, announced with the logout header.
+            if let Some(id) = session_id(&request) {
+                state.sessions.lock().unwrap().remove(&id);
+            }
+            let mut response = json(serde_json::json!({ "user": null }));
+            response
+                .headers_mut()
+                .insert("x-unstick-logout", "1".parse().unwrap());
+            response
+        }
         ("POST", "/elevate") => {
             let Some(old) = session_id(&request) else {
                 return full(StatusCode::UNAUTHORIZED, "no session");
@@ -207,8 +224,8 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
                 .whoami_calls
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let user = session_user(state, &request);
-            let elevated = session_id(&request)
-                .is_some_and(|id| state.elevated.lock().unwrap().contains(&id));
+            let elevated =
+                session_id(&request).is_some_and(|id| state.elevated.lock().unwrap().contains(&id));
             let roles = if elevated {
                 vec!["member", "admin"]
             } else {

@@ -23,6 +23,8 @@ pub enum StoreError {
 }
 
 /// What the store holds for a session id.
+// `Live` is what nearly every lookup returns: boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Loaded {
     Live(SessionRecord),
