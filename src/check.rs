@@ -708,6 +708,7 @@ mod tests {
             absolute_lifetime: parse(absolute),
             max_sessions_per_user: 0,
             app_cookie_lifetime: cookie.map(parse),
+            duplicate_cookies: Default::default(),
         }
     }
 

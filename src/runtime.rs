@@ -24,7 +24,7 @@ pub struct Runtime {
     pub config: Arc<Config>,
     pub store: SessionStore,
     pub routes: Vec<Arc<Route>>,
-    /// Identity headers no client may send.
+    /// Headers no client may send: identity, internal, untrusted forwarding.
     pub owned_headers: OwnedHeaders,
     /// Response headers meant for unstick only; removed before the client sees the response.
     pub internal_response_headers: Vec<HeaderName>,
@@ -85,7 +85,6 @@ impl Runtime {
         });
         let identity = &config.identity;
         let signature_header = identity.signature.as_ref().map(|s| &s.header);
-        let owned_headers = OwnedHeaders::new(identity.headers.owned().chain(signature_header));
         let mut internal_response_headers = vec![
             identity.logout_all_header.clone(),
             identity.logout_header.clone(),
@@ -93,6 +92,23 @@ impl Runtime {
         if let CaptureSource::ResponseHeader { header } = &identity.capture {
             internal_response_headers.push(header.clone());
         }
+        // Without a trusted proxy in front, a client's own forwarding claims are dropped
+        // (X-Forwarded-* are replaced by ours).
+        let untrusted_forwarding = [
+            HeaderName::from_static("forwarded"),
+            HeaderName::from_static("x-real-ip"),
+        ];
+        let untrusted_forwarding = untrusted_forwarding
+            .iter()
+            .filter(|_| !config.listener.trust_forwarded_headers);
+        let owned_headers = OwnedHeaders::new(
+            identity
+                .headers
+                .owned()
+                .chain(signature_header)
+                .chain(&internal_response_headers)
+                .chain(untrusted_forwarding),
+        );
         Ok(Runtime {
             config: Arc::new(config),
             store,

@@ -169,6 +169,20 @@ pub struct SessionConfig {
     /// 0 = no cap.
     pub max_sessions_per_user: usize,
     pub app_cookie_lifetime: Option<Duration>,
+    pub duplicate_cookies: DuplicateCookies,
+}
+
+/// A request carrying several session cookies of different values (a host-only and a domain
+/// cookie, or one planted from a subdomain): unstick and the app must not each pick another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DuplicateCookies {
+    /// The first cookie (in the order sent) with a live session wins, and the app is sent
+    /// that one only. A user with a stale second cookie is not locked out.
+    #[default]
+    KeepResolved,
+    /// Answer 400: no session is chosen for a request that is ambiguous. For sites whose
+    /// subdomains are not trusted (cookie tossing).
+    Refuse,
 }
 
 impl SessionConfig {

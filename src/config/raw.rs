@@ -87,6 +87,15 @@ pub struct RawSession {
     pub max_sessions_per_user: usize,
     /// How long the app's own cookie lives (its Max-Age), for `unstick check`.
     pub app_cookie_lifetime: Option<HumanDuration>,
+    /// What to do with a request carrying several session cookies of different values.
+    pub duplicate_cookies: Option<RawDuplicateCookies>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawDuplicateCookies {
+    KeepResolved,
+    Refuse,
 }
 
 #[derive(Debug, Default, Deserialize)]

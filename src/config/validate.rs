@@ -270,6 +270,10 @@ impl Validator<'_> {
             absolute_lifetime,
             max_sessions_per_user: raw.max_sessions_per_user,
             app_cookie_lifetime: raw.app_cookie_lifetime.map(|d| d.0),
+            duplicate_cookies: match raw.duplicate_cookies {
+                None | Some(RawDuplicateCookies::KeepResolved) => DuplicateCookies::KeepResolved,
+                Some(RawDuplicateCookies::Refuse) => DuplicateCookies::Refuse,
+            },
         })
     }
 

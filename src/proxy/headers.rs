@@ -33,8 +33,34 @@ pub fn normalize_header_name(name: &str) -> String {
         .collect()
 }
 
-/// Header names (normalized) that a client must never supply. A short list (a handful of
-/// names): compared in place it costs less per request than hashing each request header.
+/// Prefix of unstick's own headers (logout signals, the identity a login sends): none passes
+/// from a client to the app, none from the app to a client.
+const INTERNAL_PREFIX: &str = "x-unstick-";
+
+/// Framing and forwarding headers whose `_` spelling is dropped: an app server that reads
+/// `Transfer_Encoding` or `X_Forwarded_For` as the real header would frame the body or trust
+/// a client address differently from unstick.
+const NO_UNDERSCORE_SPELLING: [&str; 14] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+];
+
+/// Header names (normalized) that a client must never supply: the identity headers unstick
+/// owns, unstick's internal headers, and forwarding headers it does not trust. A short list (a
+/// handful of names): compared in place it costs less per request than hashing each request
+/// header.
 #[derive(Debug, Clone, Default)]
 pub struct OwnedHeaders(Vec<String>);
 
@@ -50,12 +76,13 @@ impl OwnedHeaders {
 
     fn contains(&self, name: &HeaderName) -> bool {
         let name = name.as_str();
-        let name = if name.contains('_') {
-            std::borrow::Cow::Owned(normalize_header_name(name))
-        } else {
-            std::borrow::Cow::Borrowed(name)
-        };
-        self.0.iter().any(|owned| *owned == name)
+        if name.contains('_') {
+            let normalized = normalize_header_name(name);
+            return self.0.contains(&normalized)
+                || normalized.starts_with(INTERNAL_PREFIX)
+                || NO_UNDERSCORE_SPELLING.contains(&normalized.as_str());
+        }
+        name.starts_with(INTERNAL_PREFIX) || self.0.iter().any(|owned| owned == name)
     }
 }
 
@@ -107,14 +134,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: Option<&HeaderValue>) 
     }
 }
 
-/// Removes every copy of every owned identity header, in any case and with `_` for `-`.
-pub fn strip_identity_headers(headers: &mut HeaderMap, owned: &OwnedHeaders) {
+/// Removes every copy of every header a client must not send (see [`OwnedHeaders`]), in any
+/// case and with `_` for `-`.
+pub fn strip_reserved_headers(headers: &mut HeaderMap, owned: &OwnedHeaders) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|n| owned.contains(n))
         .cloned()
         .collect();
     for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+/// Removes unstick's internal headers from a response: the configured names and every
+/// `X-Unstick-*` name.
+pub fn strip_internal_headers(headers: &mut HeaderMap, internal: &[HeaderName]) {
+    let found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| internal.contains(name) || name.as_str().starts_with(INTERNAL_PREFIX))
+        .cloned()
+        .collect();
+    for name in found {
         headers.remove(name);
     }
 }
@@ -286,6 +327,11 @@ mod tests {
             ("x_AUTH-roles", "admin"),
             ("X-Auth-Tenant", "other"),
             ("x-auth-username", "kept"),
+            ("X-Unstick-Logout", "1"),
+            ("x_unstick_identity", "{}"),
+            ("Transfer_Encoding", "chunked"),
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("x_custom", "kept"),
             ("accept", "*/*"),
         ] {
             headers.append(
@@ -293,10 +339,10 @@ mod tests {
                 HeaderValue::from_static(value),
             );
         }
-        strip_identity_headers(&mut headers, &owned);
+        strip_reserved_headers(&mut headers, &owned);
         let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
         left.sort();
-        assert_eq!(left, ["accept", "x-auth-username"]);
+        assert_eq!(left, ["accept", "x-auth-username", "x_custom"]);
     }
 
     #[test]
@@ -314,7 +360,7 @@ mod tests {
         );
         headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         strip_hop_by_hop(&mut headers, None);
-        strip_identity_headers(&mut headers, &OwnedHeaders::new(names().owned()));
+        strip_reserved_headers(&mut headers, &OwnedHeaders::new(names().owned()));
         let identity = Identity {
             user: "alice".into(),
             roles: vec!["admin".into(), "user".into()],

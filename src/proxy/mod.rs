@@ -7,11 +7,13 @@ pub mod response;
 mod upgrade;
 
 use crate::body::Body;
-use crate::config::Mode;
+use crate::config::{DuplicateCookies, Mode};
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::runtime::{Route, Runtime};
 use crate::session::capture::{self, RequestFacts};
-use crate::session::cookie::session_ids_from_request;
+use crate::session::cookie::{
+    has_conflicting_cookies, keep_only_session_cookie, session_ids_from_request,
+};
 use crate::session::resolve_session;
 use crate::upstream::ForwardError;
 use arc_swap::ArcSwap;
@@ -104,12 +106,13 @@ async fn forward(
     let config = &runtime.config;
     let mode = route.config.mode;
 
-    // 2. Header hygiene: hop-by-hop headers out, and every client copy of our identity headers.
+    // 2. Header hygiene: hop-by-hop headers out, and every client copy of our identity and
+    //    internal headers (and of forwarding headers we do not trust).
     let upgrade = headers::requested_upgrade(request.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
-    headers::strip_identity_headers(&mut parts.headers, &runtime.owned_headers);
+    headers::strip_reserved_headers(&mut parts.headers, &runtime.owned_headers);
     let facts = RequestFacts {
         path: parts.uri.path().to_string(),
         host,
@@ -122,6 +125,13 @@ async fn forward(
     };
 
     // 3. + 4. The app's session cookie -> session id(s) -> the session, by the route's mode.
+    let cookie_name = &config.session.cookie_name;
+    let ambiguous = has_conflicting_cookies(&parts.headers, cookie_name);
+    if ambiguous && config.session.duplicate_cookies == DuplicateCookies::Refuse {
+        return response::bad_request(
+            "Several session cookies with different values: clear this site's cookies and log in again.\n",
+        );
+    }
     let ids = session_ids_from_request(&parts.headers, &config.session);
     let resolution = match resolve_session(runtime, route, &ids, &parts.headers, &facts).await {
         Ok(resolution) => resolution,
@@ -135,6 +145,10 @@ async fn forward(
     let (outcome, store) = resolution.outcome.labels();
     runtime.metrics.outcome(outcome, store);
     let session = resolution.session;
+    if let (true, Some(session)) = (ambiguous, &session) {
+        // The app must read the session unstick resolved, not another of the same name.
+        keep_only_session_cookie(&mut parts.headers, cookie_name, session.id.cookie_value());
+    }
 
     // 6. Identity and forwarding headers; an HTTP/1.1 request in origin form for the app.
     if let Some(session) = &session {
@@ -208,6 +222,7 @@ async fn forward(
         response.headers_mut(),
         session.is_some(),
     );
+    headers::strip_internal_headers(response.headers_mut(), &runtime.internal_response_headers);
     if !signals.is_empty() {
         // Boxed: a login or logout is rare, and its future would otherwise enlarge every
         // request's.

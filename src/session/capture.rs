@@ -91,7 +91,7 @@ pub enum CaptureError {
     NewIdUnknown(#[from] WhoamiError),
 }
 
-/// Reads what a response asks of unstick and removes the headers meant for unstick only.
+/// Reads what a response asks of unstick; a cleared cookie that is housekeeping is taken out.
 /// `resolved`: the request carried a session unstick holds. No I/O.
 pub fn read_response(
     runtime: &Runtime,
@@ -113,9 +113,6 @@ pub fn read_response(
     let logout = headers.contains_key(&config.identity.logout_header)
         || (route.config.logout_paths.contains(&facts.path)
             && (status.is_success() || status.is_redirection()));
-    for name in &runtime.internal_response_headers {
-        headers.remove(name);
-    }
     let cookie_name = &config.session.cookie_name;
     let keep_on_clear =
         resolved && route.config.unexplained_cookie_change == UnexplainedCookieChange::KeepSession;

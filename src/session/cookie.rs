@@ -99,26 +99,77 @@ pub fn session_ids_from_request(headers: &HeaderMap, session: &SessionConfig) ->
     ids
 }
 
+/// Every `name=value` pair of the request's `Cookie` headers, in the order sent, as bytes.
+/// Read leniently, as RFC 6265 section 5.4 asks of user agents' cookies: a pair without `=`
+/// is skipped, and bytes outside ASCII (which browsers do send) in one cookie never hide
+/// another.
+fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|header| header.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| {
+            let at = pair.iter().position(|&b| b == b'=')?;
+            Some((pair[..at].trim_ascii(), pair[at + 1..].trim_ascii()))
+        })
+}
+
 /// Values of every request cookie named `name`, in the order sent, across all `Cookie`
-/// headers. Quotes around a value (RFC 6265 section 4.1.1) are removed.
+/// headers. Quotes around a value (RFC 6265 section 4.1.1) are removed; a value that is not
+/// UTF-8 is skipped (no session id of ours is).
 pub fn cookie_values<'a>(
     headers: &'a HeaderMap,
     name: &'a str,
 ) -> impl Iterator<Item = &'a str> + 'a {
-    headers
+    cookie_pairs(headers)
+        .filter(move |(n, _)| *n == name.as_bytes())
+        .filter_map(|(_, value)| {
+            let value = value
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(value);
+            std::str::from_utf8(value).ok()
+        })
+}
+
+/// Whether the request carries cookies named `name` with different values: the app could
+/// pick another one than unstick.
+pub fn has_conflicting_cookies(headers: &HeaderMap, name: &str) -> bool {
+    let mut values = cookie_pairs(headers)
+        .filter(|(n, _)| *n == name.as_bytes())
+        .map(|(_, value)| value);
+    match values.next() {
+        Some(first) => values.any(|value| value != first),
+        None => false,
+    }
+}
+
+/// Leaves, of the cookies named `name`, only those whose value is `value` (the session
+/// resolved), so that the app reads the same session as unstick. Other cookies are kept
+/// byte for byte; the result is one `Cookie` header.
+pub fn keep_only_session_cookie(headers: &mut HeaderMap, name: &str, value: &str) {
+    let kept: Vec<&[u8]> = headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|header| header.to_str().ok())
-        .flat_map(|text| text.split(';'))
-        .filter_map(|pair| pair.split_once('='))
-        .filter(move |(n, _)| n.trim() == name)
-        .map(|(_, value)| {
-            let value = value.trim();
-            value
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .unwrap_or(value)
+        .flat_map(|header| header.as_bytes().split(|&b| b == b';'))
+        .map(<[u8]>::trim_ascii)
+        .filter(|pair| {
+            let Some(at) = pair.iter().position(|&b| b == b'=') else {
+                return true;
+            };
+            let (n, v) = (pair[..at].trim_ascii(), pair[at + 1..].trim_ascii());
+            let v = v
+                .strip_prefix(b"\"")
+                .and_then(|v| v.strip_suffix(b"\""))
+                .unwrap_or(v);
+            n != name.as_bytes() || v == value.as_bytes()
         })
+        .filter(|pair| !pair.is_empty())
+        .collect();
+    // The pairs came from valid header values, so their join is one too.
+    if let Ok(joined) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+        headers.insert(COOKIE, joined);
+    }
 }
 
 /// Reads the session id from one cookie value; `None` when it is not a valid session cookie
@@ -264,6 +315,7 @@ mod tests {
             absolute_lifetime: Duration::from_secs(600),
             max_sessions_per_user: 0,
             app_cookie_lifetime: None,
+            duplicate_cookies: Default::default(),
         }
     }
 
@@ -371,6 +423,41 @@ mod tests {
             ids.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
             ["first", "second"]
         );
+    }
+
+    #[test]
+    fn odd_bytes_in_other_cookies_never_hide_the_session() {
+        let config = session(IdFormat::Plain);
+        let mut headers = HeaderMap::new();
+        headers.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"pref=caf\xc3\xa9; connect.sid=alice; x=\xff\xfe").unwrap(),
+        );
+        let ids = session_ids_from_request(&headers, &config);
+        assert_eq!(
+            ids.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            ["alice"]
+        );
+    }
+
+    #[test]
+    fn only_the_resolved_session_cookie_is_kept() {
+        let mut headers = request(&[
+            "a=1; connect.sid=alice; pref=caf\u{e9}",
+            "connect.sid=\"bob\"; connect.sid=alice; b=2",
+        ]);
+        assert!(has_conflicting_cookies(&headers, "connect.sid"));
+        keep_only_session_cookie(&mut headers, "connect.sid", "alice");
+        let all: Vec<_> = headers.get_all(COOKIE).iter().collect();
+        assert_eq!(
+            all,
+            ["a=1; connect.sid=alice; pref=caf\u{e9}; connect.sid=alice; b=2"]
+        );
+        assert!(!has_conflicting_cookies(&headers, "connect.sid"));
+        assert!(!has_conflicting_cookies(
+            &request(&["connect.sid=a; connect.sid=a; x=1"]),
+            "connect.sid"
+        ));
     }
 
     #[test]
