@@ -308,6 +308,61 @@ async fn a_php_file_session_is_copied_forward() {
 }
 
 #[tokio::test]
+async fn a_laravel_file_session_is_copied_forward_from_its_encrypted_cookie() {
+    // Cookies encrypted by Laravel 8 itself (tests/data/make_laravel_cookies.php).
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("data/laravel_cookies.json")).unwrap();
+    let same_id: Vec<&serde_json::Value> = fixture["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap().starts_with("the same id"))
+        .collect();
+    let id = same_id[0]["id"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(id),
+        "a:2:{s:6:\"_token\";s:40:\"TTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTT\";\
+         s:50:\"login_web_59ba36addc2b2f9401580f014c7f58ea4e30989d\";i:7;}",
+    )
+    .unwrap();
+
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    config.cookie = "laravel_session".into();
+    config.id_format = format!(
+        "id_format = \"laravel\"\nsecrets = [\"{}\", \"{}\"]",
+        fixture["app_keys"]["current"].as_str().unwrap(),
+        fixture["app_keys"]["old"].as_str().unwrap()
+    );
+    config.extra_tables = format!(
+        "[[old_stores]]\nname = \"laravel\"\nkind = \"php-files\"\ndir = \"{}\"\n\
+         file_prefix = \"\"\ngc_maxlifetime = \"2h\"\n\
+         user = \"/login_web_59ba36addc2b2f9401580f014c7f58ea4e30989d\"\n",
+        dir.path().display()
+    );
+    config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"laravel\"]".into();
+    config.mode = "overlap".into();
+    let proxy = ProxyProcess::start(&config).await;
+    for cookie in &same_id {
+        let cookie = format!("laravel_session={}", cookie["value"].as_str().unwrap());
+        assert_eq!(user_seen(&proxy, &cookie).await.as_deref(), Some("7"));
+    }
+    // Both encryptions are one session: copied forward once.
+    assert_eq!(
+        redis.keys("test:s:*").await,
+        [format!("test:s:{}", session_hash(id))]
+    );
+    // A cookie encrypted with a key the app does not have is no session.
+    let foreign = fixture["cookies"][2]["value"].as_str().unwrap();
+    assert_eq!(
+        user_seen(&proxy, &format!("laravel_session={foreign}")).await,
+        None
+    );
+}
+
+#[tokio::test]
 async fn legacy_mode_keeps_a_new_login_on_its_instance_even_without_an_identity() {
     let (redis, _a, _b, proxy) = legacy_pair(|config| {
         // Day one: no usable identity source yet, and no sticky cookie from an old balancer.

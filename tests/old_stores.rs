@@ -459,9 +459,38 @@ fn php_files_store(dir: &std::path::Path) -> PhpFilesStore {
     PhpFilesStore::new(
         "php-files",
         dir.to_path_buf(),
+        "sess_",
         Duration::from_secs(1440),
         mapping("/user_id"),
     )
+}
+
+#[tokio::test]
+async fn laravel_file_sessions_hit_with_their_lifetime() {
+    // What Laravel 8's file driver writes to storage/framework/sessions/<id>: serialize() of
+    // the session's attributes (made with PHP 8.2's serialize()).
+    let payload = "a:4:{s:6:\"_token\";s:40:\"TTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTT\";\
+                   s:9:\"_previous\";a:1:{s:3:\"url\";s:21:\"http://127.0.0.1/home\";}\
+                   s:6:\"_flash\";a:2:{s:3:\"old\";a:0:{}s:3:\"new\";a:0:{}}\
+                   s:50:\"login_web_59ba36addc2b2f9401580f014c7f58ea4e30989d\";i:7;}";
+    let dir = tempfile::tempdir().unwrap();
+    let id = "Vq0ZkYw3l2Xb8nR1cT5uP7eJ9sH4gF6dA0mK2iLo";
+    std::fs::write(dir.path().join(id), payload).unwrap();
+    let store = PhpFilesStore::new(
+        "laravel-files",
+        dir.path().to_path_buf(),
+        "",
+        Duration::from_secs(120 * 60),
+        mapping("/login_web_59ba36addc2b2f9401580f014c7f58ea4e30989d"),
+    );
+    let session = hit(&store, id).await;
+    assert_eq!(session.identity.user, "7");
+    assert_remaining(
+        &session,
+        Duration::from_secs(7190),
+        Duration::from_secs(7200),
+    );
+    miss(&store, &format!("sess_{id}")).await;
 }
 
 fn set_mtime(path: &std::path::Path, age: Duration) {
@@ -498,6 +527,7 @@ async fn php_files_live_file_hits_with_its_remaining_lifetime() {
     let store = PhpFilesStore::new(
         "php-files",
         dir.path().to_path_buf(),
+        "sess_",
         Duration::from_secs(1440),
         mapping("/user"),
     );

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::LazyLock;
-use unstick::config::{parse_config, Config, IdFormat, SessionConfig};
+use unstick::config::{parse_config, Config, IdFormat, LaravelKey, SessionConfig};
 use unstick::proxy::headers::{strip_reserved_headers, OwnedHeaders};
 use unstick::session::cookie::{
     has_conflicting_cookies, keep_only_session_cookie, parse_session_cookie, session_cookie_change,
@@ -75,6 +75,13 @@ fn formats() -> impl Strategy<Value = IdFormat> {
         Just(IdFormat::SpringBase64),
         Just(IdFormat::ExpressSigned {
             secrets: vec!["keyboard cat".into()]
+        }),
+        Just(IdFormat::Laravel {
+            keys: vec![LaravelKey::new(
+                "base64:SO2XluO/WspNOBB7lxTNUUet6ro/M4UvgXo/7eFtbh8=",
+                "sid"
+            )
+            .expect("a 32-byte key")]
         }),
     ]
 }

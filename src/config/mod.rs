@@ -143,6 +143,42 @@ pub enum IdFormat {
     JvmRoute,
     /// Spring Session: padded standard base64 of `<id>` or `<id>.<route>`.
     SpringBase64,
+    /// Laravel's `EncryptCookies`: base64 of a JSON envelope (`iv`, `value`, `mac`), the value
+    /// AES-CBC encrypted and HMAC-SHA256 authenticated with the app key, holding
+    /// `<HMAC-SHA1 of the cookie name>|<id>`. Every key decrypts (rotation).
+    Laravel { keys: Vec<LaravelKey> },
+}
+
+/// One Laravel `APP_KEY`, with the value prefix it gives the session cookie.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LaravelKey {
+    /// 32 bytes (AES-256-CBC, Laravel's default) or 16 (AES-128-CBC).
+    pub key: Vec<u8>,
+    /// `CookieValuePrefix::create(cookie, key)`: hex HMAC-SHA1(key, cookie + "v2") and `|`.
+    pub prefix: String,
+}
+
+impl LaravelKey {
+    /// An `APP_KEY` as Laravel reads it (`base64:` and the key, or the raw key), for the
+    /// cookie `cookie_name`; `None` when it is not a 16- or 32-byte key.
+    pub fn new(app_key: &str, cookie_name: &str) -> Option<LaravelKey> {
+        use base64::Engine;
+        use hmac::Mac;
+        let key = match app_key.strip_prefix("base64:") {
+            Some(encoded) => base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()?,
+            None => app_key.as_bytes().to_vec(),
+        };
+        if key.len() != 32 && key.len() != 16 {
+            return None;
+        }
+        let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(&key).ok()?;
+        mac.update(cookie_name.as_bytes());
+        mac.update(b"v2");
+        let prefix = format!("{}|", crate::hex_string(&mac.finalize().into_bytes()));
+        Some(LaravelKey { key, prefix })
+    }
 }
 
 impl std::fmt::Debug for IdFormat {
@@ -154,6 +190,7 @@ impl std::fmt::Debug for IdFormat {
             }
             IdFormat::JvmRoute => f.write_str("JvmRoute"),
             IdFormat::SpringBase64 => f.write_str("SpringBase64"),
+            IdFormat::Laravel { keys } => write!(f, "Laravel({} keys)", keys.len()),
         }
     }
 }
@@ -383,6 +420,8 @@ pub enum OldStoreKind {
     },
     PhpFiles {
         dir: PathBuf,
+        /// `sess_` (PHP) or empty (Laravel's file driver).
+        file_prefix: String,
         gc_maxlifetime: Duration,
     },
 }

@@ -71,6 +71,7 @@ pub enum RawIdFormat {
     ExpressSigned,
     JvmRoute,
     SpringBase64,
+    Laravel,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +257,7 @@ pub struct RawOldStore {
     pub secret_keys: Vec<Text>,
     // php-files
     pub dir: Option<Text>,
+    pub file_prefix: Option<Text>,
     pub gc_maxlifetime: Option<HumanDuration>,
     // identity mapping (JSON pointers into the stored session)
     pub user: Option<Text>,

@@ -246,6 +246,25 @@ impl Validator<'_> {
                 }
                 IdFormat::ExpressSigned { secrets }
             }
+            RawIdFormat::Laravel => {
+                let invalid = || {
+                    self.err(
+                        raw.id_format.span(),
+                        "session.secrets",
+                        "laravel needs `secrets = [\"${APP_KEY}\", ...]`: the app's keys, current \
+                         first, each \"base64:...\" of 32 bytes (AES-256-CBC) or 16 (AES-128-CBC)",
+                    )
+                };
+                if raw.secrets.is_empty() {
+                    return Err(invalid());
+                }
+                let mut keys = Vec::new();
+                for secret in &raw.secrets {
+                    let key = LaravelKey::new(&secret.0, &cookie_name).ok_or_else(invalid)?;
+                    keys.push(key);
+                }
+                IdFormat::Laravel { keys }
+            }
         };
         let idle_timeout = raw.idle_timeout.get_ref().0;
         let absolute_lifetime = raw.absolute_lifetime.get_ref().0;
@@ -582,6 +601,15 @@ impl Validator<'_> {
             }
             RawOldStoreKind::PhpFiles => OldStoreKind::PhpFiles {
                 dir: PathBuf::from(text(raw.dir, "dir", "PHP's session.save_path")?),
+                file_prefix: match raw.file_prefix {
+                    None => "sess_".to_string(),
+                    Some(prefix) if prefix.0.contains(['/', '\0']) => return Err(self.err(
+                        span,
+                        format!("{key}.file_prefix"),
+                        "a file name prefix cannot contain / (\"sess_\" for PHP, \"\" for Laravel)",
+                    )),
+                    Some(prefix) => prefix.0,
+                },
                 gc_maxlifetime: raw
                     .gc_maxlifetime
                     .map_or(Duration::from_secs(1440), |d| d.0),

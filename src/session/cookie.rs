@@ -2,8 +2,9 @@
 //! in the app's own format, and noticing when a response sets or clears it. The cookie itself
 //! is never rewritten; unstick only reads it.
 
-use crate::config::{IdFormat, SessionConfig};
-use base64::engine::general_purpose::STANDARD_NO_PAD;
+use crate::config::{IdFormat, LaravelKey, SessionConfig};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD_NO_PAD};
+use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use http::header::{COOKIE, SET_COOKIE};
@@ -188,6 +189,7 @@ pub fn parse_session_cookie(value: &str, format: &IdFormat) -> Option<SessionId>
             split_route(std::str::from_utf8(&decoded).ok()?)
         }
         IdFormat::ExpressSigned { secrets } => (verify_express(value, secrets)?, None),
+        IdFormat::Laravel { keys } => (decrypt_laravel(value, keys)?, None),
     };
     if id.is_empty() {
         return None;
@@ -225,6 +227,60 @@ fn verify_express(value: &str, secrets: &[String]) -> Option<String> {
         mac.update(id.as_bytes());
         // verify_slice compares in constant time.
         mac.verify_slice(&signature).ok().map(|_| id.to_string())
+    })
+}
+
+/// PHP's `base64_decode` takes values with or without padding.
+const STANDARD_ANY_PAD: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Laravel's encrypted cookie envelope (`Encrypter::encrypt`), before the MAC is checked.
+#[derive(serde::Deserialize)]
+struct LaravelEnvelope {
+    iv: String,
+    value: String,
+    mac: String,
+}
+
+/// Laravel's `EncryptCookies` and `Encrypter::decrypt`: the percent-encoded value is base64 of
+/// `{"iv","value","mac"}`; `mac` is hex HMAC-SHA256(key, iv . value) over the base64 texts,
+/// checked (in constant time) before anything is decrypted; the plaintext must start with the
+/// prefix that names this cookie, and what follows is the 40-character session id.
+fn decrypt_laravel(value: &str, keys: &[LaravelKey]) -> Option<String> {
+    use aes::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
+    let decoded = percent_encoding::percent_decode_str(value)
+        .decode_utf8()
+        .ok()?;
+    let json = STANDARD_ANY_PAD.decode(decoded.as_bytes()).ok()?;
+    let envelope: LaravelEnvelope = serde_json::from_slice(&json).ok()?;
+    let iv = STANDARD_ANY_PAD.decode(&envelope.iv).ok()?;
+    let ciphertext = STANDARD_ANY_PAD.decode(&envelope.value).ok()?;
+    let mac = hex::decode(&envelope.mac).ok()?;
+    if iv.len() != 16 {
+        return None;
+    }
+    keys.iter().find_map(|key| {
+        let mut check = HmacSha256::new_from_slice(&key.key).ok()?;
+        check.update(envelope.iv.as_bytes());
+        check.update(envelope.value.as_bytes());
+        check.verify_slice(&mac).ok()?;
+        let plain = match key.key.len() {
+            32 => cbc::Decryptor::<aes::Aes256>::new_from_slices(&key.key, &iv)
+                .ok()?
+                .decrypt_padded_vec_mut::<Pkcs7>(&ciphertext)
+                .ok()?,
+            16 => cbc::Decryptor::<aes::Aes128>::new_from_slices(&key.key, &iv)
+                .ok()?
+                .decrypt_padded_vec_mut::<Pkcs7>(&ciphertext)
+                .ok()?,
+            _ => return None,
+        };
+        let id = plain.strip_prefix(key.prefix.as_bytes())?;
+        // Laravel's own rule for a session id (`Store::isValidId`).
+        (id.len() == 40 && id.iter().all(u8::is_ascii_alphanumeric))
+            .then(|| String::from_utf8_lossy(id).into_owned())
     })
 }
 
@@ -408,6 +464,51 @@ mod tests {
             parse_session_cookie("//79", &IdFormat::SpringBase64).is_none(),
             "not UTF-8"
         );
+    }
+
+    /// Cookies encrypted by Laravel 8's own code (tests/data/make_laravel_cookies.php).
+    #[test]
+    fn laravel_cookies_decrypt_with_current_and_old_keys_only() {
+        let fixture: serde_json::Value =
+            serde_json::from_str(include_str!("../../tests/data/laravel_cookies.json")).unwrap();
+        let key = |which: &str| {
+            LaravelKey::new(
+                fixture["app_keys"][which].as_str().unwrap(),
+                "laravel_session",
+            )
+            .unwrap()
+        };
+        let format = IdFormat::Laravel {
+            keys: vec![key("current"), key("old")],
+        };
+        let mut same_id = Vec::new();
+        for cookie in fixture["cookies"].as_array().unwrap() {
+            let value = cookie["value"].as_str().unwrap();
+            let parsed = parse_session_cookie(value, &format);
+            let accepted = cookie["key"] != "other" && cookie["cookie_name"] == "laravel_session";
+            assert_eq!(
+                parsed.as_ref().map(SessionId::id),
+                accepted.then(|| cookie["id"].as_str().unwrap()),
+                "{}",
+                cookie["name"]
+            );
+            if cookie["name"].as_str().unwrap().starts_with("the same id") {
+                same_id.push(parsed.unwrap().hash());
+            }
+            // Tampering anywhere fails the MAC (or the envelope).
+            let mut tampered = value.to_string();
+            let at = tampered.len() / 2;
+            let flipped = if &tampered[at..at + 1] == "A" {
+                "B"
+            } else {
+                "A"
+            };
+            tampered.replace_range(at..at + 1, flipped);
+            assert!(parse_session_cookie(&tampered, &format).is_none());
+        }
+        assert_eq!(same_id.len(), 2);
+        assert_eq!(same_id[0], same_id[1], "re-encryption keeps the session");
+        assert!(LaravelKey::new("base64:c2hvcnQ=", "laravel_session").is_none());
     }
 
     #[test]

@@ -323,10 +323,12 @@ async fn open_store_kind(
         }
         OldStoreKind::PhpFiles {
             dir,
+            file_prefix,
             gc_maxlifetime,
         } => Ok(Arc::new(PhpFilesStore::new(
             &config.name,
             dir.clone(),
+            file_prefix,
             *gc_maxlifetime,
             config.mapping.clone(),
         ))),

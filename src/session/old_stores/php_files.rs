@@ -1,5 +1,6 @@
 //! PHP's default `files` session handler: `<save_path>/sess_<id>`, live while its mtime plus
-//! `session.gc_maxlifetime` is in the future. The id comes from a cookie, so only ids PHP itself
+//! `session.gc_maxlifetime` is in the future. Laravel's file driver is the same with no
+//! prefix (`storage/framework/sessions/<id>`, one `serialize()`d array, `SESSION_LIFETIME`). The id comes from a cookie, so only ids PHP itself
 //! would accept become a path; anything else is a miss without touching the disk.
 
 use super::{found, php_serialize, unavailable, unreadable};
@@ -19,6 +20,8 @@ const MAX_FILE_BYTES: u64 = 4 << 20;
 pub struct PhpFilesStore {
     name: String,
     dir: PathBuf,
+    /// Before the id in a file name: `sess_` for PHP, empty for Laravel.
+    file_prefix: String,
     gc_maxlifetime: Duration,
     mapping: IdentityMapping,
 }
@@ -36,19 +39,21 @@ impl PhpFilesStore {
     pub fn new(
         name: &str,
         dir: PathBuf,
+        file_prefix: &str,
         gc_maxlifetime: Duration,
         mapping: IdentityMapping,
     ) -> PhpFilesStore {
         PhpFilesStore {
             name: name.to_string(),
             dir,
+            file_prefix: file_prefix.to_string(),
             gc_maxlifetime,
             mapping,
         }
     }
 
     fn path(&self, id: &SessionId) -> Option<PathBuf> {
-        valid_id(id.id()).then(|| self.dir.join(format!("sess_{}", id.id())))
+        valid_id(id.id()).then(|| self.dir.join(format!("{}{}", self.file_prefix, id.id())))
     }
 }
 
