@@ -6,6 +6,7 @@ pub mod django;
 pub mod load;
 pub mod postgres;
 pub mod redis;
+pub mod stack_walk;
 pub mod test_app;
 
 use reqwest::header::{COOKIE, SET_COOKIE};
@@ -340,6 +341,9 @@ pub struct Browser {
     pub cookie: Option<String>,
     /// The app's session cookie, the one this browser keeps.
     pub cookie_name: &'static str,
+    /// Another cookie sent with every request (`name=value`): a previous balancer's sticky
+    /// cookie.
+    pub sticky: Option<String>,
 }
 
 impl Default for Browser {
@@ -358,6 +362,7 @@ impl Browser {
                 .unwrap(),
             cookie: None,
             cookie_name: "demo.sid",
+            sticky: None,
         }
     }
 
@@ -382,9 +387,17 @@ impl Browser {
         }
     }
 
+    /// The `Cookie` header this browser sends: the session cookie and the sticky one.
+    fn cookie_header(&self) -> Option<String> {
+        match (&self.cookie, &self.sticky) {
+            (Some(cookie), Some(sticky)) => Some(format!("{cookie}; {sticky}")),
+            (cookie, sticky) => cookie.clone().or_else(|| sticky.clone()),
+        }
+    }
+
     pub fn get(&self, url: &str) -> reqwest::RequestBuilder {
         let request = self.http.get(url);
-        match &self.cookie {
+        match self.cookie_header() {
             Some(cookie) => request.header(COOKIE, cookie),
             None => request,
         }
@@ -392,7 +405,7 @@ impl Browser {
 
     pub fn post(&self, url: &str) -> reqwest::RequestBuilder {
         let request = self.http.post(url);
-        match &self.cookie {
+        match self.cookie_header() {
             Some(cookie) => request.header(COOKIE, cookie),
             None => request,
         }
