@@ -74,18 +74,6 @@ async fn without_a_token_the_admin_api_stays_closed() {
         .contains("UNSTICK_ADMIN_TOKEN"));
 }
 
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .filter(|line| {
-            labels
-                .iter()
-                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
-}
-
 #[tokio::test]
 async fn metrics_parse_and_move_with_requests() {
     let redis = RedisServer::start().await;
