@@ -369,6 +369,7 @@ pub(crate) async fn store_session(
         record,
         session.max_sessions_per_user,
         session.absolute_lifetime,
+        session.touch_interval(),
     )
     .await?;
     runtime.metrics.sessions_evicted.inc_by(evicted as u64);

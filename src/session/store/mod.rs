@@ -135,54 +135,58 @@ impl SessionStore {
         }
     }
 
-    /// Adds a session to its user's index (kept for `keep`); returns how many the index holds.
+    /// Adds a session to its user's index with the time its record expires if unused
+    /// (`ends_ms`; renewals raise it). Entries that ended by `now_ms` are dropped, and the
+    /// index lasts as long as its longest session. Returns how many entries remain.
     pub async fn index_add(
         &self,
         user: &str,
         hash: &SessionHash,
-        created_ms: u64,
-        keep: Duration,
+        ends_ms: u64,
+        now_ms: u64,
     ) -> Result<usize, StoreError> {
         let user_key = user_key(user);
         match self {
             SessionStore::Redis(store) => {
-                let keep_ms = keep.as_millis() as u64;
                 store
                     .observed(
                         "index_add",
-                        store.index_add(&user_key, hash, created_ms, keep_ms),
+                        store.index_add(&user_key, hash, ends_ms, now_ms),
                     )
                     .await
             }
-            SessionStore::Memory(store) => Ok(store.index_add(&user_key, hash, created_ms)),
+            SessionStore::Memory(store) => Ok(store.index_add(&user_key, hash, ends_ms, now_ms)),
         }
     }
 
     pub async fn index_remove(&self, user: &str, hash: &SessionHash) -> Result<(), StoreError> {
         let user_key = user_key(user);
+        let now = super::record::now_ms();
         match self {
             SessionStore::Redis(store) => {
                 store
-                    .observed("index_remove", store.index_remove(&user_key, hash))
+                    .observed("index_remove", store.index_remove(&user_key, hash, now))
                     .await
             }
             SessionStore::Memory(store) => {
-                store.index_remove(&user_key, hash);
+                store.index_remove(&user_key, hash, now);
                 Ok(())
             }
         }
     }
 
-    /// A user's indexed sessions, oldest first (some may have expired since).
+    /// A user's indexed sessions that may still be live, in no useful order (callers peek
+    /// at each and sort by creation).
     pub async fn index_list(&self, user: &str) -> Result<Vec<SessionHash>, StoreError> {
         let user_key = user_key(user);
+        let now = super::record::now_ms();
         match self {
             SessionStore::Redis(store) => {
                 store
-                    .observed("index_list", store.index_list(&user_key))
+                    .observed("index_list", store.index_list(&user_key, now))
                     .await
             }
-            SessionStore::Memory(store) => Ok(store.index_list(&user_key)),
+            SessionStore::Memory(store) => Ok(store.index_list(&user_key, now)),
         }
     }
 

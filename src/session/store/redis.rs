@@ -5,6 +5,15 @@
 //! scripts, valid on Redis Cluster. A user's sessions are indexed in a sorted set at
 //! `<prefix>u:<sha256(user)>` (member: session hash, score: created ms); index and session
 //! keys are only ever touched by single-key commands, so they may live in different slots.
+//!
+//! The index's score is when the session's key expires if it is not used again, so that
+//! entries of sessions that ended are pruned by score (on each add and remove) without reading
+//! session keys, and the index key expires with its longest live session. A session's renewal
+//! (at most once per touch interval, sent beside the request, not awaited) raises its score
+//! first and renews the session only when that succeeded: an entry never ends before its
+//! session does, so "log out everywhere" finds every live session. Since the score is an
+//! upper bound, some entries may belong to sessions that ended early (a logout not seen by
+//! the index); the cap and the listing peek at the sessions and skip those.
 
 use super::{Loaded, StoreError};
 use crate::config::StoreConfig;
@@ -51,14 +60,44 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 "#;
 
-/// Adds a session to a user's index; keeps the index as long as its longest session.
-/// ARGV: hash, created_ms, keep_ms. Returns the index size.
-const INDEX_ADD: &str = r#"
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+/// Drops the entries of a user's index whose session has ended by `ARGV[2]` (now, ms), and
+/// makes the index expire with its longest remaining session.
+const INDEX_PRUNE: &str = r#"
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] then
+  redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(last[2]) - tonumber(ARGV[2])))
 end
 return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// Adds a session to a user's index, pruned. ARGV: hash, now_ms, ends_ms (when the session's
+/// key expires if unused). Returns how many entries remain.
+fn index_add_script() -> String {
+    format!(
+        "redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])\n{}",
+        INDEX_PRUNE
+    )
+}
+
+/// Removes a session from a user's index, pruned. ARGV: hash, now_ms.
+fn index_remove_script() -> String {
+    format!("redis.call('ZREM', KEYS[1], ARGV[1])\n{}", INDEX_PRUNE)
+}
+
+/// Raises a session's end in its user's index on renewal (re-adding it if the entry was
+/// pruned or predates scores by end) and the index's TTL with it; never lowers either.
+/// ARGV: hash, now_ms, ends_ms.
+const INDEX_TOUCH: &str = r#"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not score) or tonumber(score) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+end
+local ttl = tonumber(ARGV[3]) - tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], math.max(1, ttl))
+end
+return 1
 "#;
 
 /// `rec`, `seen`, `gone` of a session hash (`abs` and `idle` repeat what `rec` holds, for
@@ -74,7 +113,9 @@ pub struct RedisStore {
     metrics: Option<Arc<Metrics>>,
     save_script: Arc<Script>,
     end_script: Arc<Script>,
-    index_script: Arc<Script>,
+    index_add_script: Arc<Script>,
+    index_remove_script: Arc<Script>,
+    index_touch_script: Arc<Script>,
 }
 
 fn unavailable(error: Error) -> StoreError {
@@ -190,7 +231,9 @@ impl RedisStore {
             metrics: None,
             save_script: Arc::new(Script::from_lua(SAVE)),
             end_script: Arc::new(Script::from_lua(END)),
-            index_script: Arc::new(Script::from_lua(INDEX_ADD)),
+            index_add_script: Arc::new(Script::from_lua(index_add_script())),
+            index_remove_script: Arc::new(Script::from_lua(index_remove_script())),
+            index_touch_script: Arc::new(Script::from_lua(INDEX_TOUCH)),
         })
     }
 
@@ -283,8 +326,27 @@ impl RedisStore {
         let touch_ms = touch.as_millis() as u64;
         if now_ms.saturating_sub(seen.unwrap_or(0)) >= touch_ms {
             let ttl = record.ttl_ms(now_ms, touch).max(1);
+            // A retired id left its user's index when the app replaced it.
+            let index = record
+                .retires_ms
+                .is_none()
+                .then(|| self.user_key(&super::user_key(&record.identity.user)));
+            let member = hash.to_string();
             let (script, client) = (self.touch_script.clone(), self.pool.next().clone());
+            let index_script = self.index_touch_script.clone();
             tokio::spawn(async move {
+                if let Some(index) = index {
+                    let ends = (now_ms + ttl).to_string();
+                    let indexed: Result<i64, _> = index_script
+                        .evalsha_with_reload(&client, index, vec![member, now_ms.to_string(), ends])
+                        .await;
+                    if let Err(e) = indexed {
+                        // The session is not renewed either, so that it cannot outlive its
+                        // index entry; its TTL carries a touch interval of slack.
+                        tracing::debug!(error = %e, "session index renewal failed");
+                        return;
+                    }
+                }
                 let renewed: Result<i64, _> = script
                     .evalsha_with_reload(&client, key, vec![now_ms.to_string(), ttl.to_string()])
                     .await;
@@ -359,39 +421,54 @@ impl RedisStore {
         &self,
         user_key: &str,
         hash: &SessionHash,
-        created_ms: u64,
-        keep_ms: u64,
+        ends_ms: u64,
+        now_ms: u64,
     ) -> Result<usize, StoreError> {
         let size: i64 = self
-            .index_script
+            .index_add_script
             .evalsha_with_reload(
                 self.pool.next(),
                 self.user_key(user_key),
-                vec![
-                    hash.to_string(),
-                    created_ms.to_string(),
-                    keep_ms.max(1).to_string(),
-                ],
+                vec![hash.to_string(), now_ms.to_string(), ends_ms.to_string()],
             )
             .await
             .map_err(unavailable)?;
         Ok(size.max(0) as usize)
     }
 
-    pub async fn index_remove(&self, user_key: &str, hash: &SessionHash) -> Result<(), StoreError> {
+    pub async fn index_remove(
+        &self,
+        user_key: &str,
+        hash: &SessionHash,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let _: i64 = self
-            .pool
-            .zrem(self.user_key(user_key), hash.to_string())
+            .index_remove_script
+            .evalsha_with_reload(
+                self.pool.next(),
+                self.user_key(user_key),
+                vec![hash.to_string(), now_ms.to_string()],
+            )
             .await
             .map_err(unavailable)?;
         Ok(())
     }
 
-    /// Oldest first.
-    pub async fn index_list(&self, user_key: &str) -> Result<Vec<SessionHash>, StoreError> {
+    /// The sessions indexed as not ended by `now_ms`, in no useful order.
+    pub async fn index_list(
+        &self,
+        user_key: &str,
+        now_ms: u64,
+    ) -> Result<Vec<SessionHash>, StoreError> {
         let members: Vec<String> = self
             .pool
-            .zrange(self.user_key(user_key), 0, -1, None, false, None, false)
+            .zrangebyscore(
+                self.user_key(user_key),
+                format!("({now_ms}"),
+                "+inf",
+                false,
+                None,
+            )
             .await
             .map_err(unavailable)?;
         Ok(members
