@@ -91,6 +91,16 @@ pub enum CaptureError {
     NewIdUnknown(#[from] WhoamiError),
 }
 
+impl CaptureError {
+    /// Whether to log it (see [`StoreError::is_news`]).
+    pub fn is_news(&self) -> bool {
+        match self {
+            CaptureError::Store(e) => e.is_news(),
+            CaptureError::NewIdUnknown(_) => true,
+        }
+    }
+}
+
 /// Reads what a response asks of unstick and removes the headers meant for unstick only.
 /// `resolved`: the request carried a session unstick holds. No I/O.
 pub fn read_response(

@@ -2,6 +2,7 @@
 //! Both give the same semantics: a sliding idle TTL renewed at most once per touch interval,
 //! and a hard absolute expiry.
 
+mod health;
 mod memory;
 mod redis;
 
@@ -20,6 +21,23 @@ pub enum StoreError {
     /// The store did not answer in time or at all; the caller fails closed.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// As `Unavailable`, in a run of failures whose first was already reported.
+    #[error("session store unavailable (again): {0}")]
+    Repeated(String),
+    /// The store answered with an error (not an outage: it is reachable).
+    #[error("session store refused the command: {0}")]
+    Refused(String),
+    /// Known down: the command was not sent. Logged once when the store went down.
+    #[error("session store down for {:.1} s, not asked; waiting for Redis to answer again", .0.as_secs_f64())]
+    Down(Duration),
+}
+
+impl StoreError {
+    /// Whether the caller should log this failure: repeats and commands not sent during a
+    /// known outage were reported once already, and logging each would flood the log.
+    pub fn is_news(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Refused(_))
+    }
 }
 
 /// What the store holds for a session id.
@@ -250,6 +268,15 @@ impl SessionStore {
         match self {
             SessionStore::Redis(store) => SessionStore::Redis(store.observed_by(metrics)),
             memory => memory,
+        }
+    }
+
+    /// How long the store has been known down (requests with a session get a 503 without
+    /// asking it), if it is.
+    pub fn down_for(&self) -> Option<Duration> {
+        match self {
+            SessionStore::Redis(store) => store.down_for(),
+            SessionStore::Memory(_) => None,
         }
     }
 

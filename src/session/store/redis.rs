@@ -15,6 +15,7 @@
 //! upper bound, some entries may belong to sessions that ended early (a logout not seen by
 //! the index); the cap and the listing peek at the sessions and skip those.
 
+use super::health::Health;
 use super::{Loaded, StoreError};
 use crate::config::StoreConfig;
 use crate::metrics::Metrics;
@@ -29,7 +30,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -116,10 +117,30 @@ pub struct RedisStore {
     index_add_script: Arc<Script>,
     index_remove_script: Arc<Script>,
     index_touch_script: Arc<Script>,
+    health: Arc<Health>,
+    probe: Probe,
 }
 
+/// How the store finds out that Redis answers again while it is known down.
+#[derive(Clone, Copy)]
+struct Probe {
+    timeout: Duration,
+    interval: Duration,
+}
+
+/// No answer (an outage: counts towards the store being down), or an answer that is an error.
 fn unavailable(error: Error) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+    match error.kind() {
+        ErrorKind::Timeout
+        | ErrorKind::IO
+        | ErrorKind::Canceled
+        | ErrorKind::Backpressure
+        | ErrorKind::Routing
+        | ErrorKind::Tls
+        | ErrorKind::Cluster
+        | ErrorKind::Sentinel => StoreError::Unavailable(error.to_string()),
+        _ => StoreError::Refused(error.to_string()),
+    }
 }
 
 /// The rustls client settings for `rediss://`: trust the CA bundle in `ca_file` (PEM), or the
@@ -216,13 +237,33 @@ impl RedisStore {
             .set_policy(reconnect)
             .build_pool(config.pool_size)
             .map_err(unavailable)?;
+        let health = Arc::new(Health::default());
+        let probe = Probe {
+            timeout: config.command_timeout,
+            interval: config
+                .reconnect_min
+                .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+        };
+        watch_connections(&pool, &health, probe);
         pool.connect();
-        match tokio::time::timeout(config.connect_timeout, pool.wait_for_connect()).await {
-            Ok(Ok(())) => tracing::info!("connected to Redis"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "Redis not reachable yet; retrying in the background")
+        let reached = match tokio::time::timeout(config.connect_timeout, pool.wait_for_connect())
+            .await
+        {
+            Ok(Ok(())) => {
+                tracing::info!("connected to Redis");
+                true
             }
-            Err(_) => tracing::warn!("Redis not reachable yet; retrying in the background"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Redis not reachable yet; retrying in the background");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("Redis not reachable yet; retrying in the background");
+                false
+            }
+        };
+        if !reached && health.mark_down("not reachable at start") {
+            probe_until_up(pool.clone(), Arc::downgrade(&health), probe);
         }
         Ok(RedisStore {
             pool,
@@ -234,6 +275,8 @@ impl RedisStore {
             index_add_script: Arc::new(Script::from_lua(index_add_script())),
             index_remove_script: Arc::new(Script::from_lua(index_remove_script())),
             index_touch_script: Arc::new(Script::from_lua(INDEX_TOUCH)),
+            health,
+            probe,
         })
     }
 
@@ -242,7 +285,8 @@ impl RedisStore {
         self
     }
 
-    /// Runs one store operation, counting its latency and failure under `command`.
+    /// Runs one store operation, counting its latency and failure under `command`; while the
+    /// store is known down the operation is not run at all (see [`Health`]).
     ///
     /// The operation is boxed before anything awaits it: a fred command future is several KB,
     /// and unboxed it would make every future above it (up to the request's) as large, to be
@@ -254,13 +298,37 @@ impl RedisStore {
     ) -> impl Future<Output = Result<T, StoreError>> + Send + 'a {
         let operation = Box::pin(operation);
         async move {
+            if self.health.is_down() {
+                if let Some(metrics) = &self.metrics {
+                    metrics.redis_command_skipped(command);
+                }
+                return Err(self.health.skip());
+            }
             let started = Instant::now();
             let result = operation.await;
             if let Some(metrics) = &self.metrics {
                 metrics.redis_command(command, started.elapsed(), result.is_ok());
             }
-            result
+            match result {
+                Ok(value) => {
+                    self.health.succeeded();
+                    Ok(value)
+                }
+                Err(StoreError::Unavailable(reason)) => {
+                    let (error, down) = self.health.failed(reason);
+                    if down {
+                        probe_until_up(self.pool.clone(), Arc::downgrade(&self.health), self.probe);
+                    }
+                    Err(error)
+                }
+                Err(error) => Err(error),
+            }
         }
+    }
+
+    /// How long the store has been known down, if it is.
+    pub fn down_for(&self) -> Option<Duration> {
+        self.health.down_for()
     }
 
     /// `<prefix><kind><id>`: every key unstick writes.
@@ -515,4 +583,68 @@ impl RedisStore {
         let _: String = self.pool.next().ping(None).await.map_err(unavailable)?;
         Ok(started.elapsed())
     }
+}
+
+/// Follows the pool's connections: when none is left, the store is known down at once (no
+/// command waits its timeout to find out); a reconnection wakes the probe.
+fn watch_connections(pool: &Pool, health: &Arc<Health>, probe: Probe) {
+    for client in pool.clients() {
+        let (lost, back) = (Arc::downgrade(health), Arc::downgrade(health));
+        let watched = pool.clone();
+        let on_error = client.on_error(move |(error, _)| {
+            let (health, pool) = (lost.clone(), watched.clone());
+            async move {
+                let all_lost = pool.clients().iter().all(|c| !c.is_connected());
+                if let Some(state) = health.upgrade() {
+                    if all_lost && state.mark_down(&format!("connection lost: {error}")) {
+                        probe_until_up(pool, health, probe);
+                    }
+                }
+                Ok(())
+            }
+        });
+        let on_reconnect = client.on_reconnect(move |_| {
+            let health = back.clone();
+            async move {
+                if let Some(health) = health.upgrade() {
+                    health.wake.notify_one();
+                }
+                Ok(())
+            }
+        });
+        let mut watchers = health.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers.extend([on_error.abort_handle(), on_reconnect.abort_handle()]);
+    }
+}
+
+/// While the store is known down, PINGs every connection of the pool now and then (and at
+/// once after a reconnection) and marks the store up when all answer. Ends with the store.
+fn probe_until_up(pool: Pool, health: Weak<Health>, probe: Probe) {
+    tokio::spawn(async move {
+        loop {
+            let Some(state) = health.upgrade() else {
+                return;
+            };
+            if !state.is_down() {
+                return;
+            }
+            let pings = pool.clients().iter().map(|client| async move {
+                let answer = tokio::time::timeout(probe.timeout, client.ping::<String>(None)).await;
+                matches!(answer, Ok(Ok(_)))
+            });
+            if futures_util::future::join_all(pings)
+                .await
+                .into_iter()
+                .all(|ok| ok)
+            {
+                state.mark_up();
+                return;
+            }
+            let wake = state.wake.notified();
+            tokio::select! {
+                _ = tokio::time::sleep(probe.interval) => {}
+                _ = wake => {}
+            }
+        }
+    });
 }
