@@ -162,3 +162,73 @@ pub async fn live_predecessors(
     }
     Ok(live)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::record::Identity;
+    use crate::session::store::MemoryStore;
+
+    fn record(created_ms: u64, lasts_ms: u64) -> SessionRecord {
+        SessionRecord {
+            identity: Identity {
+                user: "erin".into(),
+                roles: Vec::new(),
+                email: None,
+                attributes: Default::default(),
+            },
+            created_ms,
+            expires_ms: created_ms + lasts_ms,
+            idle_ms: lasts_ms,
+            origin: None,
+            user_agent: None,
+            client_ip: None,
+            rotated_from: None,
+            retires_ms: None,
+        }
+    }
+
+    fn hash(n: u8) -> SessionHash {
+        SessionHash::parse(&format!("{n:064x}")).expect("64 hex digits")
+    }
+
+    /// The memory store keeps the Redis semantics: ended entries are pruned and never count
+    /// towards the cap; the oldest live session is the one ended.
+    #[tokio::test]
+    async fn the_cap_counts_live_sessions_and_ends_the_oldest() {
+        let store = SessionStore::Memory(MemoryStore::default());
+        let (remember, touch) = (Duration::from_secs(60), Duration::from_millis(1));
+        let save_and_register = |n: u8, lasts_ms: u64, max: usize| {
+            let (store, record) = (store.clone(), record(now_ms(), lasts_ms));
+            async move {
+                store.save(&hash(n), &record, now_ms(), touch).await?;
+                register(&store, &hash(n), &record, max, remember, touch).await
+            }
+        };
+        for n in 0..5 {
+            assert_eq!(save_and_register(n, 5, 0).await.unwrap(), 0);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for n in 10..12 {
+            assert_eq!(
+                save_and_register(n, 60_000, 2).await.unwrap(),
+                0,
+                "ended ones count"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(store.index_list("erin").await.unwrap().len(), 2, "pruned");
+        assert_eq!(save_and_register(12, 60_000, 2).await.unwrap(), 1);
+        let listed: Vec<String> = list(&store, "erin")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id_hash)
+            .collect();
+        assert_eq!(listed, vec![hash(11).to_string(), hash(12).to_string()]);
+        assert_eq!(
+            store.load(&hash(10), now_ms(), touch).await.unwrap(),
+            crate::session::store::Loaded::Ended
+        );
+    }
+}
