@@ -238,7 +238,8 @@ async fn a_users_index_holds_only_live_sessions_and_lives_as_long_as_the_longest
     let key = index_key("erin");
     let size = |client: fred::prelude::Client, key: String| async move {
         let (count, ttl, bytes): (u64, i64, u64) = (
-            client.zcard(&key).await.unwrap(),
+            // Entries scored by end; `~` (score 0) marks the format.
+            client.zcount(&key, 1.0, f64::INFINITY).await.unwrap(),
             client.pttl(&key).await.unwrap(),
             client
                 .custom(fred::cmd!("MEMORY"), vec!["USAGE", key.as_str()])
@@ -335,6 +336,50 @@ async fn a_users_index_holds_only_live_sessions_and_lives_as_long_as_the_longest
         .collect();
     let fifth_hash = session_hash(fifth.split_once('=').unwrap().1);
     assert_eq!(listed, vec![fifth_hash.as_str()], "{list}");
+}
+
+#[tokio::test]
+async fn an_index_written_by_an_earlier_version_still_finds_every_live_session() {
+    use fred::prelude::*;
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let proxy = ProxyProcess::start_with_env(
+        &test_app_config(&redis, &app).to_toml(),
+        &[("UNSTICK_ADMIN_TOKEN", TOKEN)],
+    )
+    .await;
+    let first = test_app_login(&proxy, "alice").await;
+    let second = test_app_login(&proxy, "alice").await;
+    // As earlier versions wrote it: scored by creation, kept for the absolute lifetime.
+    let client = redis.client().await;
+    let key = index_key("alice");
+    let _: i64 = client.del(&key).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    for (age, cookie) in [(2_000.0, &first), (1_000.0, &second)] {
+        let member = session_hash(cookie.split_once('=').unwrap().1);
+        let _: i64 = client
+            .zadd(&key, None, None, false, false, (now - age, member))
+            .await
+            .unwrap();
+    }
+    let _: bool = client.pexpire(&key, 43_200_000, None).await.unwrap();
+
+    let list = json_of(admin(&proxy, reqwest::Method::GET, "/sessions?user=alice")).await;
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 2, "{list}");
+    let third = test_app_login(&proxy, "alice").await;
+    let revoked = json_of(admin(
+        &proxy,
+        reqwest::Method::DELETE,
+        "/sessions?user=alice",
+    ))
+    .await;
+    assert_eq!(revoked["revoked"], 3, "{revoked}");
+    for cookie in [&first, &second, &third] {
+        assert_eq!(user_seen(&proxy, cookie).await, None);
+    }
 }
 
 #[tokio::test]

@@ -13,7 +13,10 @@
 //! first and renews the session only when that succeeded: an entry never ends before its
 //! session does, so "log out everywhere" finds every live session. Since the score is an
 //! upper bound, some entries may belong to sessions that ended early (a logout not seen by
-//! the index); the cap and the listing peek at the sessions and skip those.
+//! the index); the cap and the listing peek at the sessions and skip those. An index scored
+//! by creation (written by earlier versions) is marked by the absence of the member `~`
+//! (score 0); it is converted when first read or changed, each entry scored with the end of
+//! the old index's TTL, which outlasted all its sessions.
 
 use super::health::Health;
 use super::{Loaded, StoreError};
@@ -61,35 +64,58 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 "#;
 
-/// Drops the entries of a user's index whose session has ended by `ARGV[2]` (now, ms), and
-/// makes the index expire with its longest remaining session.
-const INDEX_PRUNE: &str = r#"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if last[2] then
-  redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(last[2]) - tonumber(ARGV[2])))
+/// Converts an index scored by creation (no `~` member) to scores by end: every entry gets
+/// the end of the old index's TTL, an upper bound of its sessions' ends. ARGV[2]: now, ms.
+const INDEX_UPGRADE: &str = r#"
+if not redis.call('ZSCORE', KEYS[1], '~') then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    local bound = tonumber(ARGV[2]) + ttl
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+      redis.call('ZADD', KEYS[1], bound, member)
+    end
+  end
+  redis.call('ZADD', KEYS[1], 0, '~')
 end
-return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// Drops the entries of a user's index whose session has ended by `ARGV[2]` (now, ms), and
+/// makes the index expire with its longest remaining session. Returns how many remain.
+const INDEX_PRUNE: &str = r#"
+local now = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(0', now)
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] and tonumber(last[2]) > now then
+  redis.call('PEXPIRE', KEYS[1], tonumber(last[2]) - now)
+  return redis.call('ZCARD', KEYS[1]) - 1
+end
+redis.call('DEL', KEYS[1])
+return 0
 "#;
 
 /// Adds a session to a user's index, pruned. ARGV: hash, now_ms, ends_ms (when the session's
 /// key expires if unused). Returns how many entries remain.
 fn index_add_script() -> String {
-    format!(
-        "redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])\n{}",
-        INDEX_PRUNE
-    )
+    format!("{INDEX_UPGRADE}redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])\n{INDEX_PRUNE}")
 }
 
 /// Removes a session from a user's index, pruned. ARGV: hash, now_ms.
 fn index_remove_script() -> String {
-    format!("redis.call('ZREM', KEYS[1], ARGV[1])\n{}", INDEX_PRUNE)
+    format!("{INDEX_UPGRADE}redis.call('ZREM', KEYS[1], ARGV[1])\n{INDEX_PRUNE}")
+}
+
+/// The sessions of a user's index not ended by now. ARGV: unused, now_ms.
+fn index_list_script() -> String {
+    format!("{INDEX_UPGRADE}return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')\n")
 }
 
 /// Raises a session's end in its user's index on renewal (re-adding it if the entry was
 /// pruned or predates scores by end) and the index's TTL with it; never lowers either.
 /// ARGV: hash, now_ms, ends_ms.
 const INDEX_TOUCH: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZADD', KEYS[1], 0, '~')
+end
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if (not score) or tonumber(score) < tonumber(ARGV[3]) then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
@@ -117,6 +143,7 @@ pub struct RedisStore {
     index_add_script: Arc<Script>,
     index_remove_script: Arc<Script>,
     index_touch_script: Arc<Script>,
+    index_list_script: Arc<Script>,
     health: Arc<Health>,
     probe: Probe,
 }
@@ -275,6 +302,7 @@ impl RedisStore {
             index_add_script: Arc::new(Script::from_lua(index_add_script())),
             index_remove_script: Arc::new(Script::from_lua(index_remove_script())),
             index_touch_script: Arc::new(Script::from_lua(INDEX_TOUCH)),
+            index_list_script: Arc::new(Script::from_lua(index_list_script())),
             health,
             probe,
         })
@@ -529,13 +557,11 @@ impl RedisStore {
         now_ms: u64,
     ) -> Result<Vec<SessionHash>, StoreError> {
         let members: Vec<String> = self
-            .pool
-            .zrangebyscore(
+            .index_list_script
+            .evalsha_with_reload(
+                self.pool.next(),
                 self.user_key(user_key),
-                format!("({now_ms}"),
-                "+inf",
-                false,
-                None,
+                vec![String::new(), now_ms.to_string()],
             )
             .await
             .map_err(unavailable)?;
