@@ -262,7 +262,18 @@ async fn outage_under_load(hung: bool) {
     let workers = load(&proxy, &cookies, 16, &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let warnings_before = warnings();
-    let errors_before = metric(&scrape().await, "unstick_redis_errors_total", &[]);
+    let before = scrape().await;
+    let lookups = |scrape: &str| {
+        metric(
+            scrape,
+            "unstick_redis_command_duration_seconds_count",
+            &[("command", "load")],
+        )
+    };
+    let (errors_before, lookups_before) = (
+        metric(&before, "unstick_redis_errors_total", &[]),
+        lookups(&before),
+    );
     let out_at = std::time::Instant::now();
     if hung {
         redis.pause();
@@ -336,15 +347,12 @@ async fn outage_under_load(hung: bool) {
     took.sort();
     let p50 = took.get(took.len() / 2).copied().unwrap_or_default();
     let errors = metric(&during, "unstick_redis_errors_total", &[]) - errors_before;
-    let load_commands = metric(
-        &during,
-        "unstick_redis_command_duration_seconds_count",
-        &[("command", "load")],
-    );
+    let sent = lookups(&during) - lookups_before;
+    let skipped = metric(&during, "unstick_redis_commands_skipped_total", &[]);
     eprintln!(
         "outage ({}): {} session requests answered, {refused} of them 503; p50 {p50:?} after the \
-         first second; {errors} Redis commands failed; {load_commands} lookups sent in all; \
-         {warnings_during} warnings logged",
+         first second; {sent} lookups sent to Redis, {skipped} not sent; {errors} Redis commands \
+         failed; {warnings_during} warnings logged",
         if hung { "SIGSTOP" } else { "killed" },
         outage.len()
     );
@@ -357,6 +365,10 @@ async fn outage_under_load(hung: bool) {
         eprintln!("  {}: {}", doc["level"], doc["fields"]["message"]);
     }
     assert!(refused >= 100, "too little load to judge: {refused} 503s");
+    assert!(
+        sent * 10.0 <= skipped,
+        "{sent} lookups sent to a Redis that was out, {skipped} answered without asking it"
+    );
     assert!(
         errors * 10.0 <= refused as f64,
         "{errors} Redis commands failed for {refused} requests answered 503: the store was asked \
