@@ -105,13 +105,15 @@ impl Health {
             return;
         }
         let down_for = since.map(|s| s.elapsed()).unwrap_or_default();
+        let skipped = self.skipped.load(Ordering::Relaxed);
+        // Nearly all are session lookups answered 503; on legacy routes the request went on
+        // without Redis instead.
         tracing::info!(
             down_seconds = format!("{:.1}", down_for.as_secs_f64()),
-            answered_503 = self.skipped.load(Ordering::Relaxed),
-            "session store back after {:.1} s; {} session requests answered 503 meanwhile \
-             without asking it",
+            commands_not_sent = skipped,
+            "session store back after {:.1} s; {skipped} requests were answered without asking \
+             it meanwhile (503 with Retry-After; legacy routes without Redis)",
             down_for.as_secs_f64(),
-            self.skipped.load(Ordering::Relaxed),
         );
     }
 }
