@@ -362,7 +362,8 @@ async fn outage_under_load(hung: bool) {
         .filter(|l| l.contains("WARN") || l.contains("store back"))
     {
         let doc: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-        eprintln!("  {}: {}", doc["level"], doc["fields"]["message"]);
+        let reason = doc["fields"]["reason"].as_str().unwrap_or_default();
+        eprintln!("  {}: {} {reason}", doc["level"], doc["fields"]["message"]);
     }
     assert!(refused >= 100, "too little load to judge: {refused} 503s");
     assert!(
@@ -401,6 +402,38 @@ async fn outage_under_load(hung: bool) {
         metric(&scrape().await, "unstick_session_store_up", &[]),
         1.0
     );
+}
+
+#[tokio::test]
+async fn a_lost_connection_makes_redis_known_down_before_any_request_waits() {
+    let mut redis = RedisServer::start_persistent().await;
+    let (proxy, alice, _app) = alice_known_only_to_redis(&redis).await;
+    redis.kill();
+    let mut known = false;
+    for _ in 0..40 {
+        if proxy.count_logs("connection lost") > 0 {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        known,
+        "no request was needed to notice; logs:\n{}",
+        proxy.logs()
+    );
+    let response = alice.get(&proxy.url("/me")).send().await.unwrap();
+    assert_retry_later(response).await;
+    assert_eq!(
+        proxy.count_logs("session lookup failed"),
+        0,
+        "nothing was asked"
+    );
+
+    redis.restart().await;
+    let (status, user, _) = me_once_recovered(&alice, &proxy).await;
+    assert_eq!((status, user.as_deref()), (200, Some("alice")));
+    assert_eq!(proxy.count_logs("session store back"), 1);
 }
 
 /// The user the app was told about, or `None` (anonymous, or a 503).
