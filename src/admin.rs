@@ -120,9 +120,19 @@ impl Admin {
         }
     }
 
-    /// Ready when the session store answers (the proxy would serve sessions).
+    /// Ready when the session store answers (the proxy would serve sessions). While it is
+    /// known down the answer is 503 at once, as for requests with a session.
     async fn ready(&self) -> Response<Body> {
         let runtime = self.proxy.runtime();
+        if let Some(down_for) = runtime.store.down_for() {
+            return text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "session store down for {:.1} s: requests with a session get 503\n",
+                    down_for.as_secs_f64()
+                ),
+            );
+        }
         match tokio::time::timeout(
             runtime.config.store.command_timeout * 4,
             runtime.store.ping(),
@@ -143,6 +153,9 @@ impl Admin {
 
     fn metrics_text(&self) -> Response<Body> {
         let runtime = self.proxy.runtime();
+        self.metrics
+            .store_up
+            .set(i64::from(runtime.store.down_for().is_none()));
         self.metrics.upstream_healthy.clear();
         for route in &runtime.routes {
             for instance in route.pool.instances() {

@@ -72,6 +72,9 @@ pub struct Metrics {
     pub session_outcomes: Family<OutcomeLabels, Counter>,
     pub redis_seconds: Family<CommandLabels, Histogram, fn() -> Histogram>,
     pub redis_errors: Family<CommandLabels, Counter>,
+    pub redis_skipped: Family<CommandLabels, Counter>,
+    /// 0 while the session store is known down (set when scraped).
+    pub store_up: Gauge,
     pub upstream_healthy: Family<InstanceLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_info: Family<ConfigLabels, Gauge>,
@@ -96,6 +99,8 @@ impl Metrics {
             session_outcomes: Family::default(),
             redis_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             redis_errors: Family::default(),
+            redis_skipped: Family::default(),
+            store_up: Gauge::default(),
             upstream_healthy: Family::default(),
             config_reloads: Family::default(),
             config_info: Family::default(),
@@ -129,6 +134,16 @@ impl Metrics {
             "redis_errors",
             "Session store commands that failed or timed out",
             metrics.redis_errors.clone(),
+        );
+        registry.register(
+            "redis_commands_skipped",
+            "Session store commands not sent because the store was known down (each answered 503)",
+            metrics.redis_skipped.clone(),
+        );
+        registry.register(
+            "session_store_up",
+            "0 while the session store is known down and requests with a session get 503 at once",
+            metrics.store_up.clone(),
         );
         registry.register(
             "upstream_healthy",
@@ -195,6 +210,12 @@ impl Metrics {
         if !ok {
             self.redis_errors.get_or_create(&labels).inc();
         }
+    }
+
+    pub fn redis_command_skipped(&self, command: &'static str) {
+        self.redis_skipped
+            .get_or_create(&CommandLabels { command })
+            .inc();
     }
 
     /// The Prometheus text exposition.

@@ -158,6 +158,306 @@ async fn redis_down_at_start_does_not_keep_the_proxy_from_serving() {
     assert_eq!(redis.keys("test:s:*").await.len(), 1);
 }
 
+/// One answer to a request of the load: (status, carried Retry-After, user the app was told
+/// about, latency, sent while Redis was out).
+struct Answer {
+    status: u16,
+    retry_after: bool,
+    user: Option<String>,
+    took: Duration,
+    cookie: Option<usize>,
+    sent_at: std::time::Instant,
+}
+
+/// Session and anonymous requests from concurrent clients until `stop` is set.
+fn load(
+    proxy: &ProxyProcess,
+    cookies: &[String],
+    workers: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Vec<Answer>>> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    (0..workers)
+        .map(|worker| {
+            let (http, url, stop) = (http.clone(), proxy.url("/echo"), stop.clone());
+            let cookies = cookies.to_vec();
+            tokio::spawn(async move {
+                let mut answers = Vec::new();
+                let mut i = worker;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // One worker sends no cookie: those requests must never notice Redis.
+                    let cookie = (worker != 0).then_some(i % cookies.len());
+                    let mut request = http.get(&url);
+                    if let Some(c) = cookie {
+                        request = request.header("cookie", &cookies[c]);
+                    }
+                    let sent_at = std::time::Instant::now();
+                    let response = request.send().await.unwrap();
+                    let status = response.status().as_u16();
+                    let retry_after = response.headers().contains_key("retry-after");
+                    let body = response.bytes().await.unwrap();
+                    let user = serde_json::from_slice::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|echo| {
+                            echo["headers"]["x-auth-user"][0].as_str().map(String::from)
+                        });
+                    answers.push(Answer {
+                        status,
+                        retry_after,
+                        user,
+                        took: sent_at.elapsed(),
+                        cookie,
+                        sent_at,
+                    });
+                    i += 1;
+                }
+                answers
+            })
+        })
+        .collect()
+}
+
+/// Redis goes away under a concurrent session load (`hung`: SIGSTOP, else killed) and comes
+/// back: every session request is a 503 with Retry-After, never anonymous; once the store is
+/// known down, requests are answered without asking Redis, the outage is logged once, and
+/// readiness and metrics say so; afterwards the same cookies work again.
+async fn outage_under_load(hung: bool) {
+    const TOKEN: &str = "test-admin-token-0123456789";
+    let mut redis = RedisServer::start_persistent().await;
+    let app = TestApp::start().await;
+    let mut config = test_app_config(&redis, &[("t", app.address)]);
+    config.extra_tables = "[admin]\naddress = \"127.0.0.1:0\"\n".into();
+    let proxy =
+        ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
+    let users = ["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"];
+    let mut cookies = Vec::new();
+    for user in users {
+        cookies.push(test_app_login(&proxy, user).await);
+    }
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        http.get(proxy.admin_url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let ready = || async {
+        http.get(proxy.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let warnings = || proxy.count_logs("\"level\":\"WARN\"");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers = load(&proxy, &cookies, 16, &stop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let warnings_before = warnings();
+    let before = scrape().await;
+    let lookups = |scrape: &str| {
+        metric(
+            scrape,
+            "unstick_redis_command_duration_seconds_count",
+            &[("command", "load")],
+        )
+    };
+    let (errors_before, lookups_before) = (
+        metric(&before, "unstick_redis_errors_total", &[]),
+        lookups(&before),
+    );
+    let out_at = std::time::Instant::now();
+    if hung {
+        redis.pause();
+    } else {
+        redis.kill();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = scrape().await;
+    let ready_during = ready().await;
+    let warnings_during = warnings() - warnings_before;
+    let back_at = std::time::Instant::now();
+    if hung {
+        redis.resume();
+    } else {
+        redis.restart().await;
+    }
+    // Recovery: every cookie is served with its user again.
+    let mut recovered = false;
+    for _ in 0..100 {
+        let mut all = true;
+        for (cookie, user) in cookies.iter().zip(users) {
+            all &= user_seen_or_503(&proxy, cookie).await.as_deref() == Some(user);
+        }
+        if all {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for worker in workers {
+        answers.extend(worker.await.unwrap());
+    }
+    assert!(
+        recovered,
+        "sessions not served after Redis came back; logs:\n{}",
+        proxy.logs()
+    );
+
+    // Never anonymous: a session request is served with its own user or told to retry.
+    for answer in &answers {
+        match answer.cookie {
+            None => assert_eq!((answer.status, answer.user.as_deref()), (200, None)),
+            Some(c) if answer.status == 200 => {
+                assert_eq!(
+                    answer.user.as_deref(),
+                    Some(users[c]),
+                    "anonymous pass-through"
+                )
+            }
+            Some(_) => assert!(
+                answer.status == 503 && answer.retry_after,
+                "session request answered {} (Retry-After: {})",
+                answer.status,
+                answer.retry_after
+            ),
+        }
+    }
+    let outage: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.cookie.is_some() && a.sent_at >= out_at && a.sent_at < back_at)
+        .collect();
+    let refused = outage.iter().filter(|a| a.status == 503).count();
+    let mut took: Vec<Duration> = outage
+        .iter()
+        .filter(|a| a.sent_at >= out_at + Duration::from_secs(1))
+        .map(|a| a.took)
+        .collect();
+    took.sort();
+    let p50 = took.get(took.len() / 2).copied().unwrap_or_default();
+    let errors = metric(&during, "unstick_redis_errors_total", &[]) - errors_before;
+    let sent = lookups(&during) - lookups_before;
+    let skipped = metric(&during, "unstick_redis_commands_skipped_total", &[]);
+    eprintln!(
+        "outage ({}): {} session requests answered, {refused} of them 503; p50 {p50:?} after the \
+         first second; {sent} lookups sent to Redis, {skipped} not sent; {errors} Redis commands \
+         failed; {warnings_during} warnings logged",
+        if hung { "SIGSTOP" } else { "killed" },
+        outage.len()
+    );
+    for line in proxy
+        .logs()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("store back"))
+    {
+        let doc: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let reason = doc["fields"]["reason"].as_str().unwrap_or_default();
+        eprintln!("  {}: {} {reason}", doc["level"], doc["fields"]["message"]);
+    }
+    assert!(refused >= 100, "too little load to judge: {refused} 503s");
+    assert!(
+        sent * 10.0 <= skipped,
+        "{sent} lookups sent to a Redis that was out, {skipped} answered without asking it"
+    );
+    assert!(
+        errors * 10.0 <= refused as f64,
+        "{errors} Redis commands failed for {refused} requests answered 503: the store was asked \
+         each time"
+    );
+    assert!(
+        warnings_during <= 5,
+        "{warnings_during} warnings during the outage; logs:\n{}",
+        proxy.logs()
+    );
+    assert_eq!(
+        proxy.count_logs("session store down"),
+        1,
+        "{}",
+        proxy.logs()
+    );
+    assert_eq!(
+        proxy.count_logs("session store back"),
+        1,
+        "{}",
+        proxy.logs()
+    );
+    assert_eq!(
+        ready_during, 503,
+        "readiness agrees with the known-down state"
+    );
+    assert_eq!(metric(&during, "unstick_session_store_up", &[]), 0.0);
+    assert_eq!(ready().await, 200);
+    assert_eq!(
+        metric(&scrape().await, "unstick_session_store_up", &[]),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_lost_connection_makes_redis_known_down_before_any_request_waits() {
+    let mut redis = RedisServer::start_persistent().await;
+    let (proxy, alice, _app) = alice_known_only_to_redis(&redis).await;
+    redis.kill();
+    let mut known = false;
+    for _ in 0..40 {
+        if proxy.count_logs("connection lost") > 0 {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        known,
+        "no request was needed to notice; logs:\n{}",
+        proxy.logs()
+    );
+    let response = alice.get(&proxy.url("/me")).send().await.unwrap();
+    assert_retry_later(response).await;
+    assert_eq!(
+        proxy.count_logs("session lookup failed"),
+        0,
+        "nothing was asked"
+    );
+
+    redis.restart().await;
+    let (status, user, _) = me_once_recovered(&alice, &proxy).await;
+    assert_eq!((status, user.as_deref()), (200, Some("alice")));
+    assert_eq!(proxy.count_logs("session store back"), 1);
+}
+
+/// The user the app was told about, or `None` (anonymous, or a 503).
+async fn user_seen_or_503(proxy: &ProxyProcess, cookie: &str) -> Option<String> {
+    let response = reqwest::Client::new()
+        .get(proxy.url("/echo"))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    let echo: serde_json::Value = response.json().await.ok()?;
+    echo["headers"]["x-auth-user"][0].as_str().map(String::from)
+}
+
+#[tokio::test]
+async fn redis_killed_under_load_is_known_down_answered_at_once_and_logged_once() {
+    outage_under_load(false).await;
+}
+
+#[tokio::test]
+async fn redis_hung_under_load_is_known_down_answered_at_once_and_logged_once() {
+    outage_under_load(true).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // App instances that refuse, vanish or stall.
 // ---------------------------------------------------------------------------------------------

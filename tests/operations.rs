@@ -74,18 +74,6 @@ async fn without_a_token_the_admin_api_stays_closed() {
         .contains("UNSTICK_ADMIN_TOKEN"));
 }
 
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
-        .filter(|line| {
-            labels
-                .iter()
-                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
-        })
-        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
-        .sum()
-}
-
 #[tokio::test]
 async fn metrics_parse_and_move_with_requests() {
     let redis = RedisServer::start().await;
@@ -229,6 +217,169 @@ async fn the_oldest_session_is_ended_beyond_the_cap() {
     assert_eq!(user_seen(&proxy, &second).await.as_deref(), Some("carol"));
     assert_eq!(user_seen(&proxy, &third).await.as_deref(), Some("carol"));
     assert_eq!(user_seen(&proxy, &dave).await.as_deref(), Some("dave"));
+}
+
+/// The user's index key, as unstick names it.
+fn index_key(user: &str) -> String {
+    format!("test:u:{}", session_hash(user))
+}
+
+#[tokio::test]
+async fn a_users_index_holds_only_live_sessions_and_lives_as_long_as_the_longest() {
+    use fred::prelude::*;
+    const LOGINS: usize = 200;
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = test_app_config(&redis, &app);
+    config.idle_timeout = "2s".into();
+    let proxy =
+        ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
+    let client = redis.client().await;
+    let key = index_key("erin");
+    let size = |client: fred::prelude::Client, key: String| async move {
+        let (count, ttl, bytes): (u64, i64, u64) = (
+            // Entries scored by end; `~` (score 0) marks the format.
+            client.zcount(&key, 1.0, f64::INFINITY).await.unwrap(),
+            client.pttl(&key).await.unwrap(),
+            client
+                .custom(fred::cmd!("MEMORY"), vec!["USAGE", key.as_str()])
+                .await
+                .unwrap(),
+        );
+        (count, ttl, bytes)
+    };
+
+    // Many logins that each stay unused: every session ends after its 2 s idle timeout.
+    let mut first = Vec::new();
+    for _ in 0..LOGINS {
+        first.push(test_app_login(&proxy, "erin").await);
+    }
+    let (_, ttl, full_bytes) = size(client.clone(), key.clone()).await;
+    assert!(
+        ttl <= 2_200,
+        "the index outlives its sessions: PTTL {ttl} ms with a 2 s idle timeout"
+    );
+    tokio::time::sleep(Duration::from_millis(2_400)).await;
+    assert_eq!(
+        user_seen(&proxy, &first[LOGINS - 1]).await,
+        None,
+        "all ended"
+    );
+
+    // The next login prunes every ended entry; the index lives as long as its one session.
+    let second = test_app_login(&proxy, "erin").await;
+    let (count, ttl, bytes) = size(client.clone(), key.clone()).await;
+    eprintln!("index of {LOGINS} sessions: {full_bytes} bytes; after they ended and one login: {count} entry, {bytes} bytes, PTTL {ttl} ms");
+    assert_eq!(count, 1, "only the live session stays indexed");
+    assert!(
+        ttl > 0 && ttl <= 2_200,
+        "PTTL {ttl} ms, the session has at most 2.1 s left"
+    );
+    assert!(bytes < 1_024, "index is {bytes} bytes for one session");
+
+    // The cap counts live sessions only, and still ends the oldest live one.
+    config.session_extra = "max_sessions_per_user = 3".into();
+    proxy.reload(&config).await;
+    let third = test_app_login(&proxy, "erin").await;
+    let fourth = test_app_login(&proxy, "erin").await;
+    let list = json_of(admin(&proxy, reqwest::Method::GET, "/sessions?user=erin")).await;
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 3, "{list}");
+    let created: Vec<u64> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["created_ms"].as_u64().unwrap())
+        .collect();
+    assert!(
+        created.windows(2).all(|w| w[0] <= w[1]),
+        "oldest first: {created:?}"
+    );
+    let fifth = test_app_login(&proxy, "erin").await;
+    assert_eq!(
+        user_seen(&proxy, &second).await,
+        None,
+        "the oldest live session is ended"
+    );
+    for cookie in [&third, &fourth, &fifth] {
+        assert_eq!(user_seen(&proxy, cookie).await.as_deref(), Some("erin"));
+    }
+    let scrape = admin(&proxy, reqwest::Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(&scrape, "unstick_sessions_evicted_total", &[]),
+        1.0,
+        "ended sessions are not evicted again"
+    );
+    assert_eq!(size(client.clone(), key.clone()).await.0, 3);
+
+    // A session in use keeps its index entry (and the index) alive past its first idle timeout.
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(user_seen(&proxy, &fifth).await.as_deref(), Some("erin"));
+    }
+    let (_, ttl, _) = size(client.clone(), key.clone()).await;
+    assert!(
+        ttl > 1_000,
+        "the index follows its live session: PTTL {ttl} ms"
+    );
+    let list = json_of(admin(&proxy, reqwest::Method::GET, "/sessions?user=erin")).await;
+    let listed: Vec<&str> = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id_hash"].as_str().unwrap())
+        .collect();
+    let fifth_hash = session_hash(fifth.split_once('=').unwrap().1);
+    assert_eq!(listed, vec![fifth_hash.as_str()], "{list}");
+}
+
+#[tokio::test]
+async fn an_index_written_by_an_earlier_version_still_finds_every_live_session() {
+    use fred::prelude::*;
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let proxy = ProxyProcess::start_with_env(
+        &test_app_config(&redis, &app).to_toml(),
+        &[("UNSTICK_ADMIN_TOKEN", TOKEN)],
+    )
+    .await;
+    let first = test_app_login(&proxy, "alice").await;
+    let second = test_app_login(&proxy, "alice").await;
+    // As earlier versions wrote it: scored by creation, kept for the absolute lifetime.
+    let client = redis.client().await;
+    let key = index_key("alice");
+    let _: i64 = client.del(&key).await.unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    for (age, cookie) in [(2_000.0, &first), (1_000.0, &second)] {
+        let member = session_hash(cookie.split_once('=').unwrap().1);
+        let _: i64 = client
+            .zadd(&key, None, None, false, false, (now - age, member))
+            .await
+            .unwrap();
+    }
+    let _: bool = client.pexpire(&key, 43_200_000, None).await.unwrap();
+
+    let list = json_of(admin(&proxy, reqwest::Method::GET, "/sessions?user=alice")).await;
+    assert_eq!(list["sessions"].as_array().unwrap().len(), 2, "{list}");
+    let third = test_app_login(&proxy, "alice").await;
+    let revoked = json_of(admin(
+        &proxy,
+        reqwest::Method::DELETE,
+        "/sessions?user=alice",
+    ))
+    .await;
+    assert_eq!(revoked["revoked"], 3, "{revoked}");
+    for cookie in [&first, &second, &third] {
+        assert_eq!(user_seen(&proxy, cookie).await, None);
+    }
 }
 
 #[tokio::test]

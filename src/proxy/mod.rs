@@ -138,7 +138,12 @@ async fn forward(
         Err(e) => {
             // Fail closed: never serve a request that carries a session as anonymous.
             runtime.metrics.outcome("store_error", "");
-            tracing::warn!(error = %e, "session lookup failed; answering 503");
+            // An outage is logged by the store once; each request's failure only when news.
+            if e.is_news() {
+                tracing::warn!(error = %e, "session lookup failed; answering 503");
+            } else {
+                tracing::debug!(error = %e, "session lookup failed; answering 503");
+            }
             return response::retry_later(config.store.retry_after);
         }
     };
@@ -238,9 +243,17 @@ async fn forward(
         let recorded = record.await;
         if let (Mode::Legacy, Err(e)) = (mode, &recorded) {
             // Legacy never depends on Redis: the app's answer goes out as before.
-            tracing::warn!(error = %e, "legacy route: login or logout not recorded");
+            if e.is_news() {
+                tracing::warn!(error = %e, "legacy route: login or logout not recorded");
+            } else {
+                tracing::debug!(error = %e, "legacy route: login or logout not recorded");
+            }
         } else if let Err(e) = recorded {
-            tracing::warn!(error = %e, "could not record a login or logout; answering 503");
+            if e.is_news() {
+                tracing::warn!(error = %e, "could not record a login or logout; answering 503");
+            } else {
+                tracing::debug!(error = %e, "could not record a login or logout; answering 503");
+            }
             return response::retry_later(config.store.retry_after);
         }
     }

@@ -91,6 +91,16 @@ pub enum CaptureError {
     NewIdUnknown(#[from] WhoamiError),
 }
 
+impl CaptureError {
+    /// Whether to log it (see [`StoreError::is_news`]).
+    pub fn is_news(&self) -> bool {
+        match self {
+            CaptureError::Store(e) => e.is_news(),
+            CaptureError::NewIdUnknown(_) => true,
+        }
+    }
+}
+
 /// Reads what a response asks of unstick; a cleared cookie that is housekeeping is taken out.
 /// `resolved`: the request carried a session unstick holds. No I/O.
 pub fn read_response(
@@ -366,6 +376,7 @@ pub(crate) async fn store_session(
         record,
         session.max_sessions_per_user,
         session.absolute_lifetime,
+        session.touch_interval(),
     )
     .await?;
     runtime.metrics.sessions_evicted.inc_by(evicted as u64);

@@ -21,42 +21,56 @@ pub struct SessionSummary {
     pub expires_ms: u64,
 }
 
-/// Indexes a new session under its user and, when the user now holds more than `max`
-/// sessions (0 = no cap), ends the oldest. Returns how many were evicted.
+/// Indexes a session just saved under its user and, when the user now holds more than `max`
+/// live sessions (0 = no cap), ends the oldest. Returns how many were evicted.
+///
+/// The index entry ends when the saved record expires if unused (`touch`: the store's touch
+/// interval, as in the record's TTL); renewals raise it. Entries that ended are pruned here.
 pub async fn register(
     store: &SessionStore,
     hash: &SessionHash,
     record: &SessionRecord,
     max: usize,
     remember: Duration,
+    touch: Duration,
 ) -> Result<usize, StoreError> {
     let user = &record.identity.user;
-    let keep = Duration::from_millis(record.expires_ms.saturating_sub(record.created_ms));
-    let count = store.index_add(user, hash, record.created_ms, keep).await?;
+    let now = now_ms();
+    let ends = now + record.ttl_ms(now, touch).max(1);
+    let count = store.index_add(user, hash, ends, now).await?;
     if max == 0 || count <= max {
         return Ok(0);
     }
-    let mut evicted = 0;
+    // Entries are pruned by an upper bound of their end: some may belong to sessions that
+    // ended early. Only live ones count, and the oldest of those go.
+    let mut live = Vec::new();
     for old in store.index_list(user).await? {
-        if count - evicted <= max {
-            break;
-        }
         if old == *hash {
             continue;
         }
+        match store.peek(&old).await? {
+            Some((record, _)) if record.ends_ms() > now => live.push((record.created_ms, old)),
+            _ => store.index_remove(user, &old).await?,
+        }
+    }
+    live.sort();
+    let excess = (live.len() + 1).saturating_sub(max);
+    for (_, old) in live.into_iter().take(excess) {
         store.end(&old, now_ms(), remember).await?;
         store.index_remove(user, &old).await?;
         tracing::info!(session = old.short(), %user, "session cap reached: oldest session ended");
-        evicted += 1;
     }
-    Ok(evicted)
+    Ok(excess)
 }
 
-/// The user's live sessions, oldest first. Index entries of sessions that expired are pruned.
+/// The user's live sessions, oldest first. Index entries of sessions that ended are pruned.
 pub async fn list(store: &SessionStore, user: &str) -> Result<Vec<SessionSummary>, StoreError> {
     let mut sessions = Vec::new();
     for hash in store.index_list(user).await? {
         match store.peek(&hash).await? {
+            Some((record, _)) if record.ends_ms() <= now_ms() => {
+                store.index_remove(user, &hash).await?
+            }
             Some((record, last_seen_ms)) => sessions.push(SessionSummary {
                 id_hash: hash.to_string(),
                 user: record.identity.user,
@@ -70,6 +84,7 @@ pub async fn list(store: &SessionStore, user: &str) -> Result<Vec<SessionSummary
             None => store.index_remove(user, &hash).await?,
         }
     }
+    sessions.sort_by_key(|s| s.created_ms);
     Ok(sessions)
 }
 
@@ -146,4 +161,74 @@ pub async fn live_predecessors(
         live.push(hash);
     }
     Ok(live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::record::Identity;
+    use crate::session::store::MemoryStore;
+
+    fn record(created_ms: u64, lasts_ms: u64) -> SessionRecord {
+        SessionRecord {
+            identity: Identity {
+                user: "erin".into(),
+                roles: Vec::new(),
+                email: None,
+                attributes: Default::default(),
+            },
+            created_ms,
+            expires_ms: created_ms + lasts_ms,
+            idle_ms: lasts_ms,
+            origin: None,
+            user_agent: None,
+            client_ip: None,
+            rotated_from: None,
+            retires_ms: None,
+        }
+    }
+
+    fn hash(n: u8) -> SessionHash {
+        SessionHash::parse(&format!("{n:064x}")).expect("64 hex digits")
+    }
+
+    /// The memory store keeps the Redis semantics: ended entries are pruned and never count
+    /// towards the cap; the oldest live session is the one ended.
+    #[tokio::test]
+    async fn the_cap_counts_live_sessions_and_ends_the_oldest() {
+        let store = SessionStore::Memory(MemoryStore::default());
+        let (remember, touch) = (Duration::from_secs(60), Duration::from_millis(1));
+        let save_and_register = |n: u8, lasts_ms: u64, max: usize| {
+            let (store, record) = (store.clone(), record(now_ms(), lasts_ms));
+            async move {
+                store.save(&hash(n), &record, now_ms(), touch).await?;
+                register(&store, &hash(n), &record, max, remember, touch).await
+            }
+        };
+        for n in 0..5 {
+            assert_eq!(save_and_register(n, 5, 0).await.unwrap(), 0);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        for n in 10..12 {
+            assert_eq!(
+                save_and_register(n, 60_000, 2).await.unwrap(),
+                0,
+                "ended ones count"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(store.index_list("erin").await.unwrap().len(), 2, "pruned");
+        assert_eq!(save_and_register(12, 60_000, 2).await.unwrap(), 1);
+        let listed: Vec<String> = list(&store, "erin")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id_hash)
+            .collect();
+        assert_eq!(listed, vec![hash(11).to_string(), hash(12).to_string()]);
+        assert_eq!(
+            store.load(&hash(10), now_ms(), touch).await.unwrap(),
+            crate::session::store::Loaded::Ended
+        );
+    }
 }

@@ -580,3 +580,16 @@ pub async fn serve_expecting_exit(toml: &str) -> RefusedStart {
     let _ = child.wait();
     panic!("unstick accepted the config and kept running:\n{toml}");
 }
+
+/// The sum of the samples of `name` whose labels include `labels`, in a Prometheus text scrape.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name) && !line.starts_with('#'))
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|line| line.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}

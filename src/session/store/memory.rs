@@ -14,7 +14,8 @@ struct Entry {
     expires_at_ms: u64,
 }
 
-/// User key -> (session hash, created ms), oldest first.
+/// User key -> (session hash, ms when its record expires if unused), as in Redis: renewals
+/// raise the end, and ended entries are pruned on add and remove.
 type UserIndex = HashMap<String, Vec<(SessionHash, u64)>>;
 
 #[derive(Clone, Default)]
@@ -47,8 +48,22 @@ impl MemoryStore {
         if now_ms.saturating_sub(entry.seen_ms) >= touch.as_millis() as u64 {
             entry.seen_ms = now_ms;
             entry.expires_at_ms = now_ms + record.ttl_ms(now_ms, touch);
+            if record.retires_ms.is_none() {
+                let user_key = super::user_key(&record.identity.user);
+                self.index_touch(&user_key, hash, entry.expires_at_ms);
+            }
         }
         Loaded::Live(record.clone())
+    }
+
+    /// Raises a session's end in its user's index (re-adding a pruned entry), never lowers it.
+    fn index_touch(&self, user_key: &str, hash: &SessionHash, ends_ms: u64) {
+        let mut users = self.users();
+        let sessions = users.entry(user_key.to_string()).or_default();
+        match sessions.iter_mut().find(|(h, _)| h == hash) {
+            Some((_, ends)) => *ends = (*ends).max(ends_ms),
+            None => sessions.push((hash.clone(), ends_ms)),
+        }
     }
 
     pub fn end(&self, hash: &SessionHash, now_ms: u64, remember_for: Duration) {
@@ -90,25 +105,40 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn index_add(&self, user_key: &str, hash: &SessionHash, created_ms: u64) -> usize {
+    pub fn index_add(
+        &self,
+        user_key: &str,
+        hash: &SessionHash,
+        ends_ms: u64,
+        now_ms: u64,
+    ) -> usize {
         let mut users = self.users();
         let sessions = users.entry(user_key.to_string()).or_default();
-        sessions.retain(|(h, _)| h != hash);
-        sessions.push((hash.clone(), created_ms));
-        sessions.sort_by_key(|(_, created)| *created);
+        sessions.retain(|(h, ends)| h != hash && *ends > now_ms);
+        sessions.push((hash.clone(), ends_ms));
         sessions.len()
     }
 
-    pub fn index_remove(&self, user_key: &str, hash: &SessionHash) {
-        if let Some(sessions) = self.users().get_mut(user_key) {
-            sessions.retain(|(h, _)| h != hash);
+    pub fn index_remove(&self, user_key: &str, hash: &SessionHash, now_ms: u64) {
+        let mut users = self.users();
+        if let Some(sessions) = users.get_mut(user_key) {
+            sessions.retain(|(h, ends)| h != hash && *ends > now_ms);
+            if sessions.is_empty() {
+                users.remove(user_key);
+            }
         }
     }
 
-    pub fn index_list(&self, user_key: &str) -> Vec<SessionHash> {
+    pub fn index_list(&self, user_key: &str, now_ms: u64) -> Vec<SessionHash> {
         self.users()
             .get(user_key)
-            .map(|sessions| sessions.iter().map(|(h, _)| h.clone()).collect())
+            .map(|sessions| {
+                sessions
+                    .iter()
+                    .filter(|(_, ends)| *ends > now_ms)
+                    .map(|(h, _)| h.clone())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -2,6 +2,7 @@
 //! Both give the same semantics: a sliding idle TTL renewed at most once per touch interval,
 //! and a hard absolute expiry.
 
+mod health;
 mod memory;
 mod redis;
 
@@ -20,6 +21,23 @@ pub enum StoreError {
     /// The store did not answer in time or at all; the caller fails closed.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// As `Unavailable`, in a run of failures whose first was already reported.
+    #[error("session store unavailable (again): {0}")]
+    Repeated(String),
+    /// The store answered with an error (not an outage: it is reachable).
+    #[error("session store refused the command: {0}")]
+    Refused(String),
+    /// Known down: the command was not sent. Logged once when the store went down.
+    #[error("session store down for {:.1} s, not asked; waiting for Redis to answer again", .0.as_secs_f64())]
+    Down(Duration),
+}
+
+impl StoreError {
+    /// Whether the caller should log this failure: repeats and commands not sent during a
+    /// known outage were reported once already, and logging each would flood the log.
+    pub fn is_news(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Refused(_))
+    }
 }
 
 /// What the store holds for a session id.
@@ -135,54 +153,58 @@ impl SessionStore {
         }
     }
 
-    /// Adds a session to its user's index (kept for `keep`); returns how many the index holds.
+    /// Adds a session to its user's index with the time its record expires if unused
+    /// (`ends_ms`; renewals raise it). Entries that ended by `now_ms` are dropped, and the
+    /// index lasts as long as its longest session. Returns how many entries remain.
     pub async fn index_add(
         &self,
         user: &str,
         hash: &SessionHash,
-        created_ms: u64,
-        keep: Duration,
+        ends_ms: u64,
+        now_ms: u64,
     ) -> Result<usize, StoreError> {
         let user_key = user_key(user);
         match self {
             SessionStore::Redis(store) => {
-                let keep_ms = keep.as_millis() as u64;
                 store
                     .observed(
                         "index_add",
-                        store.index_add(&user_key, hash, created_ms, keep_ms),
+                        store.index_add(&user_key, hash, ends_ms, now_ms),
                     )
                     .await
             }
-            SessionStore::Memory(store) => Ok(store.index_add(&user_key, hash, created_ms)),
+            SessionStore::Memory(store) => Ok(store.index_add(&user_key, hash, ends_ms, now_ms)),
         }
     }
 
     pub async fn index_remove(&self, user: &str, hash: &SessionHash) -> Result<(), StoreError> {
         let user_key = user_key(user);
+        let now = super::record::now_ms();
         match self {
             SessionStore::Redis(store) => {
                 store
-                    .observed("index_remove", store.index_remove(&user_key, hash))
+                    .observed("index_remove", store.index_remove(&user_key, hash, now))
                     .await
             }
             SessionStore::Memory(store) => {
-                store.index_remove(&user_key, hash);
+                store.index_remove(&user_key, hash, now);
                 Ok(())
             }
         }
     }
 
-    /// A user's indexed sessions, oldest first (some may have expired since).
+    /// A user's indexed sessions that may still be live, in no useful order (callers peek
+    /// at each and sort by creation).
     pub async fn index_list(&self, user: &str) -> Result<Vec<SessionHash>, StoreError> {
         let user_key = user_key(user);
+        let now = super::record::now_ms();
         match self {
             SessionStore::Redis(store) => {
                 store
-                    .observed("index_list", store.index_list(&user_key))
+                    .observed("index_list", store.index_list(&user_key, now))
                     .await
             }
-            SessionStore::Memory(store) => Ok(store.index_list(&user_key)),
+            SessionStore::Memory(store) => Ok(store.index_list(&user_key, now)),
         }
     }
 
@@ -246,6 +268,15 @@ impl SessionStore {
         match self {
             SessionStore::Redis(store) => SessionStore::Redis(store.observed_by(metrics)),
             memory => memory,
+        }
+    }
+
+    /// How long the store has been known down (requests with a session get a 503 without
+    /// asking it), if it is.
+    pub fn down_for(&self) -> Option<Duration> {
+        match self {
+            SessionStore::Redis(store) => store.down_for(),
+            SessionStore::Memory(_) => None,
         }
     }
 

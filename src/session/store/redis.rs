@@ -5,7 +5,20 @@
 //! scripts, valid on Redis Cluster. A user's sessions are indexed in a sorted set at
 //! `<prefix>u:<sha256(user)>` (member: session hash, score: created ms); index and session
 //! keys are only ever touched by single-key commands, so they may live in different slots.
+//!
+//! The index's score is when the session's key expires if it is not used again, so that
+//! entries of sessions that ended are pruned by score (on each add and remove) without reading
+//! session keys, and the index key expires with its longest live session. A session's renewal
+//! (at most once per touch interval, sent beside the request, not awaited) raises its score
+//! first and renews the session only when that succeeded: an entry never ends before its
+//! session does, so "log out everywhere" finds every live session. Since the score is an
+//! upper bound, some entries may belong to sessions that ended early (a logout not seen by
+//! the index); the cap and the listing peek at the sessions and skip those. An index scored
+//! by creation (written by earlier versions) is marked by the absence of the member `~`
+//! (score 0); it is converted when first read or changed, each entry scored with the end of
+//! the old index's TTL, which outlasted all its sessions.
 
+use super::health::Health;
 use super::{Loaded, StoreError};
 use crate::config::StoreConfig;
 use crate::metrics::Metrics;
@@ -20,7 +33,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -51,14 +64,67 @@ redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 "#;
 
-/// Adds a session to a user's index; keeps the index as long as its longest session.
-/// ARGV: hash, created_ms, keep_ms. Returns the index size.
-const INDEX_ADD: &str = r#"
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+/// Converts an index scored by creation (no `~` member) to scores by end: every entry gets
+/// the end of the old index's TTL, an upper bound of its sessions' ends. ARGV[2]: now, ms.
+const INDEX_UPGRADE: &str = r#"
+if not redis.call('ZSCORE', KEYS[1], '~') then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    local bound = tonumber(ARGV[2]) + ttl
+    for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+      redis.call('ZADD', KEYS[1], bound, member)
+    end
+  end
+  redis.call('ZADD', KEYS[1], 0, '~')
 end
-return redis.call('ZCARD', KEYS[1])
+"#;
+
+/// Drops the entries of a user's index whose session has ended by `ARGV[2]` (now, ms), and
+/// makes the index expire with its longest remaining session. Returns how many remain.
+const INDEX_PRUNE: &str = r#"
+local now = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(0', now)
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if last[2] and tonumber(last[2]) > now then
+  redis.call('PEXPIRE', KEYS[1], tonumber(last[2]) - now)
+  return redis.call('ZCARD', KEYS[1]) - 1
+end
+redis.call('DEL', KEYS[1])
+return 0
+"#;
+
+/// Adds a session to a user's index, pruned. ARGV: hash, now_ms, ends_ms (when the session's
+/// key expires if unused). Returns how many entries remain.
+fn index_add_script() -> String {
+    format!("{INDEX_UPGRADE}redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])\n{INDEX_PRUNE}")
+}
+
+/// Removes a session from a user's index, pruned. ARGV: hash, now_ms.
+fn index_remove_script() -> String {
+    format!("{INDEX_UPGRADE}redis.call('ZREM', KEYS[1], ARGV[1])\n{INDEX_PRUNE}")
+}
+
+/// The sessions of a user's index not ended by now. ARGV: unused, now_ms.
+fn index_list_script() -> String {
+    format!("{INDEX_UPGRADE}return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')\n")
+}
+
+/// Raises a session's end in its user's index on renewal (re-adding it if the entry was
+/// pruned or predates scores by end) and the index's TTL with it; never lowers either.
+/// ARGV: hash, now_ms, ends_ms.
+const INDEX_TOUCH: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZADD', KEYS[1], 0, '~')
+end
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not score) or tonumber(score) < tonumber(ARGV[3]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+end
+local ttl = tonumber(ARGV[3]) - tonumber(ARGV[2])
+if redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], math.max(1, ttl))
+end
+return 1
 "#;
 
 /// `rec`, `seen`, `gone` of a session hash (`abs` and `idle` repeat what `rec` holds, for
@@ -74,11 +140,34 @@ pub struct RedisStore {
     metrics: Option<Arc<Metrics>>,
     save_script: Arc<Script>,
     end_script: Arc<Script>,
-    index_script: Arc<Script>,
+    index_add_script: Arc<Script>,
+    index_remove_script: Arc<Script>,
+    index_touch_script: Arc<Script>,
+    index_list_script: Arc<Script>,
+    health: Arc<Health>,
+    probe: Probe,
 }
 
+/// How the store finds out that Redis answers again while it is known down.
+#[derive(Clone, Copy)]
+struct Probe {
+    timeout: Duration,
+    interval: Duration,
+}
+
+/// No answer (an outage: counts towards the store being down), or an answer that is an error.
 fn unavailable(error: Error) -> StoreError {
-    StoreError::Unavailable(error.to_string())
+    match error.kind() {
+        ErrorKind::Timeout
+        | ErrorKind::IO
+        | ErrorKind::Canceled
+        | ErrorKind::Backpressure
+        | ErrorKind::Routing
+        | ErrorKind::Tls
+        | ErrorKind::Cluster
+        | ErrorKind::Sentinel => StoreError::Unavailable(error.to_string()),
+        _ => StoreError::Refused(error.to_string()),
+    }
 }
 
 /// The rustls client settings for `rediss://`: trust the CA bundle in `ca_file` (PEM), or the
@@ -175,13 +264,33 @@ impl RedisStore {
             .set_policy(reconnect)
             .build_pool(config.pool_size)
             .map_err(unavailable)?;
+        let health = Arc::new(Health::default());
+        let probe = Probe {
+            timeout: config.command_timeout,
+            interval: config
+                .reconnect_min
+                .clamp(Duration::from_millis(100), Duration::from_secs(1)),
+        };
+        watch_connections(&pool, &health, probe);
         pool.connect();
-        match tokio::time::timeout(config.connect_timeout, pool.wait_for_connect()).await {
-            Ok(Ok(())) => tracing::info!("connected to Redis"),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "Redis not reachable yet; retrying in the background")
+        let reached = match tokio::time::timeout(config.connect_timeout, pool.wait_for_connect())
+            .await
+        {
+            Ok(Ok(())) => {
+                tracing::info!("connected to Redis");
+                true
             }
-            Err(_) => tracing::warn!("Redis not reachable yet; retrying in the background"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Redis not reachable yet; retrying in the background");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("Redis not reachable yet; retrying in the background");
+                false
+            }
+        };
+        if !reached && health.mark_down("not reachable at start") {
+            probe_until_up(pool.clone(), Arc::downgrade(&health), probe);
         }
         Ok(RedisStore {
             pool,
@@ -190,7 +299,12 @@ impl RedisStore {
             metrics: None,
             save_script: Arc::new(Script::from_lua(SAVE)),
             end_script: Arc::new(Script::from_lua(END)),
-            index_script: Arc::new(Script::from_lua(INDEX_ADD)),
+            index_add_script: Arc::new(Script::from_lua(index_add_script())),
+            index_remove_script: Arc::new(Script::from_lua(index_remove_script())),
+            index_touch_script: Arc::new(Script::from_lua(INDEX_TOUCH)),
+            index_list_script: Arc::new(Script::from_lua(index_list_script())),
+            health,
+            probe,
         })
     }
 
@@ -199,7 +313,8 @@ impl RedisStore {
         self
     }
 
-    /// Runs one store operation, counting its latency and failure under `command`.
+    /// Runs one store operation, counting its latency and failure under `command`; while the
+    /// store is known down the operation is not run at all (see [`Health`]).
     ///
     /// The operation is boxed before anything awaits it: a fred command future is several KB,
     /// and unboxed it would make every future above it (up to the request's) as large, to be
@@ -211,13 +326,37 @@ impl RedisStore {
     ) -> impl Future<Output = Result<T, StoreError>> + Send + 'a {
         let operation = Box::pin(operation);
         async move {
+            if self.health.is_down() {
+                if let Some(metrics) = &self.metrics {
+                    metrics.redis_command_skipped(command);
+                }
+                return Err(self.health.skip());
+            }
             let started = Instant::now();
             let result = operation.await;
             if let Some(metrics) = &self.metrics {
                 metrics.redis_command(command, started.elapsed(), result.is_ok());
             }
-            result
+            match result {
+                Ok(value) => {
+                    self.health.succeeded();
+                    Ok(value)
+                }
+                Err(StoreError::Unavailable(reason)) => {
+                    let (error, down) = self.health.failed(reason);
+                    if down {
+                        probe_until_up(self.pool.clone(), Arc::downgrade(&self.health), self.probe);
+                    }
+                    Err(error)
+                }
+                Err(error) => Err(error),
+            }
         }
+    }
+
+    /// How long the store has been known down, if it is.
+    pub fn down_for(&self) -> Option<Duration> {
+        self.health.down_for()
     }
 
     /// `<prefix><kind><id>`: every key unstick writes.
@@ -283,8 +422,27 @@ impl RedisStore {
         let touch_ms = touch.as_millis() as u64;
         if now_ms.saturating_sub(seen.unwrap_or(0)) >= touch_ms {
             let ttl = record.ttl_ms(now_ms, touch).max(1);
+            // A retired id left its user's index when the app replaced it.
+            let index = record
+                .retires_ms
+                .is_none()
+                .then(|| self.user_key(&super::user_key(&record.identity.user)));
+            let member = hash.to_string();
             let (script, client) = (self.touch_script.clone(), self.pool.next().clone());
+            let index_script = self.index_touch_script.clone();
             tokio::spawn(async move {
+                if let Some(index) = index {
+                    let ends = (now_ms + ttl).to_string();
+                    let indexed: Result<i64, _> = index_script
+                        .evalsha_with_reload(&client, index, vec![member, now_ms.to_string(), ends])
+                        .await;
+                    if let Err(e) = indexed {
+                        // The session is not renewed either, so that it cannot outlive its
+                        // index entry; its TTL carries a touch interval of slack.
+                        tracing::debug!(error = %e, "session index renewal failed");
+                        return;
+                    }
+                }
                 let renewed: Result<i64, _> = script
                     .evalsha_with_reload(&client, key, vec![now_ms.to_string(), ttl.to_string()])
                     .await;
@@ -359,39 +517,52 @@ impl RedisStore {
         &self,
         user_key: &str,
         hash: &SessionHash,
-        created_ms: u64,
-        keep_ms: u64,
+        ends_ms: u64,
+        now_ms: u64,
     ) -> Result<usize, StoreError> {
         let size: i64 = self
-            .index_script
+            .index_add_script
             .evalsha_with_reload(
                 self.pool.next(),
                 self.user_key(user_key),
-                vec![
-                    hash.to_string(),
-                    created_ms.to_string(),
-                    keep_ms.max(1).to_string(),
-                ],
+                vec![hash.to_string(), now_ms.to_string(), ends_ms.to_string()],
             )
             .await
             .map_err(unavailable)?;
         Ok(size.max(0) as usize)
     }
 
-    pub async fn index_remove(&self, user_key: &str, hash: &SessionHash) -> Result<(), StoreError> {
+    pub async fn index_remove(
+        &self,
+        user_key: &str,
+        hash: &SessionHash,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let _: i64 = self
-            .pool
-            .zrem(self.user_key(user_key), hash.to_string())
+            .index_remove_script
+            .evalsha_with_reload(
+                self.pool.next(),
+                self.user_key(user_key),
+                vec![hash.to_string(), now_ms.to_string()],
+            )
             .await
             .map_err(unavailable)?;
         Ok(())
     }
 
-    /// Oldest first.
-    pub async fn index_list(&self, user_key: &str) -> Result<Vec<SessionHash>, StoreError> {
+    /// The sessions indexed as not ended by `now_ms`, in no useful order.
+    pub async fn index_list(
+        &self,
+        user_key: &str,
+        now_ms: u64,
+    ) -> Result<Vec<SessionHash>, StoreError> {
         let members: Vec<String> = self
-            .pool
-            .zrange(self.user_key(user_key), 0, -1, None, false, None, false)
+            .index_list_script
+            .evalsha_with_reload(
+                self.pool.next(),
+                self.user_key(user_key),
+                vec![String::new(), now_ms.to_string()],
+            )
             .await
             .map_err(unavailable)?;
         Ok(members
@@ -438,4 +609,68 @@ impl RedisStore {
         let _: String = self.pool.next().ping(None).await.map_err(unavailable)?;
         Ok(started.elapsed())
     }
+}
+
+/// Follows the pool's connections: when none is left, the store is known down at once (no
+/// command waits its timeout to find out); a reconnection wakes the probe.
+fn watch_connections(pool: &Pool, health: &Arc<Health>, probe: Probe) {
+    for client in pool.clients() {
+        let (lost, back) = (Arc::downgrade(health), Arc::downgrade(health));
+        let watched = pool.clone();
+        let on_error = client.on_error(move |(error, _)| {
+            let (health, pool) = (lost.clone(), watched.clone());
+            async move {
+                let all_lost = pool.clients().iter().all(|c| !c.is_connected());
+                if let Some(state) = health.upgrade() {
+                    if all_lost && state.mark_down(&format!("connection lost: {error}")) {
+                        probe_until_up(pool, health, probe);
+                    }
+                }
+                Ok(())
+            }
+        });
+        let on_reconnect = client.on_reconnect(move |_| {
+            let health = back.clone();
+            async move {
+                if let Some(health) = health.upgrade() {
+                    health.wake.notify_one();
+                }
+                Ok(())
+            }
+        });
+        let mut watchers = health.watchers.lock().unwrap_or_else(|p| p.into_inner());
+        watchers.extend([on_error.abort_handle(), on_reconnect.abort_handle()]);
+    }
+}
+
+/// While the store is known down, PINGs every connection of the pool now and then (and at
+/// once after a reconnection) and marks the store up when all answer. Ends with the store.
+fn probe_until_up(pool: Pool, health: Weak<Health>, probe: Probe) {
+    tokio::spawn(async move {
+        loop {
+            let Some(state) = health.upgrade() else {
+                return;
+            };
+            if !state.is_down() {
+                return;
+            }
+            let pings = pool.clients().iter().map(|client| async move {
+                let answer = tokio::time::timeout(probe.timeout, client.ping::<String>(None)).await;
+                matches!(answer, Ok(Ok(_)))
+            });
+            if futures_util::future::join_all(pings)
+                .await
+                .into_iter()
+                .all(|ok| ok)
+            {
+                state.mark_up();
+                return;
+            }
+            let wake = state.wake.notified();
+            tokio::select! {
+                _ = tokio::time::sleep(probe.interval) => {}
+                _ = wake => {}
+            }
+        }
+    });
 }
