@@ -93,13 +93,18 @@ impl ProxyConfig {
             .map(|(name, addr)| format!("  {{ name = \"{name}\", url = \"http://{addr}\" }},"))
             .collect();
         format!(
-            "[listener]\naddress = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n{}\n\n\
+            "[listener]\naddress = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n{}\n\
              [redis]\nurl = \"{}\"\nkey_prefix = \"test:\"\n{}\n\n\
              [session]\ncookie = \"{}\"\n{}\nidle_timeout = \"{}\"\nabsolute_lifetime = \"{}\"\n{}\n\n\
              [identity.capture]\n{}\n\n\
              [[upstreams]]\nname = \"app\"\ninstances = [\n{}\n]\n{}\n\n\
              [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\nmode = \"{}\"\n{}\n\n{}\n",
-            self.listener_extra,
+            // No line of its own when empty: tests name the lines of later keys.
+            if self.listener_extra.is_empty() {
+                String::new()
+            } else {
+                format!("{}\n", self.listener_extra)
+            },
             self.redis_url,
             self.redis_extra,
             self.cookie,
