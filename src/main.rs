@@ -130,7 +130,9 @@ async fn run() -> anyhow::Result<()> {
         } => {
             let config = load_config(&config_path)?;
             let open_files = open_file_limit();
-            let limits = ConnectionLimits::for_listener(&config.listener, open_files);
+            let metrics = Arc::new(Metrics::new());
+            let limits = ConnectionLimits::for_listener(&config.listener, open_files)
+                .observed_by(metrics.clone());
             if config
                 .listener
                 .max_connections
@@ -159,7 +161,6 @@ async fn run() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {address}"))?;
             let address = listener.local_addr().unwrap_or(address);
-            let metrics = Arc::new(Metrics::new());
             let store = SessionStore::connect(&config.store)
                 .await?
                 .observed_by(metrics.clone());

@@ -163,11 +163,14 @@ pub(crate) async fn serve_connection<S, H, F>(
                     }
                     // Re-checked: a request may have started at the deadline.
                     Some(why) if activity.deadline(&limits).is_some_and(|(at, _)| at <= Instant::now()) => {
-                        let reason = match why {
-                            Expiry::NoRequest => "no request head within the header timeout",
-                            Expiry::Idle => "idle for the idle timeout",
+                        let (timeout, reason) = match why {
+                            Expiry::NoRequest => ("header", "no request head within the header timeout"),
+                            Expiry::Idle => ("idle", "idle for the idle timeout"),
                         };
                         tracing::debug!(scheme, reason, "closing client connection");
+                        if let Some(metrics) = limits.metrics() {
+                            metrics.connection_timeout(timeout);
+                        }
                         connection.as_mut().graceful_shutdown();
                         close_by = Some(Instant::now() + CLOSE_GRACE);
                     }
@@ -222,7 +225,7 @@ pub(crate) async fn accept_until<F, C>(
                 Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors and the like: pause instead of spinning.
-                    let pause = state.accept_failed(&e, limits.open(), scheme);
+                    let pause = state.accept_failed(&e, &limits, scheme);
                     drop(slot);
                     tokio::select! {
                         _ = tokio::time::sleep(pause) => continue,
@@ -239,7 +242,8 @@ pub(crate) async fn accept_until<F, C>(
             limits: limits.clone(),
             shutdown: shutdown_rx.clone(),
         };
-        tokio::spawn(on_connection(Counted::new(stream, slot), client, accepted));
+        let stream = Counted::new(stream, slot, &limits);
+        tokio::spawn(on_connection(stream, client, accepted));
     }
     drop(listener);
     tracing::info!(

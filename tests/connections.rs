@@ -16,6 +16,7 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+const TOKEN: &str = "test-admin-token-0123456789";
 /// The generous bound for "closed by a 1 s timeout".
 const CLOSE_BOUND: Duration = Duration::from_secs(6);
 /// The HTTP/2 client preface and an empty SETTINGS frame: all an h2c client sends first.
@@ -33,8 +34,25 @@ async fn stage(listener: &str, extra_tables: &str) -> (RedisServer, TestApp, Pro
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
     config.listener_extra = listener.to_string();
     config.extra_tables = extra_tables.to_string();
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy =
+        ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     (redis, app, proxy)
+}
+
+/// The value of an unlabelled (or exactly labelled) sample in the admin's `/metrics`.
+async fn metric(proxy: &ProxyProcess, sample: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(proxy.admin_url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in:\n{text}"))
 }
 
 /// Opens `count` connections to `address`, each sending `first` (maybe nothing) and then
@@ -286,6 +304,8 @@ async fn at_the_connection_cap_health_checks_answer_and_new_clients_wait_their_t
         "at the cap: /healthz answered in {:?}, {before} -> {during} descriptors",
         health.elapsed()
     );
+    assert_eq!(metric(&proxy, "unstick_client_connections").await, 50.0);
+    assert!(metric(&proxy, "unstick_client_connection_waits_total").await >= 1.0);
 
     // A real client waits until the silent ones time out, then is served.
     let waited = Instant::now();
@@ -297,6 +317,8 @@ async fn at_the_connection_cap_health_checks_answer_and_new_clients_wait_their_t
     let (closed, last) = closed_within(streams, Duration::from_secs(15)).await;
     assert_eq!(closed, 80, "silent connections left open");
     println!("80 silent connections closed in waves of 50, the last after {last:?}");
+    let timeouts = r#"unstick_client_connection_timeouts_total{timeout="header"}"#;
+    assert_eq!(metric(&proxy, timeouts).await, 80.0);
 
     let cap_lines = proxy.count_logs("connection limit reached")
         + proxy.count_logs("below the connection limit");

@@ -4,6 +4,7 @@
 //! it), and the open-file limit raised to its hard limit at start.
 
 use crate::config::ListenerConfig;
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::io;
@@ -22,12 +23,13 @@ const RESERVED_DESCRIPTORS: u64 = 256;
 const MIN_DEFAULT_CONNECTIONS: u64 = 16;
 
 /// The timeouts of a listener and the connection slots it draws from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConnectionLimits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
     slots: Arc<Semaphore>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ConnectionLimits {
@@ -38,7 +40,18 @@ impl ConnectionLimits {
             idle_timeout,
             max_connections,
             slots: Arc::new(Semaphore::new(max_connections)),
+            metrics: None,
         }
+    }
+
+    /// Counts connections, timeouts, waits at the cap and failed accepts in `metrics`.
+    pub fn observed_by(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_deref()
     }
 
     /// The listener's limits; without `max_connections`, a cap derived from `open_files`.
@@ -97,11 +110,29 @@ pub fn raise_open_file_limit() -> io::Result<OpenFileLimit> {
 pub struct Counted<S> {
     inner: S,
     _slot: OwnedSemaphorePermit,
+    /// The open-connections gauge, decremented on drop.
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl<S> Counted<S> {
-    pub(crate) fn new(inner: S, slot: OwnedSemaphorePermit) -> Self {
-        Counted { inner, _slot: slot }
+    pub(crate) fn new(inner: S, slot: OwnedSemaphorePermit, limits: &ConnectionLimits) -> Self {
+        let gauge = limits.metrics().map(|m| m.client_connections.clone());
+        if let Some(gauge) = &gauge {
+            gauge.inc();
+        }
+        Counted {
+            inner,
+            _slot: slot,
+            gauge,
+        }
+    }
+}
+
+impl<S> Drop for Counted<S> {
+    fn drop(&mut self) {
+        if let Some(gauge) = &self.gauge {
+            gauge.dec();
+        }
     }
 }
 
@@ -287,6 +318,9 @@ const CAP_QUIET: Duration = Duration::from_secs(1);
 impl AcceptState {
     /// No slot is free: the next connection waits in the listen backlog.
     pub(crate) fn cap_reached(&mut self, limits: &ConnectionLimits, scheme: &'static str) {
+        if let Some(metrics) = limits.metrics() {
+            metrics.client_connection_waits.inc();
+        }
         let now = Instant::now();
         match &mut self.at_cap {
             Some(episode) => {
@@ -340,9 +374,13 @@ impl AcceptState {
     pub(crate) fn accept_failed(
         &mut self,
         error: &io::Error,
-        open: usize,
+        limits: &ConnectionLimits,
         scheme: &'static str,
     ) -> Duration {
+        if let Some(metrics) = limits.metrics() {
+            metrics.accept_errors.inc();
+        }
+        let open = limits.open();
         let failures = match &mut self.failing {
             Some((_, failures)) => {
                 *failures += 1;
