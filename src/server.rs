@@ -157,6 +157,8 @@ pub(crate) async fn serve_connection<S, H, F>(
             _ = activity.changed.notified() => {}
             _ = tokio::time::sleep_until(wake), if deadline.is_some() => {
                 match deadline.and_then(|(_, why)| why) {
+                    // A request that slipped in before the close finishes first.
+                    None if activity.busy() => close_by = Some(Instant::now() + CLOSE_GRACE),
                     None => {
                         tracing::debug!(scheme, "client connection did not close in time; dropped");
                         return;

@@ -228,6 +228,11 @@ impl Activity {
         Busy(self.clone())
     }
 
+    /// Whether a request is in progress.
+    pub(crate) fn busy(&self) -> bool {
+        self.lock().in_progress > 0
+    }
+
     /// When the connection is to be closed if nothing changes; `None` while busy.
     pub(crate) fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, Expiry)> {
         let state = self.lock();
