@@ -9,19 +9,20 @@
 use crate::body::{self, Body};
 use crate::metrics::{InstanceLabels, Metrics};
 use crate::proxy::Proxy;
+use crate::server::connections::ConnectionLimits;
 use crate::session::users;
 use crate::session::SessionHash;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// Open admin connections at most (health checks and operators need few).
+pub const MAX_CONNECTIONS: usize = 64;
 
 pub struct Admin {
     proxy: Arc<Proxy>,
@@ -48,23 +49,29 @@ impl Admin {
         })
     }
 
-    /// Serves until the task is dropped.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let admin = self.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |request| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(request).await) }
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    /// Serves until the task is dropped, in its own accept loop with its own connection
+    /// slots, so that a saturated proxy listener leaves health checks answered.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, limits: ConnectionLimits) {
+        let builder = Arc::new(crate::server::connection_builder());
+        crate::server::accept_until(
+            listener,
+            "admin",
+            std::future::pending(),
+            Duration::ZERO,
+            limits,
+            move |stream, _client, accepted| {
+                let (admin, builder) = (self.clone(), builder.clone());
+                async move {
+                    let handler = move |request| {
+                        let admin = admin.clone();
+                        async move { admin.handle(request).await }
+                    };
+                    crate::server::serve_connection(&builder, stream, "admin", accepted, handler)
+                        .await;
+                }
+            },
+        )
+        .await;
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {

@@ -5,6 +5,7 @@
 //! - [`config`]: TOML file -> validated [`config::Config`]; `${VAR}` interpolation; errors name key and line.
 //! - [`server`]: listener, accept loop, graceful shutdown; hands each request to the proxy.
 //!   [`server::tls`]: the HTTPS listener (rustls, ALPN h2/http1.1), certificate reloaded on change.
+//!   [`server::connections`]: header and idle timeouts, the connection cap, the open-file limit.
 //! - [`reload`]: SIGHUP and file-change reload: validate, build, swap; a bad file changes nothing.
 //! - [`runtime`]: one config made live (routes, pools, store); swapped whole on reload.
 //! - [`proxy`]: the request pipeline, read top to bottom in `proxy/mod.rs` ([`proxy::Proxy::handle`]),

@@ -12,6 +12,7 @@ use unstick::metrics::Metrics;
 use unstick::proxy::Proxy;
 use unstick::reload::Reloader;
 use unstick::runtime::Runtime;
+use unstick::server::connections::{raise_open_file_limit, ConnectionLimits};
 use unstick::server::tls::{serve_tls, TlsCertificates};
 use unstick::server::{serve, shutdown_signal};
 use unstick::session::{users, SessionHash, SessionStore};
@@ -128,6 +129,27 @@ async fn run() -> anyhow::Result<()> {
             config: config_path,
         } => {
             let config = load_config(&config_path)?;
+            let open_files = open_file_limit();
+            let metrics = Arc::new(Metrics::new());
+            let limits = ConnectionLimits::for_listener(&config.listener, open_files)
+                .observed_by(metrics.clone());
+            if config
+                .listener
+                .max_connections
+                .is_some_and(|max| max as u64 * 2 > open_files)
+            {
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    open_files,
+                    "listener.max_connections leaves too few file descriptors for upstream connections"
+                );
+            }
+            tracing::info!(
+                max_connections = limits.max_connections,
+                header_timeout = ?limits.header_timeout,
+                idle_timeout = ?limits.idle_timeout,
+                "client connection settings"
+            );
             // A certificate that cannot be read stops the start, naming the file.
             let tls = match &config.listener.tls {
                 Some(tls) => Some((tls.address, TlsCertificates::load(tls)?)),
@@ -139,7 +161,6 @@ async fn run() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {address}"))?;
             let address = listener.local_addr().unwrap_or(address);
-            let metrics = Arc::new(Metrics::new());
             let store = SessionStore::connect(&config.store)
                 .await?
                 .observed_by(metrics.clone());
@@ -161,7 +182,12 @@ async fn run() -> anyhow::Result<()> {
                     admin.token.clone(),
                     admin.token_env.clone(),
                 );
-                tokio::spawn(api.serve(listener));
+                let admin_limits = ConnectionLimits::new(
+                    config.listener.header_timeout,
+                    config.listener.idle_timeout,
+                    unstick::admin::MAX_CONNECTIONS,
+                );
+                tokio::spawn(api.serve(listener, admin_limits));
                 tracing::info!(address = %admin_address, "admin listening");
             }
             // One signal stops both listeners.
@@ -183,12 +209,13 @@ async fn run() -> anyhow::Result<()> {
                         proxy.clone(),
                         shutdown.clone(),
                         grace,
+                        limits.clone(),
                     )))
                 }
                 None => None,
             };
             tracing::info!(%address, "unstick listening");
-            serve(listener, proxy, shutdown, grace).await;
+            serve(listener, proxy, shutdown, grace, limits).await;
             if let Some(https) = https {
                 let _ = https.await;
             }
@@ -229,6 +256,26 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Raises the soft open-file limit to the hard one and returns the limit in force.
+fn open_file_limit() -> u64 {
+    match raise_open_file_limit() {
+        Ok(limit) => {
+            tracing::info!(
+                soft = limit.soft,
+                hard = limit.hard,
+                before = limit.before,
+                "open file limit"
+            );
+            limit.soft
+        }
+        Err(e) => {
+            // Without getrlimit, assume the usual default.
+            tracing::warn!(error = %e, "cannot read or raise the open file limit; assuming 1024");
+            1024
+        }
+    }
 }
 
 async fn manage_sessions(path: &std::path::Path, action: SessionsAction) -> anyhow::Result<()> {

@@ -60,6 +60,12 @@ pub struct ConfigLabels {
     pub hash: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// header (no request head in time) or idle (no request since the last one)
+    pub timeout: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.1 ms .. ~6.5 s
     Histogram::new(exponential_buckets(0.0001, 2.0, 17))
@@ -82,6 +88,10 @@ pub struct Metrics {
     pub sessions_revoked: Counter,
     pub sessions_evicted: Counter,
     pub cookie_changes: Family<CookieChangeLabels, Counter>,
+    pub client_connections: Gauge,
+    pub client_connection_timeouts: Family<TimeoutLabels, Counter>,
+    pub client_connection_waits: Counter,
+    pub accept_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -108,6 +118,10 @@ impl Metrics {
             sessions_revoked: Counter::default(),
             sessions_evicted: Counter::default(),
             cookie_changes: Family::default(),
+            client_connections: Gauge::default(),
+            client_connection_timeouts: Family::default(),
+            client_connection_waits: Counter::default(),
+            accept_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -181,6 +195,27 @@ impl Metrics {
              rebound and clear_kept keep the user's session, logout ends it)",
             metrics.cookie_changes.clone(),
         );
+        registry.register(
+            "client_connections",
+            "Open client connections (HTTP and HTTPS listeners)",
+            metrics.client_connections.clone(),
+        );
+        registry.register(
+            "client_connection_timeouts",
+            "Client connections closed for want of a request (header: none since accept; \
+             idle: none since the last one)",
+            metrics.client_connection_timeouts.clone(),
+        );
+        registry.register(
+            "client_connection_waits",
+            "Times the accept loop waited for a slot at listener.max_connections",
+            metrics.client_connection_waits.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts (out of file descriptors and the like)",
+            metrics.accept_errors.clone(),
+        );
         Metrics {
             registry,
             ..metrics
@@ -199,6 +234,12 @@ impl Metrics {
     pub fn cookie_change(&self, change: &'static str) {
         self.cookie_changes
             .get_or_create(&CookieChangeLabels { change })
+            .inc();
+    }
+
+    pub fn connection_timeout(&self, timeout: &'static str) {
+        self.client_connection_timeouts
+            .get_or_create(&TimeoutLabels { timeout })
             .inc();
     }
 

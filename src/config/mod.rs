@@ -71,6 +71,15 @@ pub struct ListenerConfig {
     pub shutdown_grace: Duration,
     /// Keep client-sent `X-Forwarded-*` (only behind another trusted proxy); otherwise replace them.
     pub trust_forwarded_headers: bool,
+    /// From accept to a complete first request head (TLS handshake included); a silent
+    /// connection is closed after it.
+    pub header_timeout: Duration,
+    /// A connection with no request in progress is closed after this long (HTTP/1.1
+    /// keep-alive between requests, HTTP/2 without open streams).
+    pub idle_timeout: Duration,
+    /// Open client connections at most (all client listeners together); `None`: derived
+    /// from the open-file limit at start.
+    pub max_connections: Option<usize>,
     pub tls: Option<TlsListenerConfig>,
 }
 

@@ -29,6 +29,12 @@ pub struct RawListener {
     pub shutdown_grace: Option<HumanDuration>,
     #[serde(default)]
     pub trust_forwarded_headers: bool,
+    /// From accept to a complete request head (TLS handshake included).
+    pub header_timeout: Option<Spanned<HumanDuration>>,
+    /// A keep-alive connection with no request in progress is closed after this long.
+    pub idle_timeout: Option<Spanned<HumanDuration>>,
+    /// Open client connections at most; by default derived from the open-file limit.
+    pub max_connections: Option<Spanned<usize>>,
     /// An additional HTTPS listener.
     pub tls: Option<RawTls>,
 }

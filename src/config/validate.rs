@@ -3,12 +3,14 @@
 
 use super::raw::*;
 use super::*;
-use crate::config::values::Text;
+use crate::config::values::{HumanDuration, Text};
 use std::collections::HashSet;
 use std::ops::Range;
 use toml::Spanned;
 
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Parses and validates config text; `path` is only used in messages.
 pub fn parse_config(source: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -145,10 +147,40 @@ impl Validator<'_> {
             }),
             None => None,
         };
+        let positive =
+            |value: Option<Spanned<HumanDuration>>, key: &str, default: Duration| match value {
+                Some(d) if d.get_ref().0.is_zero() => {
+                    Err(self.err(d.span(), key, "must be greater than zero"))
+                }
+                Some(d) => Ok(d.into_inner().0),
+                None => Ok(default),
+            };
+        let max_connections = match raw.max_connections {
+            Some(n) if *n.get_ref() == 0 => {
+                return Err(self.err(
+                    n.span(),
+                    "listener.max_connections",
+                    "must be at least 1 (leave it out for a default from the open-file limit)",
+                ))
+            }
+            Some(n) => Some(n.into_inner()),
+            None => None,
+        };
         Ok(ListenerConfig {
             address,
             shutdown_grace: raw.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
             trust_forwarded_headers: raw.trust_forwarded_headers,
+            header_timeout: positive(
+                raw.header_timeout,
+                "listener.header_timeout",
+                DEFAULT_HEADER_TIMEOUT,
+            )?,
+            idle_timeout: positive(
+                raw.idle_timeout,
+                "listener.idle_timeout",
+                DEFAULT_IDLE_TIMEOUT,
+            )?,
+            max_connections,
             tls,
         })
     }
@@ -753,6 +785,32 @@ mode = "redis"
         assert_eq!(config.identity.headers.user.as_str(), "x-auth-user");
         assert_eq!(config.routes[0].path_prefix, "/");
         assert_eq!(config.upstreams[0].instances[0].authority, "127.0.0.1:3001");
+        assert_eq!(config.listener.header_timeout, Duration::from_secs(10));
+        assert_eq!(config.listener.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.listener.max_connections, None);
+    }
+
+    #[test]
+    fn connection_limits_are_read_and_checked() {
+        let text = MINIMAL.replace(
+            "address = \"127.0.0.1:8080\"",
+            "address = \"127.0.0.1:8080\"\nheader_timeout = \"2s\"\nidle_timeout = \"5s\"\nmax_connections = 50",
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.listener.header_timeout, Duration::from_secs(2));
+        assert_eq!(config.listener.idle_timeout, Duration::from_secs(5));
+        assert_eq!(config.listener.max_connections, Some(50));
+        let message = parse(&text.replace("max_connections = 50", "max_connections = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.starts_with("unstick.toml:6: `listener.max_connections`"),
+            "{message}"
+        );
+        let message = parse(&text.replace("\"2s\"", "\"0s\""))
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("listener.header_timeout"), "{message}");
     }
 
     #[test]

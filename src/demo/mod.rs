@@ -103,6 +103,10 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
     let store = SessionStore::connect(&config.store)
         .await?
         .observed_by(metrics.clone());
+    let limits = crate::server::connections::ConnectionLimits::for_listener(
+        &config.listener,
+        crate::server::connections::raise_open_file_limit().map_or(1024, |l| l.soft),
+    );
     let runtime = Runtime::build(config, store, metrics).await?;
     let proxy = Proxy::new(runtime);
 
@@ -128,7 +132,14 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
         a = app_a.address,
         b = app_b.address,
     );
-    serve(listener, proxy, shutdown_signal(), Duration::from_secs(5)).await;
+    serve(
+        listener,
+        proxy,
+        shutdown_signal(),
+        Duration::from_secs(5),
+        limits,
+    )
+    .await;
     app_a.stop().await;
     app_b.stop().await;
     Ok(())

@@ -7,6 +7,7 @@
 
 use crate::config::TlsListenerConfig;
 use crate::proxy::Proxy;
+use crate::server::connections::ConnectionLimits;
 use arc_swap::ArcSwap;
 use notify::{RecursiveMode, Watcher};
 use rustls::crypto::CryptoProvider;
@@ -23,8 +24,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// A client that has not finished its TLS handshake by then is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fallback re-check of the files, for file systems whose changes are not reported.
 const POLL_INTERVAL: Duration = Duration::from_secs(10);
 /// Writers replace a pair in several steps: wait for the burst to settle.
@@ -255,13 +254,15 @@ impl TlsCertificates {
     }
 }
 
-/// Serves HTTPS until `shutdown` completes, then waits up to `grace` for open requests.
+/// Serves HTTPS until `shutdown` completes, then waits up to `grace` for open requests. The
+/// handshake and the first request head together must arrive within the header timeout.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     proxy: Arc<Proxy>,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
+    limits: ConnectionLimits,
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let builder = Arc::new(super::connection_builder());
@@ -270,24 +271,26 @@ pub async fn serve_tls(
         "https",
         shutdown,
         grace,
-        move |stream, client, watcher| {
+        limits,
+        move |stream, client, accepted| {
             let (acceptor, builder, proxy) = (acceptor.clone(), builder.clone(), proxy.clone());
-            // The handshake runs in the connection's task: a slow client holds up no one, and the
-            // watcher (taken at accept) makes shutdown wait for handshakes in progress too.
+            // The handshake runs in the connection's task: a slow client holds up no one, and
+            // shutdown waits for handshakes in progress too.
             async move {
-                let stream =
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::debug!(error = %e, %client, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%client, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                super::serve_connection(builder, proxy, stream, client, "https", watcher).await;
+                let deadline = accepted.at + accepted.limits.header_timeout;
+                let stream = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, %client, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%client, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                super::serve_proxied(&builder, proxy, stream, client, "https", accepted).await;
             }
         },
     )

@@ -56,6 +56,8 @@ pub struct ProxyConfig {
     pub extra_tables: String,
     /// Extra lines for `[session]`.
     pub session_extra: String,
+    /// Extra lines for `[listener]`.
+    pub listener_extra: String,
 }
 
 impl ProxyConfig {
@@ -75,6 +77,7 @@ impl ProxyConfig {
             mode: "redis".into(),
             extra_tables: String::new(),
             session_extra: String::new(),
+            listener_extra: String::new(),
         }
     }
 
@@ -93,12 +96,18 @@ impl ProxyConfig {
             .map(|(name, addr)| format!("  {{ name = \"{name}\", url = \"http://{addr}\" }},"))
             .collect();
         format!(
-            "[listener]\naddress = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n\n\
+            "[listener]\naddress = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n{}\n\
              [redis]\nurl = \"{}\"\nkey_prefix = \"test:\"\n{}\n\n\
              [session]\ncookie = \"{}\"\n{}\nidle_timeout = \"{}\"\nabsolute_lifetime = \"{}\"\n{}\n\n\
              [identity.capture]\n{}\n\n\
              [[upstreams]]\nname = \"app\"\ninstances = [\n{}\n]\n{}\n\n\
              [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\nmode = \"{}\"\n{}\n\n{}\n",
+            // No line of its own when empty: tests name the lines of later keys.
+            if self.listener_extra.is_empty() {
+                String::new()
+            } else {
+                format!("{}\n", self.listener_extra)
+            },
             self.redis_url,
             self.redis_extra,
             self.cookie,
@@ -135,18 +144,35 @@ impl ProxyProcess {
 
     /// Starts with extra environment variables (e.g. the admin token).
     pub async fn start_with_env(toml: &str, env: &[(&str, &str)]) -> ProxyProcess {
+        Self::start_with_open_files(toml, env, None).await
+    }
+
+    /// Starts with the open-file limit (soft, hard) set for the process, as a service
+    /// manager or shell would set it.
+    pub async fn start_with_open_files(
+        toml: &str,
+        env: &[(&str, &str)],
+        open_files: Option<(u64, u64)>,
+    ) -> ProxyProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("unstick.toml");
         std::fs::write(&path, toml).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_unstick"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_unstick"));
+        command
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start unstick");
+            .stderr(Stdio::piped());
+        if let Some((soft, hard)) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, soft, hard));
+            }
+        }
+        let mut child = command.spawn().expect("start unstick");
         let logs: Arc<Mutex<Vec<String>>> = Arc::default();
         let (address_tx, address_rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().expect("stderr");
@@ -233,6 +259,51 @@ impl ProxyProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The process's open-file limit as /proc shows it: (soft, hard).
+    pub fn open_file_limit(&self) -> (String, String) {
+        let limits =
+            std::fs::read_to_string(format!("/proc/{}/limits", self.pid())).expect("proc limits");
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("Max open files");
+        let mut values = line["Max open files".len()..].split_whitespace();
+        (
+            values.next().expect("soft").to_string(),
+            values.next().expect("hard").to_string(),
+        )
+    }
+
+    /// How many file descriptors the proxy process has open.
+    pub fn open_descriptors(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|dir| dir.count())
+            .unwrap_or(0)
+    }
+
+    /// CPU time the proxy process has used so far (user and system), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("proc stat");
+        // Fields after the command name (which may hold spaces): utime and stime are the
+        // 12th and 13th, in clock ticks (100 per second on Linux).
+        let rest = &stat[stat.rfind(')').expect("stat") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+
+    /// Resident memory of the proxy process now, in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
     }
 
     /// Peak resident memory of the proxy process so far, in KiB (VmHWM).
