@@ -1,11 +1,13 @@
 //! Real stacks migrated end to end (see tests/support/stack_walk.rs for the walk and its
-//! promises): the bundled in-memory app, and Django with database sessions.
+//! promises): the bundled in-memory app, Django with database sessions, and Tomcat with
+//! in-memory sessions and a `jvmRoute` per instance.
 
 mod support;
 
 use std::net::SocketAddr;
 use support::django::{DjangoTrust, DJANGO_SECRET_KEY};
 use support::stack_walk::{walk_migration, Instance, Stack};
+use support::tomcat::jvm_route;
 use support::*;
 use unstick::demo::LegacyAppConfig;
 
@@ -61,6 +63,37 @@ impl Stack for Django {
     }
 }
 
+/// Tomcat 10.1, sessions in each instance's memory (StandardManager, not saved on restart),
+/// `JSESSIONID=<id>.<jvmRoute>` rotated by `changeSessionId()` at login; the old store is the
+/// app's own `GET /me` on the instance the cookie's route names.
+struct Tomcat;
+
+impl Stack for Tomcat {
+    const COOKIE: &'static str = "JSESSIONID";
+    // Sticky by the route in JSESSIONID, as mod_jk and mod_proxy_balancer are.
+    const LB_COOKIE: bool = false;
+
+    async fn start(&self, name: &str, address: Option<SocketAddr>) -> Instance {
+        let app = TomcatApp::start(name, address).await;
+        Instance {
+            name: name.to_string(),
+            address: app.address,
+            process: Box::new(app),
+        }
+    }
+
+    fn configure(&self, config: &mut ProxyConfig) {
+        config.id_format = "id_format = \"jvm-route\"".into();
+        whoami_old_store(config);
+        let routes: Vec<String> = config
+            .instances
+            .iter()
+            .map(|(name, _)| format!("\"{}\" = \"{name}\"", jvm_route(name)))
+            .collect();
+        config.upstream_extra += &format!("\njvm_routes = {{ {} }}", routes.join(", "));
+    }
+}
+
 #[tokio::test]
 async fn the_bundled_in_memory_app_migrates_with_nobody_logged_out() {
     walk_migration(&Bundled).await;
@@ -71,4 +104,9 @@ async fn django_migrates_with_nobody_logged_out() {
     let database = PgDatabase::create();
     DjangoApp::migrate(&database);
     walk_migration(&Django { database }).await;
+}
+
+#[tokio::test]
+async fn tomcat_migrates_with_nobody_logged_out() {
+    walk_migration(&Tomcat).await;
 }

@@ -8,6 +8,7 @@ pub mod postgres;
 pub mod redis;
 pub mod stack_walk;
 pub mod test_app;
+pub mod tomcat;
 
 use reqwest::header::{COOKIE, SET_COOKIE};
 use std::io::{BufRead, BufReader};
@@ -23,6 +24,7 @@ pub use self::load::{Outcomes, SessionLoad};
 pub use self::postgres::PgDatabase;
 pub use self::redis::RedisServer;
 pub use self::test_app::TestApp;
+pub use self::tomcat::TomcatApp;
 
 /// A loopback port that was free a moment ago (nothing listens on it once this returns).
 pub fn free_port() -> u16 {
