@@ -110,3 +110,75 @@ async fn django_migrates_with_nobody_logged_out() {
 async fn tomcat_migrates_with_nobody_logged_out() {
     walk_migration(&Tomcat).await;
 }
+
+/// A Tomcat page that makes a session for every visitor (as a JSP does by default) answers a
+/// logged-in user on another instance with a new JSESSIONID for that instance: housekeeping,
+/// not a login. In `redis` mode the cookie then moves with every request. Logs alice in, visits
+/// such pages, logs out; returns the running stage and every cookie she held, the login's first.
+async fn tomcat_session_moving_between_instances(
+) -> ((RedisServer, [TomcatApp; 2], ProxyProcess), Vec<String>) {
+    let redis = RedisServer::start().await;
+    let a = TomcatApp::start("a", None).await;
+    let b = TomcatApp::start("b", None).await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    config.cookie = Tomcat::COOKIE.into();
+    config.mode = "redis".into();
+    Tomcat.configure(&mut config);
+    let proxy = ProxyProcess::start(&config).await;
+    let mut browser = Browser::for_cookie(Tomcat::COOKIE);
+    browser.login(&proxy, "alice").await;
+    let mut cookies = vec![browser.cookie.clone().unwrap()];
+    for _ in 0..6 {
+        let (status, user, instance) = browser.visit(&proxy, "/page").await;
+        assert_eq!(
+            (status, user.as_deref()),
+            (200, Some("alice")),
+            "logged out on a page that makes a session (answered by {instance:?}); logs:\n{}",
+            proxy.logs()
+        );
+        let cookie = browser.cookie.clone().unwrap();
+        if !cookies.contains(&cookie) {
+            cookies.push(cookie);
+        }
+    }
+    assert!(cookies.len() > 2, "the cookie did not move: {cookies:?}");
+    assert_eq!(browser.logout(&proxy).await, 200);
+    ((redis, [a, b], proxy), cookies)
+}
+
+/// `GET /me` with `cookie`, twice (so on both instances): anonymous.
+async fn assert_logged_out(proxy: &ProxyProcess, cookie: &str) {
+    let replay = Browser {
+        cookie: Some(cookie.to_string()),
+        ..Browser::for_cookie(Tomcat::COOKIE)
+    };
+    for _ in 0..2 {
+        let (status, user, instance) = replay.me(proxy).await;
+        assert_eq!(
+            (status, user.as_deref()),
+            (200, None),
+            "{cookie} came back after the logout (answered by {instance:?})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tomcat_pages_that_make_sessions_keep_users_logged_in() {
+    let ((_redis, _tomcats, proxy), cookies) = tomcat_session_moving_between_instances().await;
+    // The ids the pages issued end with the logout. The login's own id is the next test's.
+    for cookie in &cookies[1..] {
+        assert_logged_out(&proxy, cookie).await;
+    }
+}
+
+/// Known gap: the login's id still names a logged-in session in the memory of the Tomcat
+/// that issued it. The logout reaches the app with the browser's latest id only, and in
+/// `redis` mode unstick forwards a cookie it no longer holds, so a replay of the login's id
+/// lands on the app's own session. Fixing it needs unstick to keep replaced ids until the
+/// session ends and to withhold an ended id from the app.
+#[tokio::test]
+#[ignore = "known gap: an ended session's replaced id reaches the app's own session"]
+async fn tomcat_login_id_stays_logged_out_after_the_cookie_moved() {
+    let ((_redis, _tomcats, proxy), cookies) = tomcat_session_moving_between_instances().await;
+    assert_logged_out(&proxy, &cookies[0]).await;
+}

@@ -459,7 +459,16 @@ impl Browser {
 
     /// `GET /me` as a browser loads a page: a cookie the answer sets or clears is kept.
     pub async fn refresh(&mut self, proxy: &ProxyProcess) -> (u16, Option<String>, Option<String>) {
-        let response = self.get(&proxy.url("/me")).send().await.unwrap();
+        self.visit(proxy, "/me").await
+    }
+
+    /// `GET path` (answered like `/me`) as a browser loads a page, keeping the cookie it sets.
+    pub async fn visit(
+        &mut self,
+        proxy: &ProxyProcess,
+        path: &str,
+    ) -> (u16, Option<String>, Option<String>) {
+        let response = self.get(&proxy.url(path)).send().await.unwrap();
         self.remember(&response);
         me_answer(response).await
     }

@@ -11,7 +11,8 @@ import java.io.IOException;
  * unchanged: an in-memory HttpSession (StandardManager), cookie JSESSIONID=<id>.<jvmRoute>, and
  * changeSessionId() on login as Tomcat's authenticators do.
  *
- * POST /login (form user), POST /logout, GET /me -> {"user", "instance"}. The user is the
+ * POST /login (form user), POST /logout, GET /me -> {"user", "instance"}; GET /page answers
+ * as /me but makes a session if there is none, as a JSP does by default. The user is the
  * session's, else the X-Auth-User header unstick injects (a real app would trust it in a
  * filter, a valve or Spring Security's RequestHeaderAuthenticationFilter).
  */
@@ -21,11 +22,16 @@ public class SessionServlet extends HttpServlet {
     @Override
     protected void doGet(HttpServletRequest request, HttpServletResponse response)
             throws IOException {
-        if (!"/me".equals(request.getServletPath())) {
-            response.sendError(HttpServletResponse.SC_NOT_FOUND);
-            return;
+        HttpSession session;
+        switch (request.getServletPath()) {
+            case "/me" -> session = request.getSession(false);
+            // A page that makes a session for every visitor, as a JSP does by default.
+            case "/page" -> session = request.getSession(true);
+            default -> {
+                response.sendError(HttpServletResponse.SC_NOT_FOUND);
+                return;
+            }
         }
-        HttpSession session = request.getSession(false);
         Object user = session == null ? null : session.getAttribute(USER);
         if (user == null) {
             // Trusted only because unstick removes every client copy of this header.
