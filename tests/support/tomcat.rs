@@ -89,8 +89,8 @@ fn make_base(base: &Path) {
 pub struct TomcatApp {
     pub address: SocketAddr,
     child: Child,
-    /// The CATALINA_BASE, which also holds the JVM's output.
-    base: tempfile::TempDir,
+    /// The CATALINA_BASE, which also holds the JVM's output (removed with it).
+    _base: tempfile::TempDir,
 }
 
 impl TomcatApp {
@@ -139,7 +139,7 @@ impl TomcatApp {
                     return TomcatApp {
                         address,
                         child,
-                        base,
+                        _base: base,
                     };
                 }
             }
@@ -157,11 +157,6 @@ impl TomcatApp {
             "Tomcat instance {name} did not answer on {address}:\n{}",
             std::fs::read_to_string(&log_path).unwrap_or_default()
         );
-    }
-
-    /// What the JVM wrote (Tomcat logs to the console without a logging.properties).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.base.path().join("catalina.out")).unwrap_or_default()
     }
 }
 
