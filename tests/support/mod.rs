@@ -8,6 +8,7 @@ pub mod postgres;
 pub mod redis;
 pub mod stack_walk;
 pub mod test_app;
+pub mod tomcat;
 
 use reqwest::header::{COOKIE, SET_COOKIE};
 use std::io::{BufRead, BufReader};
@@ -23,6 +24,7 @@ pub use self::load::{Outcomes, SessionLoad};
 pub use self::postgres::PgDatabase;
 pub use self::redis::RedisServer;
 pub use self::test_app::TestApp;
+pub use self::tomcat::TomcatApp;
 
 /// A loopback port that was free a moment ago (nothing listens on it once this returns).
 pub fn free_port() -> u16 {
@@ -528,7 +530,16 @@ impl Browser {
 
     /// `GET /me` as a browser loads a page: a cookie the answer sets or clears is kept.
     pub async fn refresh(&mut self, proxy: &ProxyProcess) -> (u16, Option<String>, Option<String>) {
-        let response = self.get(&proxy.url("/me")).send().await.unwrap();
+        self.visit(proxy, "/me").await
+    }
+
+    /// `GET path` (answered like `/me`) as a browser loads a page, keeping the cookie it sets.
+    pub async fn visit(
+        &mut self,
+        proxy: &ProxyProcess,
+        path: &str,
+    ) -> (u16, Option<String>, Option<String>) {
+        let response = self.get(&proxy.url(path)).send().await.unwrap();
         self.remember(&response);
         me_answer(response).await
     }

@@ -23,11 +23,17 @@ pub trait Stack {
     /// The app's session cookie.
     const COOKIE: &'static str;
 
+    /// Whether a balancer's cookie (`SERVERID`) kept users sticky before unstick; `false`
+    /// when the session cookie itself names the instance (Tomcat's `jvmRoute`).
+    const LB_COOKIE: bool = true;
+
     /// Starts instance `name`, on `address` when it is a restart.
     fn start(&self, name: &str, address: Option<SocketAddr>) -> impl Future<Output = Instance>;
 
     /// The stack's unstick settings: `id_format`, capture, old stores (the route lists them
-    /// in `route_extra` with its logout path). Mode and instances are the walk's.
+    /// in `route_extra` with its logout path). Mode and instances are the walk's, set before
+    /// each call (before every start and reload); `upstream_extra` holds the walk's
+    /// `lb_cookie` line (if any), to append to.
     fn configure(&self, config: &mut ProxyConfig);
 
     /// The migration's last step: the old store is emptied (a session table, session files).
@@ -68,7 +74,7 @@ pub async fn walk_migration<S: Stack>(stack: &S) {
         browser
             .login_directly(instance.address, &format!("user{i}"))
             .await;
-        browser.sticky = Some(format!("SERVERID={}", instance.name));
+        browser.sticky = S::LB_COOKIE.then(|| format!("SERVERID={}", instance.name));
         users.push(User {
             name: format!("user{i}"),
             browser,
@@ -76,9 +82,6 @@ pub async fn walk_migration<S: Stack>(stack: &S) {
     }
     let mut config = ProxyConfig::new(&redis.url(), &[]);
     config.cookie = S::COOKIE.into();
-    stack.configure(&mut config);
-    config.upstream_extra =
-        "lb_cookie = { name = \"SERVERID\", values = { a = \"a\", b = \"b\" } }".into();
     let mut walk = Walk {
         stack,
         redis,
@@ -133,6 +136,12 @@ impl<S: Stack> Walk<'_, S> {
             .iter()
             .map(|i| (i.name.clone(), i.address))
             .collect();
+        self.config.upstream_extra = if S::LB_COOKIE {
+            "lb_cookie = { name = \"SERVERID\", values = { a = \"a\", b = \"b\" } }".into()
+        } else {
+            String::new()
+        };
+        self.stack.configure(&mut self.config);
         match &self.proxy {
             Some(proxy) => proxy.reload(&self.config).await,
             None => self.proxy = Some(ProxyProcess::start(&self.config).await),
