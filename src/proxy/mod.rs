@@ -12,8 +12,10 @@ use crate::metrics::{RequestLabels, RouteLabels};
 use crate::runtime::{Route, Runtime};
 use crate::session::capture::{self, RequestFacts};
 use crate::session::cookie::{
-    has_conflicting_cookies, keep_only_session_cookie, session_ids_from_request,
+    has_conflicting_cookies, keep_only_session_cookie, remove_session_cookie,
+    session_ids_from_request,
 };
+use crate::session::resolve::Outcome;
 use crate::session::resolve_session;
 use crate::upstream::ForwardError;
 use arc_swap::ArcSwap;
@@ -149,6 +151,10 @@ async fn forward(
     };
     let (outcome, store) = resolution.outcome.labels();
     runtime.metrics.outcome(outcome, store);
+    if let Outcome::Ended(ended) = &resolution.outcome {
+        // A logged-out id never reaches the app: an instance may still hold its login.
+        remove_session_cookie(&mut parts.headers, cookie_name, ended.cookie_value());
+    }
     let session = resolution.session;
     if let (true, Some(session)) = (ambiguous, &session) {
         // The app must read the session unstick resolved, not another of the same name.

@@ -340,12 +340,23 @@ async fn rotate_session(
 ) -> Result<(), StoreError> {
     let now = now_ms();
     let mut record = current.record.clone();
+    let identity_given = identity.is_some();
     if let Some(identity) = identity {
         record.identity = identity;
     }
     record.origin = Some(instance.name.clone());
     record.rotated_from = Some(current.hash.clone());
     record.retires_ms = None;
+    record.login_id = match identity_given {
+        // The app logged the user in under the new id itself.
+        true => None,
+        // Housekeeping: the login stays where the app put it.
+        false => current
+            .record
+            .login_id
+            .clone()
+            .or_else(|| Some(current.hash.clone())),
+    };
     // Out of the index first, so that a per-user cap does not count the old id.
     let store = &runtime.store;
     store
@@ -406,12 +417,14 @@ fn new_record(
         client_ip: Some(facts.client_ip.to_string()),
         rotated_from: None,
         retires_ms: None,
+        login_id: None,
     }
 }
 
-/// Ends the request's sessions, and the ids the current one replaced. In `redis` mode the keys are deleted; while old stores may still
-/// hold the session (`overlap`, `legacy`), a marker stays so they cannot bring it back, and
-/// the old stores that can be written are told too.
+/// Ends the request's sessions, and the ids the current one replaced. In `redis` mode the
+/// request's keys are deleted; while old stores may still hold the session (`overlap`,
+/// `legacy`), a marker stays so they cannot bring it back, and the old stores that can be
+/// written are told too.
 async fn end_sessions(
     runtime: &Runtime,
     route: &Route,
@@ -423,9 +436,8 @@ async fn end_sessions(
             .store
             .index_remove(&current.record.identity.user, &current.hash)
             .await?;
-        for previous in users::live_predecessors(&runtime.store, &current.record).await? {
-            end_session(runtime, route, &previous).await?;
-        }
+        let remember = runtime.config.session.absolute_lifetime;
+        users::end_replaced_ids(&runtime.store, &current.record, remember).await?;
     }
     for id in ids {
         let hash = id.hash();

@@ -146,9 +146,19 @@ pub fn has_conflicting_cookies(headers: &HeaderMap, name: &str) -> bool {
 }
 
 /// Leaves, of the cookies named `name`, only those whose value is `value` (the session
-/// resolved), so that the app reads the same session as unstick. Other cookies are kept
-/// byte for byte; the result is one `Cookie` header.
+/// resolved), so that the app reads the same session as unstick.
 pub fn keep_only_session_cookie(headers: &mut HeaderMap, name: &str, value: &str) {
+    retain_session_cookies(headers, name, |v| v == value.as_bytes());
+}
+
+/// Removes the cookies named `name` whose value is `value` (a session that ended).
+pub fn remove_session_cookie(headers: &mut HeaderMap, name: &str, value: &str) {
+    retain_session_cookies(headers, name, |v| v != value.as_bytes());
+}
+
+/// Keeps the cookies named `name` whose (unquoted) value `keep` accepts. Other cookies are kept
+/// byte for byte; the result is one `Cookie` header, or none when nothing is left.
+fn retain_session_cookies(headers: &mut HeaderMap, name: &str, keep: impl Fn(&[u8]) -> bool) {
     let kept: Vec<&[u8]> = headers
         .get_all(COOKIE)
         .iter()
@@ -163,10 +173,14 @@ pub fn keep_only_session_cookie(headers: &mut HeaderMap, name: &str, value: &str
                 .strip_prefix(b"\"")
                 .and_then(|v| v.strip_suffix(b"\""))
                 .unwrap_or(v);
-            n != name.as_bytes() || v == value.as_bytes()
+            n != name.as_bytes() || keep(v)
         })
         .filter(|pair| !pair.is_empty())
         .collect();
+    if kept.is_empty() {
+        headers.remove(COOKIE);
+        return;
+    }
     // The pairs came from valid header values, so their join is one too.
     if let Ok(joined) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
         headers.insert(COOKIE, joined);

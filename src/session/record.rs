@@ -44,6 +44,11 @@ pub struct SessionRecord {
     /// session's own end, which the new id inherits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retires_ms: Option<u64>,
+    /// Set when the app re-issued this session's cookie as housekeeping: the id under which
+    /// the app itself holds the user's login (an instance's memory may keep it after the
+    /// cookie moved on). It ends with this session, so no replay of it reaches that login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_id: Option<SessionHash>,
 }
 
 impl SessionRecord {

@@ -31,8 +31,8 @@ pub enum Outcome {
     Hit,
     /// Not in Redis (nor in any old store the mode asks).
     Miss,
-    /// Logged out during the migration: old stores were not asked.
-    Ended,
+    /// Logged out (this id): old stores were not asked, and the app is not sent the id.
+    Ended(SessionId),
     /// Found in this old store and copied into Redis.
     CopiedForward(String),
     /// Legacy mode: Redis could not answer; the request goes on as before unstick.
@@ -46,7 +46,7 @@ impl Outcome {
             Outcome::NoCookie => ("no_cookie", ""),
             Outcome::Hit => ("hit", ""),
             Outcome::Miss => ("miss", ""),
-            Outcome::Ended => ("ended", ""),
+            Outcome::Ended(_) => ("ended", ""),
             Outcome::CopiedForward(store) => ("copied_forward", store),
             Outcome::StoreSkipped => ("store_skipped", ""),
         }
@@ -101,11 +101,11 @@ pub async fn resolve_session(
         });
     }
     let origin = origin_without_session(runtime, route, ids, headers).await?;
-    if matches!(found, Found::Ended) {
+    if let Found::Ended(id) = found {
         return Ok(Resolution {
             session: None,
             origin,
-            outcome: Outcome::Ended,
+            outcome: Outcome::Ended(id),
         });
     }
     match mode {
@@ -145,7 +145,7 @@ pub async fn resolve_session(
 
 enum Found {
     Live(Box<ResolvedSession>),
-    Ended,
+    Ended(SessionId),
     Missing,
 }
 
@@ -166,7 +166,7 @@ async fn find_in_store(runtime: &Runtime, ids: &[SessionId]) -> Result<Found, St
                     record,
                 })))
             }
-            Loaded::Ended => return Ok(Found::Ended),
+            Loaded::Ended => return Ok(Found::Ended(id.clone())),
             Loaded::Missing => {}
         }
     }
@@ -280,6 +280,7 @@ async fn copy_forward(
         client_ip: Some(facts.client_ip.to_string()),
         rotated_from: None,
         retires_ms: None,
+        login_id: None,
     };
     let hash = id.hash();
     store_session(runtime, &hash, &record).await?;

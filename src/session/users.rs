@@ -129,8 +129,21 @@ async fn end(
     remember: Duration,
 ) -> Result<(), StoreError> {
     store.end(hash, now_ms(), remember).await?;
-    for previous in live_predecessors(store, record).await? {
-        store.end(&previous, now_ms(), remember).await?;
+    end_replaced_ids(store, record, remember).await
+}
+
+/// Ends, with a marker kept for `remember`, the ids a session had before the app re-issued
+/// its cookie: those still in their grace period, and the one under which the app holds the
+/// login. A marked id is withheld from the app, so an instance that still holds that login
+/// never sees it again.
+pub async fn end_replaced_ids(
+    store: &SessionStore,
+    record: &SessionRecord,
+    remember: Duration,
+) -> Result<(), StoreError> {
+    let replaced = live_predecessors(store, record).await?;
+    for hash in replaced.iter().chain(&record.login_id) {
+        store.end(hash, now_ms(), remember).await?;
     }
     Ok(())
 }
@@ -141,7 +154,7 @@ const MAX_PREDECESSORS: usize = 64;
 /// The ids a session replaced that still resolve (each stays usable for a grace period after
 /// the app re-issues its cookie), newest first: they must end with it. Each was retired before
 /// the one after it, so the walk stops at the first that no longer resolves.
-pub async fn live_predecessors(
+async fn live_predecessors(
     store: &SessionStore,
     record: &SessionRecord,
 ) -> Result<Vec<SessionHash>, StoreError> {
@@ -185,6 +198,7 @@ mod tests {
             client_ip: None,
             rotated_from: None,
             retires_ms: None,
+            login_id: None,
         }
     }
 
