@@ -79,6 +79,8 @@ pub struct Metrics {
     pub sessions_revoked: Counter,
     pub sessions_evicted: Counter,
     pub cookie_changes: Family<CookieChangeLabels, Counter>,
+    /// New sessions that `redis.wait_replicas` replicas did not acknowledge in time.
+    pub replica_wait_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -103,6 +105,7 @@ impl Metrics {
             sessions_revoked: Counter::default(),
             sessions_evicted: Counter::default(),
             cookie_changes: Family::default(),
+            replica_wait_timeouts: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -165,6 +168,12 @@ impl Metrics {
             "What the app setting or clearing the session cookie was read as (login, rotated, \
              rebound and clear_kept keep the user's session, logout ends it)",
             metrics.cookie_changes.clone(),
+        );
+        registry.register(
+            "session_replica_wait_timeouts",
+            "New sessions served although redis.wait_replicas replicas did not acknowledge them \
+             within redis.wait_timeout (lost if the master fails before they replicate)",
+            metrics.replica_wait_timeouts.clone(),
         );
         Metrics {
             registry,
