@@ -5,6 +5,7 @@
 pub mod django;
 pub mod postgres;
 pub mod redis;
+pub mod redis_ha;
 pub mod test_app;
 
 use reqwest::header::{COOKIE, SET_COOKIE};
@@ -91,12 +92,16 @@ impl ProxyConfig {
             .collect();
         format!(
             "[listener]\naddress = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n\n\
-             [redis]\nurl = \"{}\"\nkey_prefix = \"test:\"\n{}\n\n\
+             [redis]\n{}key_prefix = \"test:\"\n{}\n\n\
              [session]\ncookie = \"{}\"\n{}\nidle_timeout = \"{}\"\nabsolute_lifetime = \"{}\"\n{}\n\n\
              [identity.capture]\n{}\n\n\
              [[upstreams]]\nname = \"app\"\ninstances = [\n{}\n]\n{}\n\n\
              [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\nmode = \"{}\"\n{}\n\n{}\n",
-            self.redis_url,
+            // No url: the target is in redis_extra (sentinels or cluster_nodes).
+            match self.redis_url.as_str() {
+                "" => String::new(),
+                url => format!("url = \"{url}\"\n"),
+            },
             self.redis_extra,
             self.cookie,
             self.id_format,
