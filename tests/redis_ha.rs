@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::redis_ha::{RedisCluster, RedisSentinel, SERVICE};
+use support::redis_ha::{RedisCluster, RedisSentinel, SentinelPasswords, SERVICE};
 use support::*;
 use unstick::demo::{LegacyApp, LegacyAppConfig};
 
@@ -334,6 +334,73 @@ async fn sentinel_master_killed_under_load_sessions_survive_and_no_request_passe
         .cli(&["--scan", "--pattern", "test:s:*"])
         .await;
     assert_eq!(session_keys.lines().count(), 12, "{session_keys}");
+}
+
+#[tokio::test]
+async fn sentinels_and_master_with_their_own_passwords() {
+    let passwords = SentinelPasswords {
+        data: "data-secret",
+        sentinels: "sentinel-secret",
+    };
+    let service = RedisSentinel::start_with(Some(passwords)).await;
+    let a = legacy_app("a").await;
+    let config_with = |sentinel_password: &str| {
+        let mut config = ProxyConfig::new("", &[("a", a.address)]);
+        config.redis_extra = format!(
+            "sentinels = {}\nservice_name = \"{SERVICE}\"\npassword = \"{}\"\n\
+             sentinel_password = \"{sentinel_password}\"",
+            toml_list(&service.sentinel_addresses()),
+            passwords.data
+        );
+        config
+    };
+    let config = config_with(passwords.sentinels);
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    assert_eq!(alice.me(&proxy).await.1.as_deref(), Some("alice"));
+    let report = run_check(&config.to_toml()).await;
+    assert!(report.contains("1 replica online"), "{report}");
+    assert!(report.contains("3 of 3 configured answer"), "{report}");
+
+    // The sentinels' password is theirs: the master's does not open them.
+    let report = run_check(&config_with(passwords.data).to_toml()).await;
+    assert!(
+        report.contains("error    redis: cannot reach Redis at sentinel service mymaster via"),
+        "{report}"
+    );
+    assert!(report.contains("wrong password"), "{report}");
+}
+
+#[tokio::test]
+async fn a_sentinel_config_without_its_service_name_is_refused_naming_the_key_and_line() {
+    let mut config = ProxyConfig::new("", &[("a", "127.0.0.1:1".parse().unwrap())]);
+    config.redis_extra = "sentinels = [\"127.0.0.1:26379\", \"127.0.0.1\"]".into();
+    let toml = config.to_toml();
+    let line = toml
+        .lines()
+        .position(|l| l.starts_with("sentinels"))
+        .expect("sentinels line")
+        + 1;
+    let refused = serve_expecting_exit(&toml).await;
+    assert!(!refused.status.success(), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!(
+            "{}:{line}: `redis.sentinels`: \"127.0.0.1\": no port",
+            refused.config_path
+        )),
+        "{}",
+        refused.stderr
+    );
+    config.redis_extra = "sentinels = [\"127.0.0.1:26379\"]".into();
+    let refused = serve_expecting_exit(&config.to_toml()).await;
+    assert!(
+        refused
+            .stderr
+            .contains("`redis.service_name`: required with redis.sentinels"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@ pub const SERVICE: &str = "mymaster";
 pub struct RedisNode {
     pub port: u16,
     child: Option<Child>,
+    /// The password `cli` sends, when the node requires one.
+    password: Option<String>,
 }
 
 impl RedisNode {
@@ -34,6 +36,7 @@ impl RedisNode {
                 return Some(RedisNode {
                     port,
                     child: Some(child),
+                    password: None,
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -61,7 +64,19 @@ impl RedisNode {
 
     /// `redis-cli -p <port> args...`, its output (empty when the node does not answer).
     pub async fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args).await
+        match &self.password {
+            Some(password) => {
+                let mut with_auth = vec!["-a", password, "--no-auth-warning"];
+                with_auth.extend_from_slice(args);
+                cli(self.port, &with_auth).await
+            }
+            None => cli(self.port, args).await,
+        }
+    }
+
+    fn with_password(mut self, password: Option<&str>) -> RedisNode {
+        self.password = password.map(String::from);
+        self
     }
 }
 
@@ -260,22 +275,45 @@ pub struct RedisSentinel {
     dir: tempfile::TempDir,
 }
 
+/// Passwords of a Sentinel deployment that requires them.
+#[derive(Clone, Copy)]
+pub struct SentinelPasswords<'a> {
+    /// `requirepass` of the master and replica (and `masterauth`, `sentinel auth-pass`).
+    pub data: &'a str,
+    /// `requirepass` of the sentinels (and `sentinel sentinel-pass`).
+    pub sentinels: &'a str,
+}
+
 impl RedisSentinel {
     pub async fn start() -> RedisSentinel {
+        Self::start_with(None).await
+    }
+
+    pub async fn start_with(passwords: Option<SentinelPasswords<'_>>) -> RedisSentinel {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data_password = passwords.map(|p| p.data);
+        let auth_args: Vec<String> = match data_password {
+            Some(p) => ["--requirepass", p, "--masterauth", p]
+                .map(String::from)
+                .to_vec(),
+            None => Vec::new(),
+        };
         let master = loop {
             let port = free_port();
-            if let Some(node) = RedisNode::spawn(port, &base_args(port, dir.path())).await {
-                break node;
+            let mut args = base_args(port, dir.path());
+            args.extend(auth_args.iter().cloned());
+            if let Some(node) = RedisNode::spawn(port, &args).await {
+                break node.with_password(data_password);
             }
         };
         let master_port = master.port.to_string();
         let replica = loop {
             let port = free_port();
             let mut args = base_args(port, dir.path());
+            args.extend(auth_args.iter().cloned());
             args.extend(["--replicaof", "127.0.0.1", &master_port].map(String::from));
             if let Some(node) = RedisNode::spawn(port, &args).await {
-                break node;
+                break node.with_password(data_password);
             }
         };
         wait_until(Duration::from_secs(10), "replica in sync", || async {
@@ -287,21 +325,24 @@ impl RedisSentinel {
         while sentinels.len() < 3 {
             let port = free_port();
             let conf = dir.path().join(format!("sentinel-{port}.conf"));
-            std::fs::write(
-                &conf,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\n\
-                     sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
-                     sentinel down-after-milliseconds {SERVICE} 1000\n\
-                     sentinel failover-timeout {SERVICE} 5000\n\
-                     sentinel parallel-syncs {SERVICE} 1\n",
-                    dir.path().display()
-                ),
-            )
-            .expect("write sentinel.conf");
+            let mut text = format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
+                 sentinel down-after-milliseconds {SERVICE} 1000\n\
+                 sentinel failover-timeout {SERVICE} 5000\n\
+                 sentinel parallel-syncs {SERVICE} 1\n",
+                dir.path().display()
+            );
+            if let Some(passwords) = passwords {
+                text.push_str(&format!(
+                    "sentinel auth-pass {SERVICE} {}\nrequirepass {}\nsentinel sentinel-pass {}\n",
+                    passwords.data, passwords.sentinels, passwords.sentinels
+                ));
+            }
+            std::fs::write(&conf, text).expect("write sentinel.conf");
             let args = [conf.display().to_string(), "--sentinel".to_string()];
             if let Some(node) = RedisNode::spawn(port, &args).await {
-                sentinels.push(node);
+                sentinels.push(node.with_password(passwords.map(|p| p.sentinels)));
             }
         }
         let service = RedisSentinel {
@@ -317,7 +358,7 @@ impl RedisSentinel {
             "sentinels see each other",
             || async {
                 for sentinel in &service.sentinels {
-                    let fields = sentinel_master(sentinel.port).await;
+                    let fields = sentinel_master(sentinel).await;
                     if fields.get("num-other-sentinels").map(String::as_str) != Some("2")
                         || fields.get("num-slaves").map(String::as_str) != Some("1")
                     {
@@ -355,8 +396,8 @@ impl RedisSentinel {
 }
 
 /// `SENTINEL MASTER <service>` as a field map (redis-cli prints one value per line).
-async fn sentinel_master(port: u16) -> HashMap<String, String> {
-    let text = cli(port, &["SENTINEL", "MASTER", SERVICE]).await;
+async fn sentinel_master(sentinel: &RedisNode) -> HashMap<String, String> {
+    let text = sentinel.cli(&["SENTINEL", "MASTER", SERVICE]).await;
     let lines: Vec<&str> = text.lines().collect();
     lines
         .chunks(2)
