@@ -206,6 +206,7 @@ fn build_pool(
     config: &StoreConfig,
     longest: Duration,
 ) -> Result<Pool, StoreError> {
+    let clustered = redis_config.server.is_clustered();
     let reconnect = ReconnectPolicy::new_exponential(
         0,
         config.reconnect_min.as_millis().max(1) as u32,
@@ -225,8 +226,10 @@ fn build_pool(
                 max_timeout: Some(longest.max(Duration::from_millis(500)) * 4),
                 interval: Duration::from_millis(250),
             };
-            // Commands wait for a reconnect only within their own timeout.
-            conn.max_command_attempts = 1;
+            // Commands wait for a reconnect only within their own timeout. On a Cluster, fred
+            // counts the re-send after a MOVED redirect (failover, resharding) as an attempt:
+            // with one, the first command to each moved slot failed.
+            conn.max_command_attempts = if clustered { 2 } else { 1 };
         })
         .set_policy(reconnect)
         .build_pool(config.pool_size)
@@ -265,7 +268,14 @@ impl RedisStore {
                 }))
             }
         };
-        match tokio::time::timeout(config.connect_timeout, pool.wait_for_connect()).await {
+        let connected = async {
+            pool.wait_for_connect().await?;
+            match &acknowledged {
+                Some(acknowledged) => acknowledged.pool.wait_for_connect().await,
+                None => Ok(()),
+            }
+        };
+        match tokio::time::timeout(config.connect_timeout, connected).await {
             Ok(Ok(())) => tracing::info!(redis = %config.url.redacted(), "connected to Redis"),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Redis not reachable yet; retrying in the background")
