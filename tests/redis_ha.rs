@@ -187,17 +187,21 @@ async fn every_user_served(
     None
 }
 
-/// Kills a master under load and reports: time to serving every user again, and the tally.
+/// Fails the master over under load (`fail_over`, then `settled` resolves once the topology
+/// has a new master) and reports: time from `fail_over` to serving every user again, and
+/// the tally.
 async fn fail_over_under_load(
     proxy: &ProxyProcess,
     users: &[(String, String)],
-    kill_master: impl FnOnce(),
+    fail_over: impl FnOnce(),
+    settled: impl std::future::Future<Output = ()>,
 ) -> (Duration, Tally) {
     let stop = Arc::new(AtomicBool::new(false));
     let load = start_load(proxy, users, 4, stop.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = Instant::now();
-    kill_master();
+    fail_over();
+    settled.await;
     // Bounded: the failover itself takes a few seconds; past 15 s something is stuck.
     let recovered = every_user_served(proxy, users, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -268,8 +272,13 @@ async fn cluster_master_killed_under_load_sessions_survive_and_no_request_passes
         }
     }
     assert!(victim.1 > 0, "no master holds a session");
-    let (took, tally) =
-        fail_over_under_load(&proxy, &users, || cluster.node_mut(victim.0).kill()).await;
+    let (took, tally) = fail_over_under_load(
+        &proxy,
+        &users,
+        || cluster.node_mut(victim.0).kill(),
+        async {},
+    )
+    .await;
     eprintln!(
         "cluster: master :{} ({} keys) killed; every user served again after {took:?}; {tally:?}",
         victim.0, victim.1
@@ -317,7 +326,8 @@ async fn sentinel_master_killed_under_load_sessions_survive_and_no_request_passe
     let users = log_users_in(&proxy, 12).await;
     let (_a, _b) = forget_app_sessions(a, b).await;
     let old_master = service.master.port;
-    let (took, tally) = fail_over_under_load(&proxy, &users, || service.master.kill()).await;
+    let (took, tally) =
+        fail_over_under_load(&proxy, &users, || service.master.kill(), async {}).await;
     eprintln!("sentinel: master killed; every user served again after {took:?}; {tally:?}");
     assert_no_pass_through(&tally, &proxy);
     assert!(
@@ -334,6 +344,99 @@ async fn sentinel_master_killed_under_load_sessions_survive_and_no_request_passe
         .cli(&["--scan", "--pattern", "test:s:*"])
         .await;
     assert_eq!(session_keys.lines().count(), 12, "{session_keys}");
+}
+
+/// `redis-cli -p <port> args...`, run to completion (for a command given in a sync closure).
+fn cli_now(port: u16, args: &[&str]) -> String {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn planned_failovers_under_load_pass_no_request_anonymous_and_take_new_logins() {
+    // Sentinel: SENTINEL FAILOVER demotes the master (the sentinels disconnect its clients).
+    let service = RedisSentinel::start().await;
+    let cluster = RedisCluster::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let apps = [("a", a.address), ("b", b.address)];
+    let mut sentinel_config = ProxyConfig::new("", &apps);
+    sentinel_config.redis_extra = format!(
+        "sentinels = {}\nservice_name = \"{SERVICE}\"\nwait_replicas = 1",
+        toml_list(&service.sentinel_addresses())
+    );
+    let mut cluster_config = ProxyConfig::new("", &apps);
+    cluster_config.redis_extra = format!(
+        "cluster_nodes = {}\nwait_replicas = 1",
+        toml_list(&cluster.seeds())
+    );
+    let via_sentinel = ProxyProcess::start(&sentinel_config).await;
+    let via_cluster = ProxyProcess::start(&cluster_config).await;
+    let sentinel_users = log_users_in(&via_sentinel, 8).await;
+    let cluster_users = log_users_in(&via_cluster, 8).await;
+    let (_a, _b) = forget_app_sessions(a, b).await;
+
+    let sentinel_port = service.sentinels[0].port;
+    let promoted = async {
+        support::redis_ha::wait_until(Duration::from_secs(10), "replica promoted", || async {
+            service.reported_master_port().await == Some(service.replica.port)
+        })
+        .await
+    };
+    let (took, tally) = fail_over_under_load(
+        &via_sentinel,
+        &sentinel_users,
+        || {
+            let answer = cli_now(sentinel_port, &["SENTINEL", "FAILOVER", SERVICE]);
+            assert!(answer.starts_with("OK"), "SENTINEL FAILOVER: {answer}");
+        },
+        promoted,
+    )
+    .await;
+    eprintln!("sentinel: planned failover; every user served again after {took:?}; {tally:?}");
+    assert_no_pass_through(&tally, &via_sentinel);
+
+    // Cluster: CLUSTER FAILOVER on a replica swaps it with its master without data loss.
+    let masters = cluster.master_ports().await;
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| !masters.contains(&n.port))
+        .expect("a replica")
+        .port;
+    let promoted = async {
+        support::redis_ha::wait_until(Duration::from_secs(10), "replica promoted", || async {
+            cluster.master_ports().await.contains(&replica)
+        })
+        .await
+    };
+    let (took, tally) = fail_over_under_load(
+        &via_cluster,
+        &cluster_users,
+        || {
+            let answer = cli_now(replica, &["CLUSTER", "FAILOVER"]);
+            assert!(answer.starts_with("OK"), "CLUSTER FAILOVER: {answer}");
+        },
+        promoted,
+    )
+    .await;
+    eprintln!("cluster: planned failover; every user served again after {took:?}; {tally:?}");
+    assert_no_pass_through(&tally, &via_cluster);
+
+    // Logins are written to the new masters.
+    for proxy in [&via_sentinel, &via_cluster] {
+        let login = Browser::new()
+            .post(&proxy.url("/login"))
+            .form(&[("user", "late")])
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(login.status(), 200, "logs:\n{}", proxy.logs());
+    }
 }
 
 #[tokio::test]
