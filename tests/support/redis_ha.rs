@@ -14,8 +14,8 @@ pub const SERVICE: &str = "mymaster";
 pub struct RedisNode {
     pub port: u16,
     child: Option<Child>,
-    /// The password `cli` sends, when the node requires one.
-    password: Option<String>,
+    /// What `cli` adds to reach it: a password, TLS settings.
+    cli_flags: Vec<String>,
 }
 
 impl RedisNode {
@@ -36,7 +36,7 @@ impl RedisNode {
                 return Some(RedisNode {
                     port,
                     child: Some(child),
-                    password: None,
+                    cli_flags: Vec::new(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -64,18 +64,17 @@ impl RedisNode {
 
     /// `redis-cli -p <port> args...`, its output (empty when the node does not answer).
     pub async fn cli(&self, args: &[&str]) -> String {
-        match &self.password {
-            Some(password) => {
-                let mut with_auth = vec!["-a", password, "--no-auth-warning"];
-                with_auth.extend_from_slice(args);
-                cli(self.port, &with_auth).await
-            }
-            None => cli(self.port, args).await,
-        }
+        let mut all: Vec<&str> = self.cli_flags.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        cli(self.port, &all).await
     }
 
     fn with_password(mut self, password: Option<&str>) -> RedisNode {
-        self.password = password.map(String::from);
+        if let Some(password) = password {
+            self.cli_flags = ["-a", password, "--no-auth-warning"]
+                .map(String::from)
+                .to_vec();
+        }
         self
     }
 }
@@ -151,19 +150,71 @@ fn free_cluster_port() -> u16 {
     }
 }
 
+/// PEM files for a Redis that speaks only TLS (clients are not asked for certificates).
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// `redis-server` arguments: TLS only (`--port 0`), for clients, replication and the
+    /// cluster bus.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let path = |p: &std::path::Path| p.display().to_string();
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path(&self.cert),
+            "--tls-key-file".into(),
+            path(&self.key),
+            "--tls-ca-cert-file".into(),
+            path(&self.ca),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--tls-replication".into(),
+            "yes".into(),
+            "--tls-cluster".into(),
+            "yes".into(),
+        ]
+    }
+
+    fn cli_flags(&self) -> Vec<String> {
+        vec![
+            "--tls".into(),
+            "--cacert".into(),
+            self.ca.display().to_string(),
+        ]
+    }
+}
+
 /// A Redis Cluster of 3 masters with one replica each, `cluster-node-timeout` 1000 ms.
 pub struct RedisCluster {
     pub nodes: Vec<RedisNode>,
+    cli_flags: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
     pub async fn start() -> RedisCluster {
+        Self::start_with(None).await
+    }
+
+    /// With `tls`, every node listens only on TLS, and talks TLS to the others.
+    pub async fn start_with(tls: Option<TlsFiles>) -> RedisCluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        let cli_flags = tls.as_ref().map(TlsFiles::cli_flags).unwrap_or_default();
         let mut nodes = Vec::new();
         while nodes.len() < 6 {
             let port = free_cluster_port();
             let mut args = base_args(port, dir.path());
+            if let Some(tls) = &tls {
+                args.extend(tls.server_args(port));
+            }
             args.extend(
                 [
                     "--cluster-enabled",
@@ -175,25 +226,35 @@ impl RedisCluster {
                 ]
                 .map(String::from),
             );
-            if let Some(node) = RedisNode::spawn(port, &args).await {
+            if let Some(mut node) = RedisNode::spawn(port, &args).await {
+                node.cli_flags = cli_flags.clone();
                 nodes.push(node);
             }
         }
         let addresses: Vec<String> = nodes.iter().map(RedisNode::address).collect();
-        let created = tokio::process::Command::new("redis-cli")
+        let create = tokio::process::Command::new("redis-cli")
+            .args(&cli_flags)
             .args(["--cluster", "create"])
             .args(&addresses)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .stdin(Stdio::null())
-            .output()
+            .kill_on_drop(true)
+            .output();
+        // It waits for the nodes to meet on the cluster bus, forever if they cannot.
+        let created = tokio::time::timeout(Duration::from_secs(30), create)
             .await
+            .expect("redis-cli --cluster create: the nodes did not join within 30 s")
             .expect("redis-cli");
         assert!(
             created.status.success(),
             "redis-cli --cluster create failed:\n{}",
             String::from_utf8_lossy(&created.stdout)
         );
-        let cluster = RedisCluster { nodes, _dir: dir };
+        let cluster = RedisCluster {
+            nodes,
+            cli_flags,
+            _dir: dir,
+        };
         cluster.wait_healthy(3, Duration::from_secs(20)).await;
         cluster
     }
@@ -218,7 +279,7 @@ impl RedisCluster {
                 return false;
             }
             for port in live_masters {
-                let info = info_fields(&cli(port, &["INFO", "replication"]).await);
+                let info = info_fields(&self.cli(port, &["INFO", "replication"]).await);
                 let synced = info
                     .iter()
                     .filter(|(k, v)| k.starts_with("slave") && v.contains("state=online"))
@@ -256,7 +317,18 @@ impl RedisCluster {
 
     /// Keys on the master at `port` (DBSIZE).
     pub async fn keys_on(&self, port: u16) -> usize {
-        cli(port, &["DBSIZE"]).await.trim().parse().unwrap_or(0)
+        self.cli(port, &["DBSIZE"])
+            .await
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// `redis-cli` against one node of this cluster (with its TLS settings).
+    pub async fn cli(&self, port: u16, args: &[&str]) -> String {
+        let mut all: Vec<&str> = self.cli_flags.iter().map(String::as_str).collect();
+        all.extend_from_slice(args);
+        cli(port, &all).await
     }
 
     pub fn node_mut(&mut self, port: u16) -> &mut RedisNode {
