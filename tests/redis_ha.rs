@@ -445,7 +445,7 @@ async fn sentinels_and_master_with_their_own_passwords() {
         data: "data-secret",
         sentinels: "sentinel-secret",
     };
-    let service = RedisSentinel::start_with(Some(passwords)).await;
+    let service = RedisSentinel::start_with(Some(passwords), None).await;
     let a = legacy_app("a").await;
     let config_with = |sentinel_password: &str| {
         let mut config = ProxyConfig::new("", &[("a", a.address)]);

@@ -776,19 +776,53 @@ async fn rediss_without_the_right_ca_does_not_connect() {
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
 }
 
-#[tokio::test]
-async fn sessions_reach_a_redis_cluster_over_tls() {
-    let ca = TestCa::new();
-    let dir = tempfile::tempdir().unwrap();
-    let server = ca.issue_for_node("redis-cluster", 20);
+/// Certificate, key and CA files for Redis nodes, written to `dir`.
+fn node_tls_files(ca: &TestCa, dir: &Path) -> support::redis_ha::TlsFiles {
+    let server = ca.issue_for_node("redis-node", 20);
     let files = support::redis_ha::TlsFiles {
-        cert: dir.path().join("redis.crt"),
-        key: dir.path().join("redis.key"),
-        ca: dir.path().join("ca.crt"),
+        cert: dir.join("redis.crt"),
+        key: dir.join("redis.key"),
+        ca: dir.join("ca.crt"),
     };
     std::fs::write(&files.cert, &server.cert_pem).unwrap();
     std::fs::write(&files.key, &server.key_pem).unwrap();
     std::fs::write(&files.ca, ca.pem()).unwrap();
+    files
+}
+
+#[tokio::test]
+async fn sessions_reach_a_sentinel_service_over_tls() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = node_tls_files(&ca, dir.path());
+    let service = support::redis_ha::RedisSentinel::start_with(None, Some(files.clone())).await;
+    let a = legacy_app("a").await;
+    let mut config = ProxyConfig::new("", &[("a", a.address)]);
+    let sentinels: Vec<String> = service
+        .sentinel_addresses()
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect();
+    config.redis_extra = format!(
+        "sentinels = [{}]\nservice_name = \"{}\"\ntls = true\nca_file = \"{}\"",
+        sentinels.join(", "),
+        support::redis_ha::SERVICE,
+        files.ca.display()
+    );
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    let (status, user, _) = alice.me(&proxy).await;
+    assert_eq!((status, user.as_deref()), (200, Some("alice")));
+    let key = format!("test:s:{}", session_hash(&alice.cookie_value()));
+    assert_eq!(service.master.cli(&["EXISTS", &key]).await.trim(), "1");
+}
+
+#[tokio::test]
+async fn sessions_reach_a_redis_cluster_over_tls() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = node_tls_files(&ca, dir.path());
     let cluster = support::redis_ha::RedisCluster::start_with(Some(files.clone())).await;
     let a = legacy_app("a").await;
     let mut config = ProxyConfig::new("", &[("a", a.address)]);

@@ -71,9 +71,15 @@ impl RedisNode {
 
     fn with_password(mut self, password: Option<&str>) -> RedisNode {
         if let Some(password) = password {
-            self.cli_flags = ["-a", password, "--no-auth-warning"]
-                .map(String::from)
-                .to_vec();
+            self.cli_flags
+                .extend(["-a", password, "--no-auth-warning"].map(String::from));
+        }
+        self
+    }
+
+    fn with_tls(mut self, tls: Option<&TlsFiles>) -> RedisNode {
+        if let Some(tls) = tls {
+            self.cli_flags.extend(tls.cli_flags());
         }
         self
     }
@@ -358,10 +364,14 @@ pub struct SentinelPasswords<'a> {
 
 impl RedisSentinel {
     pub async fn start() -> RedisSentinel {
-        Self::start_with(None).await
+        Self::start_with(None, None).await
     }
 
-    pub async fn start_with(passwords: Option<SentinelPasswords<'_>>) -> RedisSentinel {
+    /// With `tls`, the master, the replica and the sentinels listen only on TLS.
+    pub async fn start_with(
+        passwords: Option<SentinelPasswords<'_>>,
+        tls: Option<TlsFiles>,
+    ) -> RedisSentinel {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_password = passwords.map(|p| p.data);
         let auth_args: Vec<String> = match data_password {
@@ -374,8 +384,9 @@ impl RedisSentinel {
             let port = free_port();
             let mut args = base_args(port, dir.path());
             args.extend(auth_args.iter().cloned());
+            args.extend(tls.iter().flat_map(|t| t.server_args(port)));
             if let Some(node) = RedisNode::spawn(port, &args).await {
-                break node.with_password(data_password);
+                break node.with_password(data_password).with_tls(tls.as_ref());
             }
         };
         let master_port = master.port.to_string();
@@ -383,9 +394,10 @@ impl RedisSentinel {
             let port = free_port();
             let mut args = base_args(port, dir.path());
             args.extend(auth_args.iter().cloned());
+            args.extend(tls.iter().flat_map(|t| t.server_args(port)));
             args.extend(["--replicaof", "127.0.0.1", &master_port].map(String::from));
             if let Some(node) = RedisNode::spawn(port, &args).await {
-                break node.with_password(data_password);
+                break node.with_password(data_password).with_tls(tls.as_ref());
             }
         };
         wait_until(Duration::from_secs(10), "replica in sync", || async {
@@ -397,8 +409,18 @@ impl RedisSentinel {
         while sentinels.len() < 3 {
             let port = free_port();
             let conf = dir.path().join(format!("sentinel-{port}.conf"));
+            let listen = match &tls {
+                Some(tls) => format!(
+                    "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
+                     tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                    tls.cert.display(),
+                    tls.key.display(),
+                    tls.ca.display()
+                ),
+                None => format!("port {port}\n"),
+            };
             let mut text = format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                "{listen}bind 127.0.0.1\ndir {}\n\
                  sentinel monitor {SERVICE} 127.0.0.1 {master_port} 2\n\
                  sentinel down-after-milliseconds {SERVICE} 1000\n\
                  sentinel failover-timeout {SERVICE} 5000\n\
@@ -414,7 +436,10 @@ impl RedisSentinel {
             std::fs::write(&conf, text).expect("write sentinel.conf");
             let args = [conf.display().to_string(), "--sentinel".to_string()];
             if let Some(node) = RedisNode::spawn(port, &args).await {
-                sentinels.push(node.with_password(passwords.map(|p| p.sentinels)));
+                sentinels.push(
+                    node.with_password(passwords.map(|p| p.sentinels))
+                        .with_tls(tls.as_ref()),
+                );
             }
         }
         let service = RedisSentinel {
