@@ -1,7 +1,8 @@
 //! TLS at both ends, with certificates made at test time (rcgen): the HTTPS listener (HTTP/1.1
 //! and HTTP/2 by ALPN, `X-Forwarded-Proto: https`, certificate reload without restart, a bad
 //! certificate refused at start and ignored on reload, graceful shutdown), and sessions in a
-//! Redis that speaks only TLS and only to an ACL user (`rediss://user:pass@...` + `ca_file`).
+//! Redis that speaks only TLS and only to an ACL user (`rediss://user:pass@...` + `ca_file`),
+//! and in a TLS-only Sentinel service and Cluster (`tls = true` + `ca_file`).
 
 mod support;
 
