@@ -19,6 +19,8 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+mod topology;
+
 /// PINGs sent to measure latency; the median is reported.
 const LATENCY_PINGS: usize = 5;
 
@@ -224,27 +226,25 @@ fn one_line(message: &str) -> String {
 
 /// Reaches the store and reads the Redis settings sessions depend on.
 pub async fn check_store(config: &StoreConfig) -> Vec<Finding> {
-    let url = match &config.url {
-        StoreUrl::Memory => {
-            return vec![Finding::warning(
-                "redis",
-                "session store is memory:// (demo only): sessions live in one process, are lost \
-                 on every restart and are not shared between proxies; Redis checks skipped",
-                "set redis.url to a redis:// or rediss:// URL (e.g. \"${REDIS_URL}\")",
-            )]
-        }
-        StoreUrl::Redis(url) => url,
-    };
+    if config.url == StoreUrl::Memory {
+        return vec![Finding::warning(
+            "redis",
+            "session store is memory:// (demo only): sessions live in one process, are lost \
+             on every restart and are not shared between proxies; Redis checks skipped",
+            "set redis.url to a redis:// or rediss:// URL (e.g. \"${REDIS_URL}\"), or \
+             redis.sentinels or redis.cluster_nodes",
+        )];
+    }
     let shown = config.url.redacted();
     let unreachable = |error: String| {
         Finding::error(
             "redis",
             format!("cannot reach Redis at {shown}: {error}"),
-            "check redis.url, credentials, the network path and that Redis runs; while it is \
-             down every request that carries a session gets a 503",
+            "check the [redis] addresses, credentials, the network path and that Redis runs; \
+             while it is down every request that carries a session gets a 503",
         )
     };
-    let store = match RedisStore::connect(url, config).await {
+    let store = match RedisStore::connect(config).await {
         Ok(store) => store,
         Err(e) => return vec![unreachable(e.to_string())],
     };
@@ -252,11 +252,11 @@ pub async fn check_store(config: &StoreConfig) -> Vec<Finding> {
     match measure_latency(&store).await {
         Err(e) if store.is_connected() => findings.push(unreachable(e)),
         Err(_) => findings.push(unreachable(
-            match tcp_probe(url, config.connect_timeout).await {
+            match tcp_probe(config, config.connect_timeout).await {
                 Some(Err(os)) => format!("TCP connection failed ({os})"),
                 Some(Ok(())) => "the port accepts TCP connections but the Redis handshake did \
-                                 not complete (wrong password or ACL user, TLS mismatch, or \
-                                 not Redis)"
+                                 not complete (wrong password or ACL user, TLS mismatch, \
+                                 unknown sentinel service name, or not Redis)"
                     .to_string(),
                 None => format!(
                     "no connection within redis.connect_timeout ({})",
@@ -266,6 +266,7 @@ pub async fn check_store(config: &StoreConfig) -> Vec<Finding> {
         )),
         Ok((median, max)) => {
             findings.push(latency_finding(&shown, median, max, config.command_timeout));
+            findings.extend(topology::check_topology(config, store.pool()).await);
             findings.extend(check_redis_settings(store.pool()).await);
         }
     }
@@ -274,12 +275,26 @@ pub async fn check_store(config: &StoreConfig) -> Vec<Finding> {
     findings
 }
 
-/// A plain TCP connect to the first host of the URL, for the operating system's reason
-/// (refused, unreachable, unknown host); `None` when the URL names no host or it took too long.
-async fn tcp_probe(url: &str, timeout: Duration) -> Option<Result<(), String>> {
-    let parsed = fred::types::config::Config::from_url(url).ok()?;
-    let server = parsed.server.hosts().into_iter().next()?;
-    let address = (server.host.to_string(), server.port);
+/// A plain TCP connect to the first configured address (the URL's host, the first sentinel or
+/// cluster node), for the operating system's reason (refused, unreachable, unknown host);
+/// `None` when there is no address or it took too long.
+async fn tcp_probe(config: &StoreConfig, timeout: Duration) -> Option<Result<(), String>> {
+    let address = match &config.url {
+        StoreUrl::Redis(url) => {
+            let parsed = fred::types::config::Config::from_url(url).ok()?;
+            let server = parsed.server.hosts().into_iter().next()?;
+            (server.host.to_string(), server.port)
+        }
+        StoreUrl::Sentinel(target) => {
+            let first = target.sentinels.first()?;
+            (first.host.clone(), first.port)
+        }
+        StoreUrl::Cluster(target) => {
+            let first = target.nodes.first()?;
+            (first.host.clone(), first.port)
+        }
+        StoreUrl::Memory => return None,
+    };
     match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address)).await {
         Ok(Ok(_)) => Some(Ok(())),
         Ok(Err(e)) => Some(Err(e.to_string())),

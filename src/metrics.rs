@@ -92,6 +92,8 @@ pub struct Metrics {
     pub client_connection_timeouts: Family<TimeoutLabels, Counter>,
     pub client_connection_waits: Counter,
     pub accept_errors: Counter,
+    /// New sessions that `redis.wait_replicas` replicas did not acknowledge in time.
+    pub replica_wait_timeouts: Counter,
 }
 
 impl Default for Metrics {
@@ -122,6 +124,7 @@ impl Metrics {
             client_connection_timeouts: Family::default(),
             client_connection_waits: Counter::default(),
             accept_errors: Counter::default(),
+            replica_wait_timeouts: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -215,6 +218,12 @@ impl Metrics {
             "accept_errors",
             "Failed accepts (out of file descriptors and the like)",
             metrics.accept_errors.clone(),
+        );
+        registry.register(
+            "session_replica_wait_timeouts",
+            "New sessions served although redis.wait_replicas replicas did not acknowledge them \
+             within redis.wait_timeout (lost if the master fails before they replicate)",
+            metrics.replica_wait_timeouts.clone(),
         );
         Metrics {
             registry,

@@ -1,7 +1,8 @@
 //! TLS at both ends, with certificates made at test time (rcgen): the HTTPS listener (HTTP/1.1
 //! and HTTP/2 by ALPN, `X-Forwarded-Proto: https`, certificate reload without restart, a bad
 //! certificate refused at start and ignored on reload, graceful shutdown), and sessions in a
-//! Redis that speaks only TLS and only to an ACL user (`rediss://user:pass@...` + `ca_file`).
+//! Redis that speaks only TLS and only to an ACL user (`rediss://user:pass@...` + `ca_file`),
+//! and in a TLS-only Sentinel service and Cluster (`tls = true` + `ca_file`).
 
 mod support;
 
@@ -64,6 +65,32 @@ impl TestCa {
     }
 
     fn issue(&self, common_name: &str, serial: u64) -> ServerCert {
+        self.issue_with(
+            common_name,
+            serial,
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        )
+    }
+
+    /// For Redis Cluster nodes, which present their certificate as clients too (cluster bus,
+    /// replication).
+    fn issue_for_node(&self, common_name: &str, serial: u64) -> ServerCert {
+        self.issue_with(
+            common_name,
+            serial,
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
+    }
+
+    fn issue_with(
+        &self,
+        common_name: &str,
+        serial: u64,
+        usages: Vec<ExtendedKeyUsagePurpose>,
+    ) -> ServerCert {
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
@@ -72,7 +99,7 @@ impl TestCa {
             .push(DnType::CommonName, common_name);
         params.serial_number = Some(serial.into());
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = usages;
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         ServerCert {
             cert_pem: cert.pem(),
@@ -748,4 +775,97 @@ async fn rediss_without_the_right_ca_does_not_connect() {
     let RefusedStart { status, stderr, .. } = serve_expecting_exit(&config.to_toml()).await;
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+}
+
+/// Certificate, key and CA files for Redis nodes, written to `dir`.
+fn node_tls_files(ca: &TestCa, dir: &Path) -> support::redis_ha::TlsFiles {
+    let server = ca.issue_for_node("redis-node", 20);
+    let files = support::redis_ha::TlsFiles {
+        cert: dir.join("redis.crt"),
+        key: dir.join("redis.key"),
+        ca: dir.join("ca.crt"),
+    };
+    std::fs::write(&files.cert, &server.cert_pem).unwrap();
+    std::fs::write(&files.key, &server.key_pem).unwrap();
+    std::fs::write(&files.ca, ca.pem()).unwrap();
+    files
+}
+
+#[tokio::test]
+async fn sessions_reach_a_sentinel_service_over_tls() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = node_tls_files(&ca, dir.path());
+    let service = support::redis_ha::RedisSentinel::start_with(None, Some(files.clone())).await;
+    let a = legacy_app("a").await;
+    let mut config = ProxyConfig::new("", &[("a", a.address)]);
+    let sentinels: Vec<String> = service
+        .sentinel_addresses()
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect();
+    config.redis_extra = format!(
+        "sentinels = [{}]\nservice_name = \"{}\"\ntls = true\nca_file = \"{}\"",
+        sentinels.join(", "),
+        support::redis_ha::SERVICE,
+        files.ca.display()
+    );
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    let (status, user, _) = alice.me(&proxy).await;
+    assert_eq!((status, user.as_deref()), (200, Some("alice")));
+    let key = format!("test:s:{}", session_hash(&alice.cookie_value()));
+    assert_eq!(service.master.cli(&["EXISTS", &key]).await.trim(), "1");
+}
+
+#[tokio::test]
+async fn sessions_reach_a_redis_cluster_over_tls() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = node_tls_files(&ca, dir.path());
+    let cluster = support::redis_ha::RedisCluster::start_with(Some(files.clone())).await;
+    let a = legacy_app("a").await;
+    let mut config = ProxyConfig::new("", &[("a", a.address)]);
+    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
+    config.redis_extra = format!(
+        "cluster_nodes = [{}]\ntls = true\nca_file = \"{}\"",
+        seeds.join(", "),
+        files.ca.display()
+    );
+    let proxy = ProxyProcess::start(&config).await;
+
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    let (status, user, _) = alice.me(&proxy).await;
+    assert_eq!((status, user.as_deref()), (200, Some("alice")));
+    let key = format!("test:s:{}", session_hash(&alice.cookie_value()));
+    let mut found = 0;
+    for port in cluster.master_ports().await {
+        found += cluster
+            .cli(port, &["EXISTS", &key])
+            .await
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(0);
+    }
+    assert_eq!(found, 1, "the session is on one master of the TLS cluster");
+
+    // Without tls the nodes do not answer: TLS is what was used.
+    config.redis_extra = format!("cluster_nodes = [{}]", seeds.join(", "));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("unstick.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_unstick"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.contains("error    redis: cannot reach Redis at cluster via"),
+        "{report}"
+    );
 }

@@ -96,8 +96,62 @@ pub struct TlsListenerConfig {
 pub enum StoreUrl {
     /// `redis://` or `rediss://` (kept whole for the Redis client; may hold a password).
     Redis(String),
+    /// A master found through Redis Sentinel; failovers are followed.
+    Sentinel(SentinelTarget),
+    /// A Redis Cluster, discovered from seed nodes.
+    Cluster(ClusterTarget),
     /// `memory://`: process memory, for the demo and local trials only.
     Memory,
+}
+
+/// `host:port` of one Redis node or sentinel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeAddress {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for NodeAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Credentials and TLS for the data nodes of a Sentinel or Cluster deployment.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct NodeAuth {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub tls: bool,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct SentinelTarget {
+    pub sentinels: Vec<NodeAddress>,
+    pub service_name: String,
+    /// For the sentinels (Sentinel's own `requirepass`/ACL), not for the master.
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
+    /// For the master and replicas.
+    pub auth: NodeAuth,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterTarget {
+    pub nodes: Vec<NodeAddress>,
+    pub auth: NodeAuth,
+}
+
+fn joined(addresses: &[NodeAddress]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl StoreUrl {
@@ -111,14 +165,24 @@ impl StoreUrl {
                 }
                 _ => url.clone(),
             },
+            StoreUrl::Sentinel(target) => format!(
+                "sentinel service {} via {}",
+                target.service_name,
+                joined(&target.sentinels)
+            ),
+            StoreUrl::Cluster(target) => format!("cluster via {}", joined(&target.nodes)),
         }
     }
 }
 
 impl std::fmt::Debug for StoreUrl {
+    // Credentials stay out of debug output.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreUrl::Redis(_) => f.write_str("Redis(..)"),
+            StoreUrl::Sentinel(_) | StoreUrl::Cluster(_) => {
+                write!(f, "{}", self.redacted())
+            }
             StoreUrl::Memory => f.write_str("Memory"),
         }
     }
@@ -137,8 +201,12 @@ pub struct StoreConfig {
     pub pool_size: usize,
     /// Sent as `Retry-After` when the store cannot answer.
     pub retry_after: Duration,
-    /// CA bundle for `rediss://`.
+    /// CA bundle for `rediss://` (and `tls = true`).
     pub ca_file: Option<PathBuf>,
+    /// Replicas that must acknowledge a new session before the login answers (0: none).
+    pub wait_replicas: u32,
+    /// How long a login waits for them; past it the login is served anyway and counted.
+    pub wait_timeout: Duration,
 }
 
 /// How the session id is written in the app's cookie.

@@ -11,7 +11,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listener: RawListener,
-    pub redis: RawRedis,
+    pub redis: Spanned<RawRedis>,
     pub session: RawSession,
     #[serde(default)]
     pub identity: RawIdentity,
@@ -58,7 +58,24 @@ pub struct RawAdmin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
-    pub url: Spanned<Text>,
+    /// One Redis. Exactly one of `url`, `sentinels` and `cluster_nodes` is set.
+    pub url: Option<Spanned<Text>>,
+    /// Sentinel addresses (`host:port`) of a Sentinel-managed master named `service_name`.
+    pub sentinels: Option<Spanned<Vec<Spanned<Text>>>>,
+    pub service_name: Option<Spanned<Text>>,
+    /// Credentials for the sentinels themselves (not for the master).
+    pub sentinel_username: Option<Spanned<Text>>,
+    pub sentinel_password: Option<Spanned<Text>>,
+    /// Seed nodes (`host:port`) of a Redis Cluster; the rest is discovered.
+    pub cluster_nodes: Option<Spanned<Vec<Spanned<Text>>>>,
+    /// Credentials and TLS for the data nodes of `sentinels` or `cluster_nodes` (a `url`
+    /// carries its own).
+    pub username: Option<Spanned<Text>>,
+    pub password: Option<Spanned<Text>>,
+    pub tls: Option<Spanned<bool>>,
+    /// Replicas that must acknowledge a new session (`WAIT`) before the login answers.
+    pub wait_replicas: Option<Spanned<u32>>,
+    pub wait_timeout: Option<Spanned<HumanDuration>>,
     pub key_prefix: Option<Spanned<Text>>,
     pub connect_timeout: Option<HumanDuration>,
     pub command_timeout: Option<Spanned<HumanDuration>>,

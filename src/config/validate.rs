@@ -11,6 +11,7 @@ use toml::Spanned;
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Parses and validates config text; `path` is only used in messages.
 pub fn parse_config(source: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -185,28 +186,177 @@ impl Validator<'_> {
         })
     }
 
-    fn store(&self, raw: RawRedis) -> Result<StoreConfig, ConfigError> {
-        let url_text = raw.url.get_ref().0.trim().to_string();
-        let url = if url_text == "memory://" {
-            StoreUrl::Memory
-        } else if url_text.starts_with("redis://") || url_text.starts_with("rediss://") {
+    /// `host:port` (IPv6 as `[::1]:6379`) of a sentinel or cluster node.
+    fn node_address(&self, value: &Spanned<Text>, key: &str) -> Result<NodeAddress, ConfigError> {
+        let text = value.get_ref().0.trim();
+        let bad = |why: &str| {
+            self.err(
+                value.span(),
+                key,
+                format!("{text:?}: {why}; write \"host:port\", e.g. \"10.0.0.5:26379\""),
+            )
+        };
+        if text.contains("://") {
+            return Err(bad("a bare address is expected here, not a URL"));
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Err(bad("no host"));
+        }
+        match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(NodeAddress {
+                host: host.to_string(),
+                port,
+            }),
+            _ => Err(bad("the port must be a number from 1 to 65535")),
+        }
+    }
+
+    fn node_list(
+        &self,
+        list: &Spanned<Vec<Spanned<Text>>>,
+        key: &str,
+    ) -> Result<Vec<NodeAddress>, ConfigError> {
+        if list.get_ref().is_empty() {
+            return Err(self.err(list.span(), key, "list at least one \"host:port\""));
+        }
+        let mut nodes: Vec<NodeAddress> = Vec::new();
+        for value in list.get_ref() {
+            let node = self.node_address(value, key)?;
+            if nodes.contains(&node) {
+                return Err(self.err(value.span(), key, format!("{node} is listed twice")));
+            }
+            nodes.push(node);
+        }
+        Ok(nodes)
+    }
+
+    /// Which Redis: one `url`, a Sentinel service, or a Cluster. Exactly one is named; keys
+    /// that belong to another kind are refused rather than silently ignored.
+    fn store_target(&self, raw: &Spanned<RawRedis>) -> Result<StoreUrl, ConfigError> {
+        let table = raw.get_ref();
+        let text = |value: &Option<Spanned<Text>>| {
+            value
+                .as_ref()
+                .map(|v| v.get_ref().0.clone())
+                .filter(|v| !v.is_empty())
+        };
+        let named = [
+            table.url.is_some(),
+            table.sentinels.is_some(),
+            table.cluster_nodes.is_some(),
+        ];
+        if named.iter().filter(|n| **n).count() != 1 {
+            return Err(self.err(
+                raw.span(),
+                "redis",
+                "set exactly one of `url` (one Redis), `sentinels` with `service_name` (Redis \
+                 Sentinel) or `cluster_nodes` (Redis Cluster)",
+            ));
+        }
+        let only_with = |value: Option<Range<usize>>, key: &str, needs: &str| match value {
+            Some(span) => Err(self.err(span, key, format!("applies only with {needs}"))),
+            None => Ok(()),
+        };
+        if table.sentinels.is_none() {
+            for (value, key) in [
+                (&table.service_name, "redis.service_name"),
+                (&table.sentinel_username, "redis.sentinel_username"),
+                (&table.sentinel_password, "redis.sentinel_password"),
+            ] {
+                only_with(value.as_ref().map(Spanned::span), key, "redis.sentinels")?;
+            }
+        }
+        if let Some(url) = &table.url {
+            for (value, key) in [
+                (table.username.as_ref().map(Spanned::span), "redis.username"),
+                (table.password.as_ref().map(Spanned::span), "redis.password"),
+            ] {
+                if let Some(span) = value {
+                    return Err(self.err(
+                        span,
+                        key,
+                        "with redis.url the credentials go in the URL \
+                         (redis://user:password@host:port); this key is for sentinels or \
+                         cluster_nodes",
+                    ));
+                }
+            }
+            if let Some(tls) = &table.tls {
+                return Err(self.err(
+                    tls.span(),
+                    "redis.tls",
+                    "with redis.url, TLS is chosen by the scheme: write rediss://",
+                ));
+            }
+            return self.single_url(url);
+        }
+        let auth = NodeAuth {
+            username: text(&table.username),
+            password: text(&table.password),
+            tls: table.tls.as_ref().is_some_and(|t| *t.get_ref()),
+        };
+        if let Some(sentinels) = &table.sentinels {
+            let sentinels = self.node_list(sentinels, "redis.sentinels")?;
+            let service_name = text(&table.service_name).ok_or_else(|| {
+                self.err(
+                    raw.span(),
+                    "redis.service_name",
+                    "required with redis.sentinels: the name the sentinels monitor the master \
+                     under (`sentinel monitor <name> ...`), e.g. \"mymaster\"",
+                )
+            })?;
+            return Ok(StoreUrl::Sentinel(SentinelTarget {
+                sentinels,
+                service_name,
+                sentinel_username: text(&table.sentinel_username),
+                sentinel_password: text(&table.sentinel_password),
+                auth,
+            }));
+        }
+        let nodes = match &table.cluster_nodes {
+            Some(nodes) => self.node_list(nodes, "redis.cluster_nodes")?,
+            None => Vec::new(),
+        };
+        Ok(StoreUrl::Cluster(ClusterTarget { nodes, auth }))
+    }
+
+    fn single_url(&self, url: &Spanned<Text>) -> Result<StoreUrl, ConfigError> {
+        let url_text = url.get_ref().0.trim().to_string();
+        if url_text == "memory://" {
+            return Ok(StoreUrl::Memory);
+        }
+        if url_text.starts_with("redis://") || url_text.starts_with("rediss://") {
             // Parsed as redis:// so that validating a rediss:// URL does not load CA files.
             fred::types::config::Config::from_url(&url_text.replacen("rediss://", "redis://", 1))
                 .map_err(|e| {
                 self.err(
-                    raw.url.span(),
+                    url.span(),
                     "redis.url",
                     format!("not a usable Redis URL: {e}"),
                 )
             })?;
-            StoreUrl::Redis(url_text)
+            return Ok(StoreUrl::Redis(url_text));
+        }
+        let hint = if url_text.contains("-sentinel://") || url_text.contains("-cluster://") {
+            "; for Sentinel or Cluster use the keys `sentinels` + `service_name` or \
+             `cluster_nodes` instead of a URL"
         } else {
-            return Err(self.err(
-                raw.url.span(),
-                "redis.url",
-                "expected redis://host:port, rediss://host:port, or memory:// (demo only)",
-            ));
+            ""
         };
+        Err(self.err(
+            url.span(),
+            "redis.url",
+            format!(
+                "expected redis://host:port, rediss://host:port, or memory:// (demo only){hint}"
+            ),
+        ))
+    }
+
+    fn store(&self, spanned: Spanned<RawRedis>) -> Result<StoreConfig, ConfigError> {
+        let url = self.store_target(&spanned)?;
+        let raw = spanned.into_inner();
         let key_prefix = match raw.key_prefix {
             Some(prefix) => {
                 let text = prefix.get_ref().0.clone();
@@ -239,6 +389,42 @@ impl Validator<'_> {
             Some(n) => *n.get_ref(),
             None => 2,
         };
+        let wait_replicas = match raw.wait_replicas {
+            Some(n) if *n.get_ref() > 16 => {
+                return Err(self.err(
+                    n.span(),
+                    "redis.wait_replicas",
+                    "at most 16 (the replicas of one master that must hold a new session)",
+                ))
+            }
+            Some(n) if *n.get_ref() > 0 && url == StoreUrl::Memory => {
+                return Err(self.err(
+                    n.span(),
+                    "redis.wait_replicas",
+                    "memory:// has no replicas; remove it or use Redis",
+                ))
+            }
+            Some(n) => *n.get_ref(),
+            None => 0,
+        };
+        let wait_timeout = match raw.wait_timeout {
+            Some(t) if t.get_ref().0.is_zero() || t.get_ref().0 > Duration::from_secs(10) => {
+                return Err(self.err(
+                    t.span(),
+                    "redis.wait_timeout",
+                    "must be between 1ms and 10s (a login waits this long at most)",
+                ))
+            }
+            Some(t) if wait_replicas == 0 => {
+                return Err(self.err(
+                    t.span(),
+                    "redis.wait_timeout",
+                    "applies only with redis.wait_replicas of 1 or more",
+                ))
+            }
+            Some(t) => t.get_ref().0,
+            None => DEFAULT_WAIT_TIMEOUT,
+        };
         Ok(StoreConfig {
             url,
             key_prefix,
@@ -249,6 +435,8 @@ impl Validator<'_> {
             pool_size,
             retry_after: raw.retry_after.map_or(Duration::from_secs(1), |d| d.0),
             ca_file: raw.ca_file.map(|f| PathBuf::from(f.into_inner().0)),
+            wait_replicas,
+            wait_timeout,
         })
     }
 
@@ -839,6 +1027,114 @@ mode = "redis"
             message.contains("idle_timeout") && message.contains("line 11"),
             "{message}"
         );
+    }
+
+    fn with_redis(lines: &str) -> String {
+        MINIMAL.replace("url = \"redis://127.0.0.1:6379\"", lines)
+    }
+
+    fn refused(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn sentinel_service() {
+        let config = parse(&with_redis(
+            "sentinels = [\"10.0.0.1:26379\", \"[::1]:26380\"]\nservice_name = \"mymaster\"\n\
+             sentinel_password = \"s\"\npassword = \"p\"\ntls = true\nwait_replicas = 1",
+        ))
+        .unwrap();
+        let StoreUrl::Sentinel(target) = &config.store.url else {
+            panic!("{:?}", config.store.url)
+        };
+        assert_eq!(target.service_name, "mymaster");
+        assert_eq!(target.sentinels[1].to_string(), "[::1]:26380");
+        assert_eq!(target.sentinel_password.as_deref(), Some("s"));
+        assert_eq!(target.auth.password.as_deref(), Some("p"));
+        assert!(target.auth.tls);
+        assert_eq!(config.store.wait_replicas, 1);
+        assert_eq!(config.store.wait_timeout, Duration::from_millis(100));
+        let shown = config.store.url.redacted();
+        assert_eq!(
+            shown,
+            "sentinel service mymaster via 10.0.0.1:26379, [::1]:26380"
+        );
+    }
+
+    #[test]
+    fn cluster_nodes() {
+        let config = parse(&with_redis("cluster_nodes = [\"10.0.0.1:6379\"]")).unwrap();
+        assert!(matches!(&config.store.url, StoreUrl::Cluster(t) if t.nodes.len() == 1));
+    }
+
+    #[test]
+    fn redis_target_errors_name_key_and_line() {
+        // Line 6 is the url line of MINIMAL, replaced by the first line below.
+        let cases = [
+            (
+                "sentinels = [\"10.0.0.1:26379\"]",
+                "unstick.toml:5: `redis.service_name`",
+            ),
+            (
+                "sentinels = [\"10.0.0.1\"]\nservice_name = \"m\"",
+                "unstick.toml:6: `redis.sentinels`: \"10.0.0.1\": no port",
+            ),
+            (
+                "cluster_nodes = [\"a:1\", \"redis://b:2\"]",
+                "unstick.toml:6: `redis.cluster_nodes`: \"redis://b:2\": a bare address",
+            ),
+            (
+                "cluster_nodes = []",
+                "unstick.toml:6: `redis.cluster_nodes`: list at least one",
+            ),
+            (
+                "cluster_nodes = [\"a:1\", \"a:1\"]",
+                "unstick.toml:6: `redis.cluster_nodes`: a:1 is listed twice",
+            ),
+            (
+                "url = \"redis://r:6379\"\ncluster_nodes = [\"a:1\"]",
+                "unstick.toml:5: `redis`: set exactly one of",
+            ),
+            (
+                "key_prefix = \"x:\"",
+                "unstick.toml:5: `redis`: set exactly one of",
+            ),
+            (
+                "cluster_nodes = [\"a:1\"]\nservice_name = \"m\"",
+                "unstick.toml:7: `redis.service_name`: applies only with redis.sentinels",
+            ),
+            (
+                "url = \"redis://r:6379\"\npassword = \"p\"",
+                "unstick.toml:7: `redis.password`: with redis.url the credentials go in the URL",
+            ),
+            (
+                "url = \"redis://r:6379\"\ntls = true",
+                "unstick.toml:7: `redis.tls`: with redis.url, TLS is chosen by the scheme",
+            ),
+            (
+                "url = \"redis-sentinel://r:26379\"",
+                "for Sentinel or Cluster use the keys",
+            ),
+            (
+                "url = \"redis://r:6379\"\nwait_timeout = \"1s\"",
+                "unstick.toml:7: `redis.wait_timeout`: applies only with redis.wait_replicas",
+            ),
+            (
+                "url = \"redis://r:6379\"\nwait_replicas = 1\nwait_timeout = \"0s\"",
+                "unstick.toml:8: `redis.wait_timeout`: must be between",
+            ),
+            (
+                "url = \"memory://\"\nwait_replicas = 1",
+                "unstick.toml:7: `redis.wait_replicas`: memory:// has no replicas",
+            ),
+        ];
+        for (lines, expected) in cases {
+            let message = refused(&with_redis(lines));
+            assert!(
+                message.starts_with(expected) || message.contains(expected),
+                "{lines:?}: {message}"
+            );
+        }
     }
 
     #[test]

@@ -377,10 +377,20 @@ pub(crate) async fn store_session(
     record: &SessionRecord,
 ) -> Result<(), StoreError> {
     let session = &runtime.config.session;
-    runtime
+    let acknowledged = runtime
         .store
-        .save(hash, record, now_ms(), session.touch_interval())
+        .save_acknowledged(hash, record, now_ms(), session.touch_interval())
         .await?;
+    if acknowledged == Some(false) {
+        // Served anyway: refusing logins whenever a replica lags would turn a replica
+        // problem into an outage. The session is lost only if the master fails before it
+        // replicates; the counter shows how often that window was open.
+        runtime.metrics.replica_wait_timeouts.inc();
+        tracing::debug!(
+            session = hash.short(),
+            "new session not acknowledged by replicas within redis.wait_timeout"
+        );
+    }
     let evicted = users::register(
         &runtime.store,
         hash,

@@ -6,6 +6,7 @@ pub mod django;
 pub mod load;
 pub mod postgres;
 pub mod redis;
+pub mod redis_ha;
 pub mod stack_walk;
 pub mod test_app;
 pub mod tomcat;
@@ -99,7 +100,7 @@ impl ProxyConfig {
             .collect();
         format!(
             "[listener]\naddress = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n{}\n\
-             [redis]\nurl = \"{}\"\nkey_prefix = \"test:\"\n{}\n\n\
+             [redis]\n{}key_prefix = \"test:\"\n{}\n\n\
              [session]\ncookie = \"{}\"\n{}\nidle_timeout = \"{}\"\nabsolute_lifetime = \"{}\"\n{}\n\n\
              [identity.capture]\n{}\n\n\
              [[upstreams]]\nname = \"app\"\ninstances = [\n{}\n]\n{}\n\n\
@@ -110,7 +111,11 @@ impl ProxyConfig {
             } else {
                 format!("{}\n", self.listener_extra)
             },
-            self.redis_url,
+            // No url: the target is in redis_extra (sentinels or cluster_nodes).
+            match self.redis_url.as_str() {
+                "" => String::new(),
+                url => format!("url = \"{url}\"\n"),
+            },
             self.redis_extra,
             self.cookie,
             self.id_format,

@@ -7,7 +7,7 @@ mod memory;
 mod redis;
 
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{tls_client_config, RedisStore};
 
 use super::cookie::SessionHash;
 use super::record::SessionRecord;
@@ -63,8 +63,8 @@ impl SessionStore {
     /// is reported, and requests with a session get a 503 until it is reachable.
     pub async fn connect(config: &StoreConfig) -> Result<SessionStore, StoreError> {
         match &config.url {
-            StoreUrl::Redis(url) => {
-                Ok(SessionStore::Redis(RedisStore::connect(url, config).await?))
+            StoreUrl::Redis(_) | StoreUrl::Sentinel(_) | StoreUrl::Cluster(_) => {
+                Ok(SessionStore::Redis(RedisStore::connect(config).await?))
             }
             StoreUrl::Memory => {
                 tracing::warn!(
@@ -130,6 +130,31 @@ impl SessionStore {
             SessionStore::Memory(store) => {
                 store.save(hash, record, now_ms, touch_interval);
                 Ok(())
+            }
+        }
+    }
+
+    /// Writes a new session; with `redis.wait_replicas`, also waits for replicas to hold it.
+    /// `Ok(Some(false))`: written, but not acknowledged in time.
+    pub async fn save_acknowledged(
+        &self,
+        hash: &SessionHash,
+        record: &SessionRecord,
+        now_ms: u64,
+        touch_interval: Duration,
+    ) -> Result<Option<bool>, StoreError> {
+        match self {
+            SessionStore::Redis(store) => {
+                store
+                    .observed(
+                        "save_acknowledged",
+                        store.save_acknowledged(hash, record, now_ms, touch_interval),
+                    )
+                    .await
+            }
+            SessionStore::Memory(store) => {
+                store.save(hash, record, now_ms, touch_interval);
+                Ok(None)
             }
         }
     }

@@ -20,15 +20,17 @@
 
 use super::health::Health;
 use super::{Loaded, StoreError};
-use crate::config::StoreConfig;
+use crate::config::{NodeAddress, StoreConfig, StoreUrl};
 use crate::metrics::Metrics;
 use crate::session::cookie::SessionHash;
 use crate::session::record::SessionRecord;
 use fred::prelude::*;
 use fred::types::config::{
-    ConnectionConfig, PerformanceConfig, ReconnectPolicy, TlsConnector, UnresponsiveConfig,
+    ClusterDiscoveryPolicy, ConnectionConfig, PerformanceConfig, ReconnectPolicy, ServerConfig,
+    TlsConnector, UnresponsiveConfig,
 };
 use fred::types::scripts::Script;
+use fred::types::ClusterHash;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::future::Future;
@@ -134,6 +136,8 @@ type SessionFields = (Option<String>, Option<u64>, Option<String>);
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool,
+    /// Set when new sessions must reach replicas before a login answers.
+    acknowledged: Option<Arc<AcknowledgedWrites>>,
     prefix: Arc<str>,
     touch_script: Arc<Script>,
     /// Where command latency and errors are counted, once the process has a registry.
@@ -216,15 +220,67 @@ pub fn tls_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig,
     Ok(config)
 }
 
-/// Parses the URL (ACL user and password included: `rediss://user:pass@host:port`) and, for
-/// `rediss://`, sets our TLS settings rather than fred's default ones.
-fn client_config(url: &str, config: &StoreConfig) -> Result<Config, StoreError> {
-    let Some(rest) = url.strip_prefix("rediss://") else {
-        if config.ca_file.is_some() {
-            tracing::warn!(
-                "redis.ca_file is set but the Redis URL is not rediss://; it is not used"
-            );
+/// The fred client config for the configured Redis: one URL (ACL user and password included:
+/// `rediss://user:pass@host:port`), a Sentinel service, or a Cluster. TLS uses our rustls
+/// settings rather than fred's default ones.
+fn client_config(config: &StoreConfig) -> Result<Config, StoreError> {
+    let (server, auth) = match &config.url {
+        StoreUrl::Redis(url) => return url_config(url, config),
+        StoreUrl::Memory => {
+            return Err(StoreError::Unavailable(
+                "memory:// is not a Redis".to_string(),
+            ))
         }
+        StoreUrl::Sentinel(target) => (
+            ServerConfig::Sentinel {
+                hosts: servers(&target.sentinels),
+                service_name: target.service_name.clone(),
+                username: target.sentinel_username.clone(),
+                password: target.sentinel_password.clone(),
+            },
+            &target.auth,
+        ),
+        StoreUrl::Cluster(target) => (
+            ServerConfig::Clustered {
+                hosts: servers(&target.nodes),
+                // Seed nodes and the last routing table: a dead seed does not stop discovery.
+                policy: ClusterDiscoveryPolicy::UseCache,
+            },
+            &target.auth,
+        ),
+    };
+    let tls = match auth.tls {
+        true => Some(TlsConnector::from(tls_client_config(config.ca_file.as_deref())?).into()),
+        false => {
+            warn_unused_ca_file(config);
+            None
+        }
+    };
+    Ok(Config {
+        server,
+        username: auth.username.clone(),
+        password: auth.password.clone(),
+        tls,
+        ..Config::default()
+    })
+}
+
+fn servers(addresses: &[NodeAddress]) -> Vec<Server> {
+    addresses
+        .iter()
+        .map(|a| Server::new(a.host.as_str(), a.port))
+        .collect()
+}
+
+fn warn_unused_ca_file(config: &StoreConfig) {
+    if config.ca_file.is_some() {
+        tracing::warn!("redis.ca_file is set but Redis is not reached over TLS; it is not used");
+    }
+}
+
+fn url_config(url: &str, config: &StoreConfig) -> Result<Config, StoreError> {
+    let Some(rest) = url.strip_prefix("rediss://") else {
+        warn_unused_ca_file(config);
         return Config::from_url(url).map_err(unavailable);
     };
     let mut redis_config = Config::from_url(&format!("redis://{rest}")).map_err(unavailable)?;
@@ -233,37 +289,57 @@ fn client_config(url: &str, config: &StoreConfig) -> Result<Config, StoreError> 
     Ok(redis_config)
 }
 
+/// `longest` is the longest a command on these connections may legitimately take.
+fn build_pool(
+    redis_config: Config,
+    config: &StoreConfig,
+    longest: Duration,
+) -> Result<Pool, StoreError> {
+    let clustered = redis_config.server.is_clustered();
+    let reconnect = ReconnectPolicy::new_exponential(
+        0,
+        config.reconnect_min.as_millis().max(1) as u32,
+        config.reconnect_max.as_millis().max(1) as u32,
+        2,
+    );
+    Builder::from_config(redis_config)
+        .with_performance_config(|perf: &mut PerformanceConfig| {
+            perf.default_command_timeout = config.command_timeout;
+        })
+        .with_connection_config(|conn: &mut ConnectionConfig| {
+            conn.connection_timeout = config.connect_timeout;
+            conn.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
+            // A Redis that stops answering (paused, network black hole) is dropped and
+            // reconnected rather than queued behind forever.
+            conn.unresponsive = UnresponsiveConfig {
+                max_timeout: Some(longest.max(Duration::from_millis(500)) * 4),
+                interval: Duration::from_millis(250),
+            };
+            // Commands wait for a reconnect only within their own timeout. On a Cluster, fred
+            // counts the re-send after a MOVED redirect (failover, resharding) as an attempt:
+            // with one, the first command to each moved slot failed.
+            conn.max_command_attempts = if clustered { 2 } else { 1 };
+        })
+        .set_policy(reconnect)
+        .build_pool(config.pool_size)
+        .map_err(unavailable)
+}
+
+/// Connections for session writes that wait for replicas (`redis.wait_replicas`).
+struct AcknowledgedWrites {
+    pool: Pool,
+    replicas: u32,
+    timeout: Duration,
+    command_timeout: Duration,
+}
+
 impl RedisStore {
-    pub async fn connect(url: &str, config: &StoreConfig) -> Result<RedisStore, StoreError> {
-        let mut redis_config = client_config(url, config)?;
+    pub async fn connect(config: &StoreConfig) -> Result<RedisStore, StoreError> {
+        let mut redis_config = client_config(config)?;
         // Keep retrying the first connection too: the proxy must start (and serve requests
         // without sessions) while Redis is down, and recover on its own.
         redis_config.fail_fast = false;
-        let reconnect = ReconnectPolicy::new_exponential(
-            0,
-            config.reconnect_min.as_millis().max(1) as u32,
-            config.reconnect_max.as_millis().max(1) as u32,
-            2,
-        );
-        let pool = Builder::from_config(redis_config)
-            .with_performance_config(|perf: &mut PerformanceConfig| {
-                perf.default_command_timeout = config.command_timeout;
-            })
-            .with_connection_config(|conn: &mut ConnectionConfig| {
-                conn.connection_timeout = config.connect_timeout;
-                conn.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
-                // A Redis that stops answering (paused, network black hole) is dropped and
-                // reconnected rather than queued behind forever.
-                conn.unresponsive = UnresponsiveConfig {
-                    max_timeout: Some(config.command_timeout.max(Duration::from_millis(500)) * 4),
-                    interval: Duration::from_millis(250),
-                };
-                // Commands wait for a reconnect only within their own timeout.
-                conn.max_command_attempts = 1;
-            })
-            .set_policy(reconnect)
-            .build_pool(config.pool_size)
-            .map_err(unavailable)?;
+        let pool = build_pool(redis_config.clone(), config, config.command_timeout)?;
         let health = Arc::new(Health::default());
         let probe = Probe {
             timeout: config.command_timeout,
@@ -273,11 +349,32 @@ impl RedisStore {
         };
         watch_connections(&pool, &health, probe);
         pool.connect();
-        let reached = match tokio::time::timeout(config.connect_timeout, pool.wait_for_connect())
-            .await
-        {
+        // Logins that wait for replicas get their own connections: WAIT blocks the
+        // connection it runs on, and every session lookup pipelined behind it would wait too.
+        let acknowledged = match config.wait_replicas {
+            0 => None,
+            replicas => {
+                let longest = config.command_timeout + config.wait_timeout;
+                let pool = build_pool(redis_config, config, longest)?;
+                pool.connect();
+                Some(Arc::new(AcknowledgedWrites {
+                    pool,
+                    replicas,
+                    timeout: config.wait_timeout,
+                    command_timeout: config.command_timeout,
+                }))
+            }
+        };
+        let connected = async {
+            pool.wait_for_connect().await?;
+            match &acknowledged {
+                Some(acknowledged) => acknowledged.pool.wait_for_connect().await,
+                None => Ok(()),
+            }
+        };
+        let reached = match tokio::time::timeout(config.connect_timeout, connected).await {
             Ok(Ok(())) => {
-                tracing::info!("connected to Redis");
+                tracing::info!(redis = %config.url.redacted(), "connected to Redis");
                 true
             }
             Ok(Err(e)) => {
@@ -294,6 +391,7 @@ impl RedisStore {
         }
         Ok(RedisStore {
             pool,
+            acknowledged,
             prefix: Arc::from(config.key_prefix.as_str()),
             touch_script: Arc::new(Script::from_lua(TOUCH)),
             metrics: None,
@@ -462,13 +560,60 @@ impl RedisStore {
         now_ms: u64,
         touch: Duration,
     ) -> Result<(), StoreError> {
+        self.save_on(self.pool.next(), hash, record, now_ms, touch)
+            .await
+    }
+
+    /// Saves a new session and, with `redis.wait_replicas`, waits (`WAIT`) until that many
+    /// replicas hold it. `Ok(None)` when no acknowledgement is configured; otherwise whether
+    /// the replicas acknowledged within `redis.wait_timeout`.
+    pub async fn save_acknowledged(
+        &self,
+        hash: &SessionHash,
+        record: &SessionRecord,
+        now_ms: u64,
+        touch: Duration,
+    ) -> Result<Option<bool>, StoreError> {
+        let Some(acknowledged) = &self.acknowledged else {
+            self.save(hash, record, now_ms, touch).await?;
+            return Ok(None);
+        };
+        // WAIT counts the writes of the connection it runs on: the same client, and on a
+        // Cluster the node that owns the session's slot.
+        let client = acknowledged.pool.next();
+        self.save_on(client, hash, record, now_ms, touch).await?;
+        let slot = fred::util::redis_keyslot(self.key(hash).as_bytes());
+        let options = Options {
+            cluster_hash: Some(ClusterHash::Custom(slot)),
+            timeout: Some(acknowledged.timeout + acknowledged.command_timeout),
+            ..Options::default()
+        };
+        let replicas: i64 = client
+            .with_options(&options)
+            .wait(
+                i64::from(acknowledged.replicas),
+                acknowledged.timeout.as_millis().max(1) as i64,
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(Some(replicas >= i64::from(acknowledged.replicas)))
+    }
+
+    async fn save_on(
+        &self,
+        client: &Client,
+        hash: &SessionHash,
+        record: &SessionRecord,
+        now_ms: u64,
+        touch: Duration,
+    ) -> Result<(), StoreError> {
         let json =
             serde_json::to_string(record).map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let ttl = record.ttl_ms(now_ms, touch).max(1);
         let _: i64 = self
             .save_script
             .evalsha_with_reload(
-                self.pool.next(),
+                client,
                 self.key(hash),
                 vec![
                     json,

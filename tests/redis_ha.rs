@@ -1,0 +1,628 @@
+//! Redis deployments beyond one server: a Redis Cluster and a Sentinel service whose master is
+//! killed under session load, logins that wait for a replica, and several proxies sharing
+//! one Redis. Real `redis-server` processes, the real binary, the bundled legacy app.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::redis_ha::{RedisCluster, RedisSentinel, SentinelPasswords, SERVICE};
+use support::*;
+use unstick::demo::{LegacyApp, LegacyAppConfig};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// TOML array of quoted addresses.
+fn toml_list(addresses: &[String]) -> String {
+    let quoted: Vec<String> = addresses.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// What `unstick check` printed.
+async fn run_check(toml: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("unstick.toml");
+    std::fs::write(&path, toml).expect("write config");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_unstick"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run unstick check");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Restarts both app instances on their addresses: they forget every login, so from now on
+/// only Redis vouches for a user, and an anonymous pass-through shows as `user: null`.
+async fn forget_app_sessions(a: LegacyApp, b: LegacyApp) -> (LegacyApp, LegacyApp) {
+    let (address_a, address_b) = (a.address, b.address);
+    a.stop().await;
+    b.stop().await;
+    (
+        legacy_app_with(LegacyAppConfig::new("a"), Some(address_a)).await,
+        legacy_app_with(LegacyAppConfig::new("b"), Some(address_b)).await,
+    )
+}
+
+/// Logs `count` users in through the proxy; returns (user, cookie) pairs.
+async fn log_users_in(proxy: &ProxyProcess, count: usize) -> Vec<(String, String)> {
+    let mut users = Vec::new();
+    for i in 0..count {
+        let user = format!("user{i}");
+        let mut browser = Browser::new();
+        browser.login(proxy, &user).await;
+        users.push((user, browser.cookie.clone().expect("login cookie")));
+    }
+    users
+}
+
+/// How the answers to session holders went during a load run.
+#[derive(Debug, Default)]
+struct Tally {
+    /// 200 for the right user.
+    served: usize,
+    /// 503 with Retry-After: "try again".
+    retry_later: usize,
+    /// 200 with no user: the request carried a session and passed as anonymous.
+    anonymous: usize,
+    /// 200 for another user.
+    wrong_identity: usize,
+    /// Anything else (other statuses, 503 without Retry-After, transport errors).
+    other: Vec<String>,
+    /// When the last answer that was not `served` came.
+    last_failure: Option<Instant>,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.served += other.served;
+        self.retry_later += other.retry_later;
+        self.anonymous += other.anonymous;
+        self.wrong_identity += other.wrong_identity;
+        self.other.extend(other.other);
+        self.last_failure = self.last_failure.max(other.last_failure);
+    }
+}
+
+/// One `GET /me` with `cookie`, classified.
+async fn classify(http: &reqwest::Client, url: &str, user: &str, cookie: &str, tally: &mut Tally) {
+    let sent = http.get(url).header("cookie", cookie).send().await;
+    let failed = match sent {
+        Err(e) => {
+            tally.other.push(format!("transport: {e}"));
+            true
+        }
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let retry_after = response.headers().contains_key("retry-after");
+            match status {
+                200 => {
+                    let doc: serde_json::Value = response.json().await.unwrap_or_default();
+                    match doc["user"].as_str() {
+                        Some(seen) if seen == user => {
+                            tally.served += 1;
+                            false
+                        }
+                        Some(_) => {
+                            tally.wrong_identity += 1;
+                            true
+                        }
+                        None => {
+                            tally.anonymous += 1;
+                            true
+                        }
+                    }
+                }
+                503 if retry_after => {
+                    tally.retry_later += 1;
+                    true
+                }
+                _ => {
+                    tally.other.push(format!("status {status}"));
+                    true
+                }
+            }
+        }
+    };
+    if failed {
+        tally.last_failure = Some(Instant::now());
+    }
+}
+
+/// `tasks` tasks, each cycling through its share of the users with `GET /me`, until `stop`.
+fn start_load(
+    proxy: &ProxyProcess,
+    users: &[(String, String)],
+    tasks: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<Tally>> {
+    (0..tasks)
+        .map(|t| {
+            let mine: Vec<(String, String)> =
+                users.iter().skip(t).step_by(tasks).cloned().collect();
+            let url = proxy.url("/me");
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .expect("client");
+                let mut tally = Tally::default();
+                while !stop.load(Ordering::Relaxed) {
+                    for (user, cookie) in &mine {
+                        classify(&http, &url, user, cookie, &mut tally).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                tally
+            })
+        })
+        .collect()
+}
+
+/// Polls every user's `/me` until all are served as themselves; returns when that was.
+async fn every_user_served(
+    proxy: &ProxyProcess,
+    users: &[(String, String)],
+    within: Duration,
+) -> Option<Instant> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let mut round = Tally::default();
+        for (user, cookie) in users {
+            classify(&http, &proxy.url("/me"), user, cookie, &mut round).await;
+        }
+        if round.served == users.len() {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// Fails the master over under load (`fail_over`, then `settled` resolves once the topology
+/// has a new master) and reports: time from `fail_over` to serving every user again, and
+/// the tally.
+async fn fail_over_under_load(
+    proxy: &ProxyProcess,
+    users: &[(String, String)],
+    fail_over: impl FnOnce(),
+    settled: impl std::future::Future<Output = ()>,
+) -> (Duration, Tally) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = start_load(proxy, users, 4, stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let killed = Instant::now();
+    fail_over();
+    settled.await;
+    // Bounded: the failover itself takes a few seconds; past 15 s something is stuck.
+    let recovered = every_user_served(proxy, users, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut tally = Tally::default();
+    for task in load {
+        tally.add(task.await.expect("load task"));
+    }
+    let Some(recovered) = recovered else {
+        panic!(
+            "not every user served again within 15 s of the kill; {tally:?}\nlogs:\n{}",
+            proxy.logs()
+        );
+    };
+    (recovered - killed, tally)
+}
+
+fn assert_no_pass_through(tally: &Tally, proxy: &ProxyProcess) {
+    assert_eq!(tally.anonymous, 0, "anonymous pass-throughs: {tally:?}");
+    assert_eq!(tally.wrong_identity, 0, "wrong identities: {tally:?}");
+    assert!(
+        tally.other.is_empty(),
+        "answers other than 200/503+Retry-After: {tally:?}\nlogs:\n{}",
+        proxy.logs()
+    );
+    assert!(tally.served > 0, "{tally:?}");
+}
+
+#[tokio::test]
+async fn cluster_master_killed_under_load_sessions_survive_and_no_request_passes_anonymous() {
+    let mut cluster = RedisCluster::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let mut config = ProxyConfig::new("", &[("a", a.address), ("b", b.address)]);
+    config.redis_extra = format!(
+        "cluster_nodes = {}\nwait_replicas = 1\nwait_timeout = \"500ms\"",
+        toml_list(&cluster.seeds())
+    );
+    let proxy = ProxyProcess::start(&config).await;
+
+    let report = run_check(&config.to_toml()).await;
+    assert!(
+        report.contains("topology: cluster: 3 masters, 3 replicas"),
+        "{report}"
+    );
+
+    let users = log_users_in(&proxy, 12).await;
+    let (_a, _b) = forget_app_sessions(a, b).await;
+    for (user, cookie) in &users {
+        let mut tally = Tally::default();
+        classify(
+            &reqwest::Client::new(),
+            &proxy.url("/me"),
+            user,
+            cookie,
+            &mut tally,
+        )
+        .await;
+        assert_eq!(tally.served, 1, "{user} known to Redis only: {tally:?}");
+    }
+
+    // The master holding the most sessions (every session was acknowledged by a replica).
+    let mut victim = (0, 0);
+    for port in cluster.master_ports().await {
+        let keys = cluster.keys_on(port).await;
+        if keys > victim.1 {
+            victim = (port, keys);
+        }
+    }
+    assert!(victim.1 > 0, "no master holds a session");
+    let (took, tally) = fail_over_under_load(
+        &proxy,
+        &users,
+        || cluster.node_mut(victim.0).kill(),
+        async {},
+    )
+    .await;
+    eprintln!(
+        "cluster: master :{} ({} keys) killed; every user served again after {took:?}; {tally:?}",
+        victim.0, victim.1
+    );
+    assert_no_pass_through(&tally, &proxy);
+    assert!(
+        took <= Duration::from_secs(5),
+        "serving again took {took:?}"
+    );
+
+    // The replica took over: three masters again, and the proxy's check sees it.
+    cluster.wait_healthy(3, Duration::from_secs(10)).await;
+    let report = run_check(&config.to_toml()).await;
+    assert!(
+        report.contains("topology: cluster: 3 masters, 2 replicas"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn sentinel_master_killed_under_load_sessions_survive_and_no_request_passes_anonymous() {
+    let mut service = RedisSentinel::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let mut config = ProxyConfig::new("", &[("a", a.address), ("b", b.address)]);
+    config.redis_extra = format!(
+        "sentinels = {}\nservice_name = \"{SERVICE}\"\nwait_replicas = 1\nwait_timeout = \"500ms\"",
+        toml_list(&service.sentinel_addresses())
+    );
+    let proxy = ProxyProcess::start(&config).await;
+
+    let report = run_check(&config.to_toml()).await;
+    let expected = format!(
+        "topology: sentinel service {SERVICE}: master at 127.0.0.1:{}, 1 replica online",
+        service.master.port
+    );
+    assert!(report.contains(&expected), "{report}");
+    assert!(
+        report.contains(&format!(
+            "sentinels: 3 of 3 configured answer for {SERVICE} (quorum 2)"
+        )),
+        "{report}"
+    );
+
+    let users = log_users_in(&proxy, 12).await;
+    let (_a, _b) = forget_app_sessions(a, b).await;
+    let old_master = service.master.port;
+    let (took, tally) =
+        fail_over_under_load(&proxy, &users, || service.master.kill(), async {}).await;
+    eprintln!("sentinel: master killed; every user served again after {took:?}; {tally:?}");
+    assert_no_pass_through(&tally, &proxy);
+    assert!(
+        took <= Duration::from_secs(5),
+        "serving again took {took:?}"
+    );
+    assert_eq!(
+        service.reported_master_port().await,
+        Some(service.replica.port),
+        "the sentinels promoted the replica (old master :{old_master})"
+    );
+    let session_keys = service
+        .replica
+        .cli(&["--scan", "--pattern", "test:s:*"])
+        .await;
+    assert_eq!(session_keys.lines().count(), 12, "{session_keys}");
+}
+
+/// `redis-cli -p <port> args...`, run to completion (for a command given in a sync closure).
+fn cli_now(port: u16, args: &[&str]) -> String {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn planned_failovers_under_load_pass_no_request_anonymous_and_take_new_logins() {
+    // Sentinel: SENTINEL FAILOVER demotes the master (the sentinels disconnect its clients).
+    let service = RedisSentinel::start().await;
+    let cluster = RedisCluster::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let apps = [("a", a.address), ("b", b.address)];
+    let mut sentinel_config = ProxyConfig::new("", &apps);
+    sentinel_config.redis_extra = format!(
+        "sentinels = {}\nservice_name = \"{SERVICE}\"\nwait_replicas = 1",
+        toml_list(&service.sentinel_addresses())
+    );
+    let mut cluster_config = ProxyConfig::new("", &apps);
+    cluster_config.redis_extra = format!(
+        "cluster_nodes = {}\nwait_replicas = 1",
+        toml_list(&cluster.seeds())
+    );
+    let via_sentinel = ProxyProcess::start(&sentinel_config).await;
+    let via_cluster = ProxyProcess::start(&cluster_config).await;
+    let sentinel_users = log_users_in(&via_sentinel, 8).await;
+    let cluster_users = log_users_in(&via_cluster, 8).await;
+    let (_a, _b) = forget_app_sessions(a, b).await;
+
+    let sentinel_port = service.sentinels[0].port;
+    let promoted = async {
+        support::redis_ha::wait_until(Duration::from_secs(10), "replica promoted", || async {
+            service.reported_master_port().await == Some(service.replica.port)
+        })
+        .await
+    };
+    let (took, tally) = fail_over_under_load(
+        &via_sentinel,
+        &sentinel_users,
+        || {
+            let answer = cli_now(sentinel_port, &["SENTINEL", "FAILOVER", SERVICE]);
+            assert!(answer.starts_with("OK"), "SENTINEL FAILOVER: {answer}");
+        },
+        promoted,
+    )
+    .await;
+    eprintln!("sentinel: planned failover; every user served again after {took:?}; {tally:?}");
+    assert_no_pass_through(&tally, &via_sentinel);
+
+    // Cluster: CLUSTER FAILOVER on a replica swaps it with its master without data loss.
+    let masters = cluster.master_ports().await;
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| !masters.contains(&n.port))
+        .expect("a replica")
+        .port;
+    let promoted = async {
+        support::redis_ha::wait_until(Duration::from_secs(10), "replica promoted", || async {
+            cluster.master_ports().await.contains(&replica)
+        })
+        .await
+    };
+    let (took, tally) = fail_over_under_load(
+        &via_cluster,
+        &cluster_users,
+        || {
+            let answer = cli_now(replica, &["CLUSTER", "FAILOVER"]);
+            assert!(answer.starts_with("OK"), "CLUSTER FAILOVER: {answer}");
+        },
+        promoted,
+    )
+    .await;
+    eprintln!("cluster: planned failover; every user served again after {took:?}; {tally:?}");
+    assert_no_pass_through(&tally, &via_cluster);
+
+    // Logins are written to the new masters.
+    for proxy in [&via_sentinel, &via_cluster] {
+        let login = Browser::new()
+            .post(&proxy.url("/login"))
+            .form(&[("user", "late")])
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(login.status(), 200, "logs:\n{}", proxy.logs());
+    }
+}
+
+#[tokio::test]
+async fn sentinels_and_master_with_their_own_passwords() {
+    let passwords = SentinelPasswords {
+        data: "data-secret",
+        sentinels: "sentinel-secret",
+    };
+    let service = RedisSentinel::start_with(Some(passwords), None).await;
+    let a = legacy_app("a").await;
+    let config_with = |sentinel_password: &str| {
+        let mut config = ProxyConfig::new("", &[("a", a.address)]);
+        config.redis_extra = format!(
+            "sentinels = {}\nservice_name = \"{SERVICE}\"\npassword = \"{}\"\n\
+             sentinel_password = \"{sentinel_password}\"",
+            toml_list(&service.sentinel_addresses()),
+            passwords.data
+        );
+        config
+    };
+    let config = config_with(passwords.sentinels);
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::new();
+    alice.login(&proxy, "alice").await;
+    assert_eq!(alice.me(&proxy).await.1.as_deref(), Some("alice"));
+    let report = run_check(&config.to_toml()).await;
+    assert!(report.contains("1 replica online"), "{report}");
+    assert!(report.contains("3 of 3 configured answer"), "{report}");
+
+    // The sentinels' password is theirs: the master's does not open them.
+    let report = run_check(&config_with(passwords.data).to_toml()).await;
+    assert!(
+        report.contains("error    redis: cannot reach Redis at sentinel service mymaster via"),
+        "{report}"
+    );
+    assert!(report.contains("wrong password"), "{report}");
+}
+
+#[tokio::test]
+async fn a_sentinel_config_without_its_service_name_is_refused_naming_the_key_and_line() {
+    let mut config = ProxyConfig::new("", &[("a", "127.0.0.1:1".parse().unwrap())]);
+    config.redis_extra = "sentinels = [\"127.0.0.1:26379\", \"127.0.0.1\"]".into();
+    let toml = config.to_toml();
+    let line = toml
+        .lines()
+        .position(|l| l.starts_with("sentinels"))
+        .expect("sentinels line")
+        + 1;
+    let refused = serve_expecting_exit(&toml).await;
+    assert!(!refused.status.success(), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!(
+            "{}:{line}: `redis.sentinels`: \"127.0.0.1\": no port",
+            refused.config_path
+        )),
+        "{}",
+        refused.stderr
+    );
+    config.redis_extra = "sentinels = [\"127.0.0.1:26379\"]".into();
+    let refused = serve_expecting_exit(&config.to_toml()).await;
+    assert!(
+        refused
+            .stderr
+            .contains("`redis.service_name`: required with redis.sentinels"),
+        "{}",
+        refused.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_login_that_no_replica_acknowledges_is_served_and_counted() {
+    let master = RedisServer::start().await;
+    let master_port = master.port.to_string();
+    let mut replica =
+        RedisServer::start_with(false, &["--replicaof", "127.0.0.1", &master_port]).await;
+    let a = legacy_app("a").await;
+    let mut config = ProxyConfig::new(&master.url(), &[("a", a.address)]);
+    config.redis_extra = "wait_replicas = 1\nwait_timeout = \"300ms\"".into();
+    config.extra_tables = "[admin]\naddress = \"127.0.0.1:0\"\n".into();
+    let proxy =
+        ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
+    let timeouts = || async {
+        let text = reqwest::Client::new()
+            .get(proxy.admin_url("/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find(|l| l.starts_with("unstick_session_replica_wait_timeouts_total "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .expect("replica wait metric")
+    };
+    support::redis_ha::wait_until(Duration::from_secs(10), "replica in sync", || async {
+        let info = support::redis_ha::cli(replica.port, &["INFO", "replication"]).await;
+        info.contains("master_link_status:up")
+    })
+    .await;
+
+    // With the replica in sync the login is acknowledged at once.
+    let started = Instant::now();
+    Browser::new().login(&proxy, "alice").await;
+    let acknowledged = started.elapsed();
+    assert_eq!(timeouts().await, 0);
+
+    // Without it the login waits wait_timeout, then is served anyway and counted.
+    replica.kill();
+    let started = Instant::now();
+    let mut bob = Browser::new();
+    bob.login(&proxy, "bob").await;
+    let unacknowledged = started.elapsed();
+    eprintln!("login acknowledged in {acknowledged:?}; unacknowledged after {unacknowledged:?}");
+    assert!(
+        unacknowledged >= Duration::from_millis(300),
+        "{unacknowledged:?}"
+    );
+    assert_eq!(timeouts().await, 1);
+    assert_eq!(bob.me(&proxy).await.1.as_deref(), Some("bob"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several proxies, one Redis.
+// ---------------------------------------------------------------------------------------------
+
+fn shared_config(redis: &RedisServer, a: SocketAddr, b: SocketAddr) -> String {
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a), ("b", b)]);
+    config.extra_tables = "[admin]\naddress = \"127.0.0.1:0\"\n".into();
+    config.to_toml()
+}
+
+#[tokio::test]
+async fn two_proxies_on_one_redis_share_logins_logouts_and_revocations() {
+    let redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let toml = shared_config(&redis, a.address, b.address);
+    let env = [("UNSTICK_ADMIN_TOKEN", TOKEN)];
+    let one = ProxyProcess::start_with_env(&toml, &env).await;
+    let two = ProxyProcess::start_with_env(&toml, &env).await;
+
+    let mut alice = Browser::new();
+    alice.login(&one, "alice").await;
+    let mut bob = Browser::new();
+    bob.login(&two, "bob").await;
+    // Only Redis vouches from here on.
+    let (_a, _b) = forget_app_sessions(a, b).await;
+
+    // A login through one proxy is seen by the other.
+    for proxy in [&one, &two] {
+        assert_eq!(alice.me(proxy).await.1.as_deref(), Some("alice"));
+        assert_eq!(bob.me(proxy).await.1.as_deref(), Some("bob"));
+    }
+
+    // A logout through the second proxy ends the session on both.
+    let alice_cookie = alice.cookie.clone();
+    let status = alice.logout(&two).await;
+    assert!(status.is_success() || status.is_redirection(), "{status}");
+    let stale = Browser {
+        cookie: alice_cookie,
+        ..Browser::new()
+    };
+    for proxy in [&one, &two] {
+        let (status, user, _) = stale.me(proxy).await;
+        assert_eq!(
+            (status, user),
+            (200, None),
+            "alice's old cookie after her logout"
+        );
+    }
+
+    // An operator's revoke on the first proxy's admin API ends bob's session on both.
+    let revoked: serde_json::Value = reqwest::Client::new()
+        .delete(one.admin_url("/sessions?user=bob"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("revoke")
+        .json()
+        .await
+        .expect("revoke answer");
+    assert_eq!(revoked["revoked"], 1, "{revoked}");
+    for proxy in [&two, &one] {
+        let (status, user, _) = bob.me(proxy).await;
+        assert_eq!((status, user), (200, None), "bob's cookie after the revoke");
+    }
+}
