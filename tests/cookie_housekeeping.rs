@@ -2,12 +2,13 @@
 //! cookie as housekeeping (Django deleting a cookie it has no session for, Rails issuing a new
 //! id for one, an id rotated on a privilege change) logs nobody out, while a real logout
 //! still ends the session at once, everywhere. With the bundled app made to forget sessions
-//! the way frameworks do, and with real Django.
+//! the way frameworks do, and with real Django and Rails.
 
 mod support;
 
 use std::net::SocketAddr;
 use support::django::{DjangoTrust, DJANGO_SECRET_KEY};
+use support::rails::RAILS_COOKIE;
 use support::*;
 use unstick::demo::{LegacyApp, LegacyAppConfig, UnknownSession};
 
@@ -419,4 +420,69 @@ async fn django_persistent_remote_user_middleware_reissues_each_id_once() {
         sessions <= 2 * 8,
         "{sessions} session keys: ids re-issued on every request"
     );
+}
+
+/// The `Cookie` pairs of the session cookie set by `responses`, in order.
+fn session_cookies_set(responses: &[reqwest::Response], name: &str) -> Vec<String> {
+    let mut pairs = Vec::new();
+    for response in responses {
+        for value in response.headers().get_all("set-cookie") {
+            let pair = value.to_str().unwrap().split(';').next().unwrap().trim();
+            if pair.split_once('=').is_some_and(|(n, _)| n == name) {
+                pairs.push(pair.to_string());
+            }
+        }
+    }
+    pairs
+}
+
+/// Rails re-issues an id it does not hold, so in `redis` mode a page's parallel requests each
+/// get a new id from a different instance: the session's ids branch. Each branch keeps the
+/// user logged in, and a logout with whichever id the browser kept ends every one of them.
+/// (Fixed: the logout ended the kept id's chain only; the other branches stayed logged in.)
+#[tokio::test]
+async fn rails_parallel_requests_branch_the_ids_and_a_logout_ends_every_branch() {
+    let redis = RedisServer::start().await;
+    let a = RailsApp::start("a", None).await;
+    let b = RailsApp::start("b", None).await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    config.cookie = RAILS_COOKIE.into();
+    let proxy = ProxyProcess::start(&config).await;
+    let mut alice = Browser::for_cookie(RAILS_COOKIE);
+    alice.login(&proxy, "alice").await;
+    let mut ids = vec![alice.cookie.clone().unwrap()];
+    for _ in 0..3 {
+        let requests = (0..6).map(|_| alice.get(&proxy.url("/me")).send());
+        let mut responses = Vec::new();
+        for response in futures_util::future::join_all(requests).await {
+            responses.push(response.unwrap());
+        }
+        let set = session_cookies_set(&responses, RAILS_COOKIE);
+        if let Some(last) = set.last() {
+            alice.cookie = Some(last.clone());
+        }
+        ids.extend(set);
+    }
+    assert!(ids.len() > 2, "Rails issued no new ids: {ids:?}");
+    let replay = |cookie: &String| Browser {
+        cookie: Some(cookie.clone()),
+        ..Browser::for_cookie(RAILS_COOKIE)
+    };
+    for id in &ids {
+        let (status, user, _) = replay(id).me(&proxy).await;
+        assert_eq!((status, user.as_deref()), (200, Some("alice")));
+    }
+    assert_eq!(alice.logout(&proxy).await, 200);
+    assert_eq!(redis.keys("test:s:*").await, Vec::<String>::new());
+    // Not the login's own id: the instance that saw the login still holds it in its memory
+    // (the logout reached another one), and the app trusts its own session first.
+    for id in &ids[1..] {
+        let (status, user, instance) = replay(id).me(&proxy).await;
+        assert_eq!(
+            (status, user),
+            (200, None),
+            "an id of the logged-out session still works (answered by {instance:?}); logs:\n{}",
+            proxy.logs()
+        );
+    }
 }

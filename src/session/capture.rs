@@ -335,6 +335,7 @@ async fn rotate_session(
     }
     record.origin = Some(instance.name.clone());
     record.rotated_from = Some(current.hash.clone());
+    record.family = Some(current.record.family(&current.hash).clone());
     record.retires_ms = None;
     // Out of the index first, so that a per-user cap does not count the old id.
     let store = &runtime.store;
@@ -395,12 +396,14 @@ fn new_record(
         client_ip: Some(facts.client_ip.to_string()),
         rotated_from: None,
         retires_ms: None,
+        family: None,
     }
 }
 
-/// Ends the request's sessions, and the ids the current one replaced. In `redis` mode the keys are deleted; while old stores may still
-/// hold the session (`overlap`, `legacy`), a marker stays so they cannot bring it back, and
-/// the old stores that can be written are told too.
+/// Ends the request's sessions, the ids the current one replaced, and the other live ids of
+/// its family (given by the app to parallel requests). In `redis` mode the keys are deleted;
+/// while old stores may still hold the session (`overlap`, `legacy`), a marker stays so they
+/// cannot bring it back, and the old stores that can be written are told too.
 async fn end_sessions(
     runtime: &Runtime,
     route: &Route,
@@ -415,6 +418,7 @@ async fn end_sessions(
         for previous in users::live_predecessors(&runtime.store, &current.record).await? {
             end_session(runtime, route, &previous).await?;
         }
+        end_family(runtime, route, current).await?;
     }
     for id in ids {
         let hash = id.hash();
@@ -428,6 +432,31 @@ async fn end_sessions(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Ends the user's other live ids of the current session's family, and the ids they replaced.
+async fn end_family(
+    runtime: &Runtime,
+    route: &Route,
+    current: &ResolvedSession,
+) -> Result<(), StoreError> {
+    let store = &runtime.store;
+    let user = &current.record.identity.user;
+    let family = current.record.family(&current.hash);
+    for hash in store.index_list(user).await? {
+        let Some((record, _)) = store.peek(&hash).await? else {
+            continue;
+        };
+        if hash == current.hash || record.family(&hash) != family {
+            continue;
+        }
+        store.index_remove(user, &hash).await?;
+        for previous in users::live_predecessors(store, &record).await? {
+            end_session(runtime, route, &previous).await?;
+        }
+        end_session(runtime, route, &hash).await?;
     }
     Ok(())
 }
