@@ -436,6 +436,25 @@ fn session_cookies_set(responses: &[reqwest::Response], name: &str) -> Vec<Strin
     pairs
 }
 
+/// A page's parallel requests: each answer that sets the session cookie is followed, the last
+/// one kept, as a browser does. Returns every cookie set.
+async fn load_page_in_parallel(proxy: &ProxyProcess, browser: &mut Browser) -> Vec<String> {
+    let mut set = Vec::new();
+    for _ in 0..3 {
+        let requests = (0..6).map(|_| browser.get(&proxy.url("/me")).send());
+        let mut responses = Vec::new();
+        for response in futures_util::future::join_all(requests).await {
+            responses.push(response.unwrap());
+        }
+        let cookies = session_cookies_set(&responses, browser.cookie_name);
+        if let Some(last) = cookies.last() {
+            browser.cookie = Some(last.clone());
+        }
+        set.extend(cookies);
+    }
+    set
+}
+
 /// Rails re-issues an id it does not hold, so in `redis` mode a page's parallel requests each
 /// get a new id from a different instance: the session's ids branch. Each branch keeps the
 /// user logged in, and a logout with whichever id the browser kept ends every one of them.
@@ -451,18 +470,7 @@ async fn rails_parallel_requests_branch_the_ids_and_a_logout_ends_every_branch()
     let mut alice = Browser::for_cookie(RAILS_COOKIE);
     alice.login(&proxy, "alice").await;
     let mut ids = vec![alice.cookie.clone().unwrap()];
-    for _ in 0..3 {
-        let requests = (0..6).map(|_| alice.get(&proxy.url("/me")).send());
-        let mut responses = Vec::new();
-        for response in futures_util::future::join_all(requests).await {
-            responses.push(response.unwrap());
-        }
-        let set = session_cookies_set(&responses, RAILS_COOKIE);
-        if let Some(last) = set.last() {
-            alice.cookie = Some(last.clone());
-        }
-        ids.extend(set);
-    }
+    ids.extend(load_page_in_parallel(&proxy, &mut alice).await);
     assert!(ids.len() > 2, "Rails issued no new ids: {ids:?}");
     let replay = |cookie: &String| Browser {
         cookie: Some(cookie.clone()),
@@ -484,5 +492,35 @@ async fn rails_parallel_requests_branch_the_ids_and_a_logout_ends_every_branch()
             "an id of the logged-out session still works (answered by {instance:?}); logs:\n{}",
             proxy.logs()
         );
+    }
+}
+
+/// The branches of one browser's session count once against `max_sessions_per_user`: a page's
+/// parallel requests on Rails do not push the user's other device over the cap.
+#[tokio::test]
+async fn rails_branches_of_one_session_count_once_against_the_cap() {
+    let redis = RedisServer::start().await;
+    let a = RailsApp::start("a", None).await;
+    let b = RailsApp::start("b", None).await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    config.cookie = RAILS_COOKIE.into();
+    config.session_extra = "max_sessions_per_user = 2".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let mut laptop = Browser::for_cookie(RAILS_COOKIE);
+    laptop.login(&proxy, "alice").await;
+    let mut phone = Browser::for_cookie(RAILS_COOKIE);
+    phone.login(&proxy, "alice").await;
+    let set = load_page_in_parallel(&proxy, &mut phone).await;
+    assert!(set.len() > 2, "Rails issued no new ids: {set:?}");
+    for (device, browser) in [("laptop", &mut laptop), ("phone", &mut phone)] {
+        for _ in 0..4 {
+            let (status, user, instance) = browser.refresh(&proxy).await;
+            assert_eq!(
+                (status, user.as_deref()),
+                (200, Some("alice")),
+                "the {device} was logged out (answered by {instance:?}); logs:\n{}",
+                proxy.logs()
+            );
+        }
     }
 }

@@ -22,7 +22,9 @@ pub struct SessionSummary {
 }
 
 /// Indexes a new session under its user and, when the user now holds more than `max`
-/// sessions (0 = no cap), ends the oldest. Returns how many were evicted.
+/// sessions (0 = no cap), ends the oldest. The ids the app re-issued for one session (branches
+/// of parallel requests, see [`SessionRecord::family`]) count as one. Returns how many were
+/// evicted.
 pub async fn register(
     store: &SessionStore,
     hash: &SessionHash,
@@ -36,17 +38,34 @@ pub async fn register(
     if max == 0 || count <= max {
         return Ok(0);
     }
-    let mut evicted = 0;
+    // Oldest first, as the index lists them; each family with its live ids.
+    let mut families: Vec<(SessionHash, Vec<(SessionHash, SessionRecord)>)> = Vec::new();
     for old in store.index_list(user).await? {
-        if count - evicted <= max {
+        let Some((old_record, _)) = store.peek(&old).await? else {
+            continue;
+        };
+        let family = old_record.family(&old).clone();
+        match families.iter_mut().find(|(f, _)| *f == family) {
+            Some((_, ids)) => ids.push((old, old_record)),
+            None => families.push((family, vec![(old, old_record)])),
+        }
+    }
+    let new_family = record.family(hash);
+    let mut live = families.len();
+    let mut evicted = 0;
+    for (family, ids) in families {
+        if live <= max {
             break;
         }
-        if old == *hash {
+        if family == *new_family {
             continue;
         }
-        store.end(&old, now_ms(), remember).await?;
-        store.index_remove(user, &old).await?;
-        tracing::info!(session = old.short(), %user, "session cap reached: oldest session ended");
+        for (old, old_record) in ids {
+            end(store, &old, &old_record, remember).await?;
+            store.index_remove(user, &old).await?;
+            tracing::info!(session = old.short(), %user, "session cap reached: oldest session ended");
+        }
+        live -= 1;
         evicted += 1;
     }
     Ok(evicted)
