@@ -457,41 +457,61 @@ async fn load_page_in_parallel(proxy: &ProxyProcess, browser: &mut Browser) -> V
 
 /// Rails re-issues an id it does not hold, so in `redis` mode a page's parallel requests each
 /// get a new id from a different instance: the session's ids branch. Each branch keeps the
-/// user logged in, and a logout with whichever id the browser kept ends every one of them.
-/// (Fixed: the logout ended the kept id's chain only; the other branches stayed logged in.)
+/// user logged in, and a logout with whichever id the browser kept, or an operator's revoke
+/// of any one of them, ends every one.
+/// (Fixed: both ended the one id's chain only; the other branches stayed logged in.)
 #[tokio::test]
-async fn rails_parallel_requests_branch_the_ids_and_a_logout_ends_every_branch() {
+async fn rails_parallel_requests_branch_the_ids_and_a_logout_or_revoke_ends_every_branch() {
     let redis = RedisServer::start().await;
     let a = RailsApp::start("a", None).await;
     let b = RailsApp::start("b", None).await;
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
     config.cookie = RAILS_COOKIE.into();
-    let proxy = ProxyProcess::start(&config).await;
-    let mut alice = Browser::for_cookie(RAILS_COOKIE);
-    alice.login(&proxy, "alice").await;
-    let mut ids = vec![alice.cookie.clone().unwrap()];
-    ids.extend(load_page_in_parallel(&proxy, &mut alice).await);
-    assert!(ids.len() > 2, "Rails issued no new ids: {ids:?}");
+    config
+        .extra_tables
+        .push_str("[admin]\naddress = \"127.0.0.1:0\"\n");
+    let proxy =
+        ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     let replay = |cookie: &String| Browser {
         cookie: Some(cookie.clone()),
         ..Browser::for_cookie(RAILS_COOKIE)
     };
-    for id in &ids {
-        let (status, user, _) = replay(id).me(&proxy).await;
-        assert_eq!((status, user.as_deref()), (200, Some("alice")));
-    }
-    assert_eq!(alice.logout(&proxy).await, 200);
-    assert_eq!(redis.keys("test:s:*").await, Vec::<String>::new());
-    // Not the login's own id: the instance that saw the login still holds it in its memory
-    // (the logout reached another one), and the app trusts its own session first.
-    for id in &ids[1..] {
-        let (status, user, instance) = replay(id).me(&proxy).await;
-        assert_eq!(
-            (status, user),
-            (200, None),
-            "an id of the logged-out session still works (answered by {instance:?}); logs:\n{}",
-            proxy.logs()
-        );
+    for (user, ending) in [("alice", "logout"), ("bob", "revoke")] {
+        let mut browser = Browser::for_cookie(RAILS_COOKIE);
+        browser.login(&proxy, user).await;
+        let mut ids = vec![browser.cookie.clone().unwrap()];
+        ids.extend(load_page_in_parallel(&proxy, &mut browser).await);
+        assert!(ids.len() > 2, "Rails issued no new ids: {ids:?}");
+        for id in &ids {
+            let (status, seen, _) = replay(id).me(&proxy).await;
+            assert_eq!((status, seen.as_deref()), (200, Some(user)));
+        }
+        if ending == "logout" {
+            assert_eq!(browser.logout(&proxy).await, 200);
+            assert!(redis.keys("test:s:*").await.is_empty(), "session deleted");
+        } else {
+            let hash = session_hash(&browser.cookie_value());
+            let response = reqwest::Client::new()
+                .delete(proxy.admin_url(&format!("/sessions/{hash}")))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+        // Not the login's own id: the instance that saw the login still holds it in its
+        // memory (the logout reached another one, a revoke none), and the app trusts its own
+        // session first.
+        for id in &ids[1..] {
+            let (status, seen, instance) = replay(id).me(&proxy).await;
+            assert_eq!(
+                (status, seen),
+                (200, None),
+                "{ending}: an id of the ended session still works (answered by {instance:?}); \
+                 logs:\n{}",
+                proxy.logs()
+            );
+        }
     }
 }
 

@@ -445,13 +445,7 @@ async fn end_family(
     let store = &runtime.store;
     let user = &current.record.identity.user;
     let family = current.record.family(&current.hash);
-    for hash in store.index_list(user).await? {
-        let Some((record, _)) = store.peek(&hash).await? else {
-            continue;
-        };
-        if hash == current.hash || record.family(&hash) != family {
-            continue;
-        }
+    for (hash, record) in users::family_members(store, user, family, &current.hash).await? {
         store.index_remove(user, &hash).await?;
         for previous in users::live_predecessors(store, &record).await? {
             end_session(runtime, route, &previous).await?;

@@ -92,7 +92,29 @@ pub async fn list(store: &SessionStore, user: &str) -> Result<Vec<SessionSummary
     Ok(sessions)
 }
 
-/// Ends one session; `false` when it was not live.
+/// The user's live ids of `family` (branches of one session, see [`SessionRecord::family`])
+/// other than `except`, with their records.
+pub async fn family_members(
+    store: &SessionStore,
+    user: &str,
+    family: &SessionHash,
+    except: &SessionHash,
+) -> Result<Vec<(SessionHash, SessionRecord)>, StoreError> {
+    let mut members = Vec::new();
+    for hash in store.index_list(user).await? {
+        if hash == *except {
+            continue;
+        }
+        if let Some((record, _)) = store.peek(&hash).await? {
+            if record.family(&hash) == family {
+                members.push((hash, record));
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// Ends one session, with every id the app gave it; `false` when it was not live.
 pub async fn revoke(
     store: &SessionStore,
     hash: &SessionHash,
@@ -101,6 +123,11 @@ pub async fn revoke(
     let Some((record, _)) = store.peek(hash).await? else {
         return Ok(false);
     };
+    let user = &record.identity.user;
+    for (other, other_record) in family_members(store, user, record.family(hash), hash).await? {
+        end(store, &other, &other_record, remember).await?;
+        store.index_remove(user, &other).await?;
+    }
     end(store, hash, &record, remember).await?;
     store.index_remove(&record.identity.user, hash).await?;
     tracing::info!(session = hash.short(), user = %record.identity.user, "session revoked");
