@@ -2,12 +2,13 @@
 //! cookie as housekeeping (Django deleting a cookie it has no session for, Rails issuing a new
 //! id for one, an id rotated on a privilege change) logs nobody out, while a real logout
 //! still ends the session at once, everywhere. With the bundled app made to forget sessions
-//! the way frameworks do, and with real Django.
+//! the way frameworks do, and with real Django and Rails.
 
 mod support;
 
 use std::net::SocketAddr;
 use support::django::{DjangoTrust, DJANGO_SECRET_KEY};
+use support::rails::RAILS_COOKIE;
 use support::*;
 use unstick::demo::{LegacyApp, LegacyAppConfig, UnknownSession};
 
@@ -419,4 +420,127 @@ async fn django_persistent_remote_user_middleware_reissues_each_id_once() {
         sessions <= 2 * 8,
         "{sessions} session keys: ids re-issued on every request"
     );
+}
+
+/// The `Cookie` pairs of the session cookie set by `responses`, in order.
+fn session_cookies_set(responses: &[reqwest::Response], name: &str) -> Vec<String> {
+    let mut pairs = Vec::new();
+    for response in responses {
+        for value in response.headers().get_all("set-cookie") {
+            let pair = value.to_str().unwrap().split(';').next().unwrap().trim();
+            if pair.split_once('=').is_some_and(|(n, _)| n == name) {
+                pairs.push(pair.to_string());
+            }
+        }
+    }
+    pairs
+}
+
+/// A page's parallel requests: each answer that sets the session cookie is followed, the last
+/// one kept, as a browser does. Returns every cookie set.
+async fn load_page_in_parallel(proxy: &ProxyProcess, browser: &mut Browser) -> Vec<String> {
+    let mut set = Vec::new();
+    for _ in 0..3 {
+        let requests = (0..6).map(|_| browser.get(&proxy.url("/me")).send());
+        let mut responses = Vec::new();
+        for response in futures_util::future::join_all(requests).await {
+            responses.push(response.unwrap());
+        }
+        let cookies = session_cookies_set(&responses, browser.cookie_name);
+        if let Some(last) = cookies.last() {
+            browser.cookie = Some(last.clone());
+        }
+        set.extend(cookies);
+    }
+    set
+}
+
+/// Rails re-issues an id it does not hold, so in `redis` mode a page's parallel requests each
+/// get a new id from a different instance: the session's ids branch. Each branch keeps the
+/// user logged in, and a logout with whichever id the browser kept, or an operator's revoke
+/// of any one of them, ends every one.
+/// (Fixed: both ended the one id's chain only; the other branches stayed logged in.)
+#[tokio::test]
+async fn rails_parallel_requests_branch_the_ids_and_a_logout_or_revoke_ends_every_branch() {
+    let redis = RedisServer::start().await;
+    let a = RailsApp::start("a", None).await;
+    let b = RailsApp::start("b", None).await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    config.cookie = RAILS_COOKIE.into();
+    config
+        .extra_tables
+        .push_str("[admin]\naddress = \"127.0.0.1:0\"\n");
+    let proxy =
+        ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
+    let replay = |cookie: &String| Browser {
+        cookie: Some(cookie.clone()),
+        ..Browser::for_cookie(RAILS_COOKIE)
+    };
+    for (user, ending) in [("alice", "logout"), ("bob", "revoke")] {
+        let mut browser = Browser::for_cookie(RAILS_COOKIE);
+        browser.login(&proxy, user).await;
+        let mut ids = vec![browser.cookie.clone().unwrap()];
+        ids.extend(load_page_in_parallel(&proxy, &mut browser).await);
+        assert!(ids.len() > 2, "Rails issued no new ids: {ids:?}");
+        for id in &ids {
+            let (status, seen, _) = replay(id).me(&proxy).await;
+            assert_eq!((status, seen.as_deref()), (200, Some(user)));
+        }
+        if ending == "logout" {
+            assert_eq!(browser.logout(&proxy).await, 200);
+            assert!(redis.keys("test:s:*").await.is_empty(), "session deleted");
+        } else {
+            let hash = session_hash(&browser.cookie_value());
+            let response = reqwest::Client::new()
+                .delete(proxy.admin_url(&format!("/sessions/{hash}")))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+        }
+        // Not the login's own id: the instance that saw the login still holds it in its
+        // memory (the logout reached another one, a revoke none), and the app trusts its own
+        // session first.
+        for id in &ids[1..] {
+            let (status, seen, instance) = replay(id).me(&proxy).await;
+            assert_eq!(
+                (status, seen),
+                (200, None),
+                "{ending}: an id of the ended session still works (answered by {instance:?}); \
+                 logs:\n{}",
+                proxy.logs()
+            );
+        }
+    }
+}
+
+/// The branches of one browser's session count once against `max_sessions_per_user`: a page's
+/// parallel requests on Rails do not push the user's other device over the cap.
+#[tokio::test]
+async fn rails_branches_of_one_session_count_once_against_the_cap() {
+    let redis = RedisServer::start().await;
+    let a = RailsApp::start("a", None).await;
+    let b = RailsApp::start("b", None).await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    config.cookie = RAILS_COOKIE.into();
+    config.session_extra = "max_sessions_per_user = 2".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let mut laptop = Browser::for_cookie(RAILS_COOKIE);
+    laptop.login(&proxy, "alice").await;
+    let mut phone = Browser::for_cookie(RAILS_COOKIE);
+    phone.login(&proxy, "alice").await;
+    let set = load_page_in_parallel(&proxy, &mut phone).await;
+    assert!(set.len() > 2, "Rails issued no new ids: {set:?}");
+    for (device, browser) in [("laptop", &mut laptop), ("phone", &mut phone)] {
+        for _ in 0..4 {
+            let (status, user, instance) = browser.refresh(&proxy).await;
+            assert_eq!(
+                (status, user.as_deref()),
+                (200, Some("alice")),
+                "the {device} was logged out (answered by {instance:?}); logs:\n{}",
+                proxy.logs()
+            );
+        }
+    }
 }

@@ -1,11 +1,13 @@
 //! Real stacks migrated end to end (see tests/support/stack_walk.rs for the walk and its
-//! promises): the bundled in-memory app, Django with database sessions, and Tomcat with
-//! in-memory sessions and a `jvmRoute` per instance.
+//! promises): the bundled in-memory app, Django with database sessions, Tomcat with
+//! in-memory sessions and a `jvmRoute` per instance, and Rails with in-memory `cache_store`
+//! sessions.
 
 mod support;
 
 use std::net::SocketAddr;
 use support::django::{DjangoTrust, DJANGO_SECRET_KEY};
+use support::rails::RAILS_COOKIE;
 use support::stack_walk::{walk_migration, Instance, Stack};
 use support::tomcat::jvm_route;
 use support::*;
@@ -63,6 +65,31 @@ impl Stack for Django {
     }
 }
 
+/// Rails 6.1, `cache_store` sessions in each instance's memory store (lost on restart); the
+/// old store is the app's own `GET /me`. A controller filter reads the header when the Rails
+/// session has no user. Rails issues a new id for any cookie it does not hold: housekeeping.
+struct Rails;
+
+impl Stack for Rails {
+    const COOKIE: &'static str = RAILS_COOKIE;
+
+    async fn start(&self, name: &str, address: Option<SocketAddr>) -> Instance {
+        let app = RailsApp::start(name, address).await;
+        Instance {
+            name: name.to_string(),
+            address: app.address,
+            process: Box::new(app),
+        }
+    }
+
+    fn configure(&self, config: &mut ProxyConfig) {
+        // The cookie holds the bare id; Rails answers who is logged in at `/me`.
+        config.id_format = "id_format = \"plain\"".into();
+        config.capture = "source = \"whoami\"\nwhoami_path = \"/me\"\nuser = \"/user\"".into();
+        whoami_old_store(config);
+    }
+}
+
 /// Tomcat 10.1, sessions in each instance's memory (StandardManager, not saved on restart),
 /// `JSESSIONID=<id>.<jvmRoute>` rotated by `changeSessionId()` at login; the old store is the
 /// app's own `GET /me` on the instance the cookie's route names.
@@ -103,7 +130,17 @@ async fn the_bundled_in_memory_app_migrates_with_nobody_logged_out() {
 async fn django_migrates_with_nobody_logged_out() {
     let database = PgDatabase::create();
     DjangoApp::migrate(&database);
-    walk_migration(&Django { database }).await;
+    let walked = walk_migration(&Django { database }).await;
+    // Once the session table was emptied, Django deleted cookies it no longer knew: kept.
+    assert!(walked.clear_kept > 0, "Django cleared no cookie");
+}
+
+#[tokio::test]
+async fn rails_migrates_with_nobody_logged_out() {
+    let walked = walk_migration(&Rails).await;
+    // Rails re-issued ids it did not hold (a hop to another instance, a restart), and each
+    // new id took its session over.
+    assert!(walked.rebound > 0, "Rails re-issued no id");
 }
 
 #[tokio::test]

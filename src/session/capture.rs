@@ -340,23 +340,13 @@ async fn rotate_session(
 ) -> Result<(), StoreError> {
     let now = now_ms();
     let mut record = current.record.clone();
-    let identity_given = identity.is_some();
     if let Some(identity) = identity {
         record.identity = identity;
     }
     record.origin = Some(instance.name.clone());
     record.rotated_from = Some(current.hash.clone());
+    record.family = Some(current.record.family(&current.hash).clone());
     record.retires_ms = None;
-    record.login_id = match identity_given {
-        // The app logged the user in under the new id itself.
-        true => None,
-        // Housekeeping: the login stays where the app put it.
-        false => current
-            .record
-            .login_id
-            .clone()
-            .or_else(|| Some(current.hash.clone())),
-    };
     // Out of the index first, so that a per-user cap does not count the old id.
     let store = &runtime.store;
     store
@@ -427,14 +417,14 @@ fn new_record(
         client_ip: Some(facts.client_ip.to_string()),
         rotated_from: None,
         retires_ms: None,
-        login_id: None,
+        family: None,
     }
 }
 
-/// Ends the request's sessions, and the ids the current one replaced. In `redis` mode the
-/// request's keys are deleted; while old stores may still hold the session (`overlap`,
-/// `legacy`), a marker stays so they cannot bring it back, and the old stores that can be
-/// written are told too.
+/// Ends the request's sessions, the ids the current one replaced, and the other live ids of
+/// its family (given by the app to parallel requests). In `redis` mode the keys are deleted;
+/// while old stores may still hold the session (`overlap`, `legacy`), a marker stays so they
+/// cannot bring it back, and the old stores that can be written are told too.
 async fn end_sessions(
     runtime: &Runtime,
     route: &Route,
@@ -448,6 +438,7 @@ async fn end_sessions(
             .await?;
         let remember = runtime.config.session.absolute_lifetime;
         users::end_replaced_ids(&runtime.store, &current.record, remember).await?;
+        end_family(runtime, route, current).await?;
     }
     for id in ids {
         let hash = id.hash();
@@ -461,6 +452,24 @@ async fn end_sessions(
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Ends the user's other live ids of the current session's family, and the ids they replaced.
+async fn end_family(
+    runtime: &Runtime,
+    route: &Route,
+    current: &ResolvedSession,
+) -> Result<(), StoreError> {
+    let store = &runtime.store;
+    let user = &current.record.identity.user;
+    let family = current.record.family(&current.hash);
+    let remember = runtime.config.session.absolute_lifetime;
+    for (hash, record) in users::family_members(store, user, family, &current.hash).await? {
+        store.index_remove(user, &hash).await?;
+        users::end_replaced_ids(store, &record, remember).await?;
+        end_session(runtime, route, &hash).await?;
     }
     Ok(())
 }

@@ -44,14 +44,22 @@ pub struct SessionRecord {
     /// session's own end, which the new id inherits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retires_ms: Option<u64>,
-    /// Set when the app re-issued this session's cookie as housekeeping: the id under which
-    /// the app itself holds the user's login (an instance's memory may keep it after the
-    /// cookie moved on). It ends with this session, so no replay of it reaches that login.
+    /// The id the session started with, carried by every id the app re-issued for it (`None`:
+    /// this is that id). Parallel requests can each get a new id from the app, so a session's
+    /// ids form a tree, not a chain: a logout ends the whole family. The first id is also the
+    /// one under which the app itself may still hold the login (an instance's memory keeps it
+    /// after the cookie moved on): it is ended with a marker, and an ended id is withheld from
+    /// the app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub login_id: Option<SessionHash>,
+    pub family: Option<SessionHash>,
 }
 
 impl SessionRecord {
+    /// The family this record belongs to, `hash` being its own id's.
+    pub fn family<'a>(&'a self, hash: &'a SessionHash) -> &'a SessionHash {
+        self.family.as_ref().unwrap_or(hash)
+    }
+
     /// Unix milliseconds after which this id no longer resolves, however active.
     pub fn ends_ms(&self) -> u64 {
         self.retires_ms

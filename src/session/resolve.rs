@@ -280,7 +280,7 @@ async fn copy_forward(
         client_ip: Some(facts.client_ip.to_string()),
         rotated_from: None,
         retires_ms: None,
-        login_id: None,
+        family: None,
     };
     let hash = id.hash();
     store_session(runtime, &hash, &record).await?;

@@ -21,8 +21,13 @@ pub struct SessionSummary {
     pub expires_ms: u64,
 }
 
+/// One of a user's live sessions: when it started, its family, and its live ids.
+type LiveSession = (u64, SessionHash, Vec<(SessionHash, SessionRecord)>);
+
 /// Indexes a session just saved under its user and, when the user now holds more than `max`
-/// live sessions (0 = no cap), ends the oldest. Returns how many were evicted.
+/// live sessions (0 = no cap), ends the oldest. The ids the app re-issued for one session
+/// (branches of parallel requests, see [`SessionRecord::family`]) count as one. Returns how
+/// many sessions were evicted.
 ///
 /// The index entry ends when the saved record expires if unused (`touch`: the store's touch
 /// interval, as in the record's TTL); renewals raise it. Entries that ended are pruned here.
@@ -42,23 +47,40 @@ pub async fn register(
         return Ok(0);
     }
     // Entries are pruned by an upper bound of their end: some may belong to sessions that
-    // ended early. Only live ones count, and the oldest of those go.
-    let mut live = Vec::new();
+    // ended early. Only live ones count, each session's ids once, and the oldest sessions go.
+    let new_family = record.family(hash);
+    let mut sessions: Vec<LiveSession> = Vec::new();
     for old in store.index_list(user).await? {
         if old == *hash {
             continue;
         }
-        match store.peek(&old).await? {
-            Some((record, _)) if record.ends_ms() > now => live.push((record.created_ms, old)),
-            _ => store.index_remove(user, &old).await?,
+        let old_record = match store.peek(&old).await? {
+            Some((old_record, _)) if old_record.ends_ms() > now => old_record,
+            _ => {
+                store.index_remove(user, &old).await?;
+                continue;
+            }
+        };
+        let family = old_record.family(&old).clone();
+        if family == *new_family {
+            continue;
+        }
+        match sessions.iter_mut().find(|(_, f, _)| *f == family) {
+            Some((created, _, ids)) => {
+                *created = (*created).min(old_record.created_ms);
+                ids.push((old, old_record));
+            }
+            None => sessions.push((old_record.created_ms, family, vec![(old, old_record)])),
         }
     }
-    live.sort();
-    let excess = (live.len() + 1).saturating_sub(max);
-    for (_, old) in live.into_iter().take(excess) {
-        store.end(&old, now_ms(), remember).await?;
-        store.index_remove(user, &old).await?;
-        tracing::info!(session = old.short(), %user, "session cap reached: oldest session ended");
+    sessions.sort_by_key(|(created, _, _)| *created);
+    let excess = (sessions.len() + 1).saturating_sub(max);
+    for (_, _, ids) in sessions.into_iter().take(excess) {
+        for (old, old_record) in ids {
+            end(store, &old, &old_record, remember).await?;
+            store.index_remove(user, &old).await?;
+            tracing::info!(session = old.short(), %user, "session cap reached: oldest session ended");
+        }
     }
     Ok(excess)
 }
@@ -88,7 +110,29 @@ pub async fn list(store: &SessionStore, user: &str) -> Result<Vec<SessionSummary
     Ok(sessions)
 }
 
-/// Ends one session; `false` when it was not live.
+/// The user's live ids of `family` (branches of one session, see [`SessionRecord::family`])
+/// other than `except`, with their records.
+pub async fn family_members(
+    store: &SessionStore,
+    user: &str,
+    family: &SessionHash,
+    except: &SessionHash,
+) -> Result<Vec<(SessionHash, SessionRecord)>, StoreError> {
+    let mut members = Vec::new();
+    for hash in store.index_list(user).await? {
+        if hash == *except {
+            continue;
+        }
+        if let Some((record, _)) = store.peek(&hash).await? {
+            if record.family(&hash) == family {
+                members.push((hash, record));
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// Ends one session, with every id the app gave it; `false` when it was not live.
 pub async fn revoke(
     store: &SessionStore,
     hash: &SessionHash,
@@ -97,6 +141,11 @@ pub async fn revoke(
     let Some((record, _)) = store.peek(hash).await? else {
         return Ok(false);
     };
+    let user = &record.identity.user;
+    for (other, other_record) in family_members(store, user, record.family(hash), hash).await? {
+        end(store, &other, &other_record, remember).await?;
+        store.index_remove(user, &other).await?;
+    }
     end(store, hash, &record, remember).await?;
     store.index_remove(&record.identity.user, hash).await?;
     tracing::info!(session = hash.short(), user = %record.identity.user, "session revoked");
@@ -133,16 +182,16 @@ async fn end(
 }
 
 /// Ends, with a marker kept for `remember`, the ids a session had before the app re-issued
-/// its cookie: those still in their grace period, and the one under which the app holds the
-/// login. A marked id is withheld from the app, so an instance that still holds that login
-/// never sees it again.
+/// its cookie: those still in their grace period, and the first one (its family), under which
+/// the app may still hold the login. A marked id is withheld from the app, so an instance that
+/// still holds that login never sees it again.
 pub async fn end_replaced_ids(
     store: &SessionStore,
     record: &SessionRecord,
     remember: Duration,
 ) -> Result<(), StoreError> {
     let replaced = live_predecessors(store, record).await?;
-    for hash in replaced.iter().chain(&record.login_id) {
+    for hash in replaced.iter().chain(&record.family) {
         store.end(hash, now_ms(), remember).await?;
     }
     Ok(())
@@ -198,7 +247,7 @@ mod tests {
             client_ip: None,
             rotated_from: None,
             retires_ms: None,
-            login_id: None,
+            family: None,
         }
     }
 

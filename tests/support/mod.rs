@@ -5,6 +5,7 @@
 pub mod django;
 pub mod load;
 pub mod postgres;
+pub mod rails;
 pub mod redis;
 pub mod redis_ha;
 pub mod stack_walk;
@@ -23,6 +24,7 @@ use unstick::demo::{LegacyApp, LegacyAppConfig};
 pub use self::django::DjangoApp;
 pub use self::load::{Outcomes, SessionLoad};
 pub use self::postgres::PgDatabase;
+pub use self::rails::RailsApp;
 pub use self::redis::RedisServer;
 pub use self::test_app::TestApp;
 pub use self::tomcat::TomcatApp;

@@ -18,6 +18,14 @@ pub struct Instance {
     pub process: Box<dyn Send>,
 }
 
+/// What unstick did with the app's cookie changes over the whole walk, from its logs.
+pub struct Walked {
+    /// New ids the app issued without a login, bound to the session they replaced.
+    pub rebound: usize,
+    /// Cookies the app cleared without a logout, kept.
+    pub clear_kept: usize,
+}
+
 /// What the walk needs to know of a stack.
 pub trait Stack {
     /// The app's session cookie.
@@ -61,7 +69,7 @@ struct Walk<'a, S: Stack> {
 }
 
 /// Walks the migration; panics naming the step and the user at the first broken promise.
-pub async fn walk_migration<S: Stack>(stack: &S) {
+pub async fn walk_migration<S: Stack>(stack: &S) -> Walked {
     let redis = RedisServer::start().await;
     let a = stack.start("a", None).await;
     let b = stack.start("b", None).await;
@@ -121,6 +129,11 @@ pub async fn walk_migration<S: Stack>(stack: &S) {
     walk.stack.clean_up().await;
     walk.check("old store cleaned up").await;
     assert!(walk.redis.keys("test:s:*").await.len() >= walk.users.len());
+    let proxy = walk.proxy.as_ref().expect("unstick runs");
+    Walked {
+        rebound: proxy.count_logs("it takes the session over"),
+        clear_kept: proxy.count_logs("cleared its cookie without a logout"),
+    }
 }
 
 impl<S: Stack> Walk<'_, S> {
@@ -144,7 +157,12 @@ impl<S: Stack> Walk<'_, S> {
         self.stack.configure(&mut self.config);
         match &self.proxy {
             Some(proxy) => proxy.reload(&self.config).await,
-            None => self.proxy = Some(ProxyProcess::start(&self.config).await),
+            None => {
+                // Housekeeping is logged at debug: the walk counts it.
+                let env = [("RUST_LOG", "info,unstick::session::capture=debug")];
+                let proxy = ProxyProcess::start_with_env(&self.config.to_toml(), &env).await;
+                self.proxy = Some(proxy);
+            }
         }
     }
 
