@@ -98,11 +98,14 @@ impl Stack for Laravel {
 
     fn configure(&self, config: &mut ProxyConfig) {
         config.id_format = format!("id_format = \"laravel\"\nsecrets = [\"{LARAVEL_APP_KEY}\"]");
+        // `lifetime` in the app's config/session.php: Laravel's idle timeout and cookie Max-Age.
+        config.idle_timeout = "120m".into();
+        config.session_extra = "app_cookie_lifetime = \"120m\"".into();
         // Who is logged in, from the app's `GET /me` on the instance that set the cookie.
         config.capture = "source = \"whoami\"\nwhoami_path = \"/me\"\nuser = \"/user\"".into();
         let mut names = Vec::new();
         for instance in LARAVEL_OLD_INSTANCES {
-            // `lifetime` is 120 minutes in the app's config/session.php; the login puts `user`.
+            // gc_maxlifetime is that `lifetime` too; the login puts `user`.
             config.extra_tables += &format!(
                 "[[old_stores]]\nname = \"laravel-{instance}\"\nkind = \"php-files\"\n\
                  dir = \"{}\"\nfile_prefix = \"\"\ngc_maxlifetime = \"120m\"\nuser = \"/user\"\n\n",
