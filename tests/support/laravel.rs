@@ -74,8 +74,8 @@ impl LaravelApp {
             .expect("php must be installed");
         let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
         for _ in 0..300 {
+            // Exited before listening, so before forking any worker.
             if child.try_wait().expect("try_wait").is_some() {
-                kill_group(&mut child);
                 return Err(read_log());
             }
             // Its own word that it listens: a connection could reach another process.
@@ -109,7 +109,8 @@ impl LaravelApp {
     }
 }
 
-/// Kills the server and its workers.
+/// Kills the server and its workers. The server is not reaped yet, so its id still names
+/// this group alone.
 fn kill_group(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-KILL", "--", &format!("-{}", child.id())])
