@@ -141,6 +141,51 @@ async fn cookie_changes(proxy: &ProxyProcess, change: &str) -> u64 {
 }
 
 #[tokio::test]
+async fn the_requests_own_id_sent_back_is_no_new_session() {
+    // Laravel re-encrypts its cookie on every response, rolling cookies are re-sent: for a
+    // session unstick does not hold, that was taken for a new cookie, and every anonymous
+    // page cost a whoami call (and, outside `redis`, a Redis write).
+    for mode in ["legacy", "overlap", "redis"] {
+        let redis = RedisServer::start().await;
+        let app = TestApp::start().await;
+        let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+        config.mode = mode.into();
+        // An old store that asks the app nothing: the whoami calls counted are the captures.
+        let empty = tempfile::tempdir().unwrap();
+        config.extra_tables = format!(
+            "[[old_stores]]\nname = \"files\"\nkind = \"php-files\"\ndir = \"{}\"\n",
+            empty.path().display()
+        );
+        config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"files\"]".into();
+        let proxy = ProxyProcess::start(&config).await;
+        let http = reqwest::Client::new();
+        let first = http.get(proxy.url("/page")).send().await.unwrap();
+        let cookie = cookie_set_by(&first);
+        // A new id: the app is asked once whether it is a login.
+        assert_eq!(app.whoami_calls(), 1, "{mode}");
+        let keys = redis.keys("test:*").await;
+        for _ in 0..5 {
+            let again = http
+                .get(proxy.url("/page"))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(cookie_set_by(&again), cookie, "{mode}: passed on unchanged");
+        }
+        assert_eq!(app.whoami_calls(), 1, "{mode}: whoami asked again");
+        assert_eq!(redis.keys("test:*").await, keys, "{mode}: Redis written");
+        // A login is still a new id, and is seen.
+        let login = test_app_login(&proxy, "ann").await;
+        assert_eq!(
+            user_seen(&proxy, &login).await.as_deref(),
+            Some("ann"),
+            "{mode}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_app_deleting_cookies_it_does_not_know_logs_nobody_out() {
     let (_redis, proxy) = migrate_with_housekeeping(UnknownSession::Clear).await;
     assert!(cookie_changes(&proxy, "clear_kept").await > 0);

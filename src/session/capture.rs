@@ -187,6 +187,9 @@ pub async fn apply(
             runtime.metrics.cookie_change("logout");
             Ok(end_sessions(runtime, route, ids, current).await?)
         }
+        // The request's own id re-sent (Laravel re-encrypts its cookie on every response,
+        // rolling cookies): not a new session, whether or not unstick holds it.
+        SessionEvent::NewCookie(new) if ids.iter().any(|id| id.id() == new.id.id()) => Ok(()),
         SessionEvent::NewCookie(new) => {
             Box::pin(new_cookie(runtime, route, *new, current, instance, facts)).await
         }

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of the fixtures
 
 pub mod django;
+pub mod laravel;
 pub mod load;
 pub mod postgres;
 pub mod rails;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 use unstick::demo::{LegacyApp, LegacyAppConfig};
 
 pub use self::django::DjangoApp;
+pub use self::laravel::LaravelApp;
 pub use self::load::{Outcomes, SessionLoad};
 pub use self::postgres::PgDatabase;
 pub use self::rails::RailsApp;

@@ -8,7 +8,9 @@
 //! `GET /slow?ms=N`; `POST /password-changed` answers with `X-Unstick-Logout-All`;
 //! `POST /logout`; `POST /signout` (a logout announced with `X-Unstick-Logout`);
 //! `POST /elevate` gives the session the `admin` role under a new id, as apps rotate their
-//! session id on a privilege change (session-fixation protection).
+//! session id on a privilege change (session-fixation protection); `GET /page` sends the
+//! request's `sid` back in a new `Set-Cookie` (a new anonymous id without one), as apps with
+//! rolling or re-encrypted cookies do on every response.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -217,6 +219,15 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
             response
                 .headers_mut()
                 .insert("set-cookie", format!("sid={id}; Path=/").parse().unwrap());
+            response
+        }
+        ("GET", "/page") => {
+            let id = session_id(&request).unwrap_or_else(|| new_session_id(state));
+            let mut response = json(serde_json::json!({ "page": true }));
+            response.headers_mut().insert(
+                "set-cookie",
+                format!("sid={id}; Path=/; Max-Age=3600").parse().unwrap(),
+            );
             response
         }
         ("GET", "/whoami") => {
