@@ -533,7 +533,15 @@ async fn rails_parallel_requests_branch_the_ids_and_a_logout_or_revoke_ends_ever
         }
         if ending == "logout" {
             assert_eq!(browser.logout(&proxy).await, 200);
-            assert!(redis.keys("test:s:*").await.is_empty(), "session deleted");
+            // What is left in Redis are markers that the ids ended, no session.
+            let client = redis.client().await;
+            for key in redis.keys("test:s:*").await {
+                let rec: Option<String> =
+                    fred::interfaces::HashesInterface::hget(&client, &key, "rec")
+                        .await
+                        .unwrap();
+                assert_eq!(rec, None, "a session is left at {key}");
+            }
         } else {
             let hash = session_hash(&browser.cookie_value());
             let response = reqwest::Client::new()
@@ -544,10 +552,9 @@ async fn rails_parallel_requests_branch_the_ids_and_a_logout_or_revoke_ends_ever
                 .unwrap();
             assert_eq!(response.status(), 200);
         }
-        // Not the login's own id: the instance that saw the login still holds it in its
-        // memory (the logout reached another one, a revoke none), and the app trusts its own
-        // session first.
-        for id in &ids[1..] {
+        // The login's own id too: the instance that saw the login still holds it in its memory
+        // (the logout reached another one, a revoke none), but an ended id never reaches it.
+        for id in &ids {
             let (status, seen, instance) = replay(id).me(&proxy).await;
             assert_eq!(
                 (status, seen),
@@ -588,4 +595,43 @@ async fn rails_branches_of_one_session_count_once_against_the_cap() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_login_that_keeps_the_session_id_is_seen_on_a_login_path() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    let proxy = ProxyProcess::start(&config).await;
+    let login_keeping_id = |cookie: &'static str| {
+        reqwest::Client::new()
+            .post(proxy.url("/login-keep?user=alice"))
+            .header("cookie", cookie)
+            .send()
+    };
+    // Without login_paths nothing tells unstick the visitor logged in: in redis mode the
+    // session is not unstick's.
+    assert_eq!(
+        login_keeping_id("sid=visitor1").await.unwrap().status(),
+        200
+    );
+    assert_eq!(user_seen(&proxy, "sid=visitor1").await, None);
+    assert!(redis.keys("test:s:*").await.is_empty());
+
+    config.route_extra = "logout_paths = [\"/logout\"]\nlogin_paths = [\"/login-keep\"]".into();
+    proxy.reload(&config).await;
+    let calls = app.whoami_calls();
+    assert_eq!(
+        login_keeping_id("sid=visitor2").await.unwrap().status(),
+        200
+    );
+    assert_eq!(app.whoami_calls(), calls + 1, "the app was asked once");
+    assert_eq!(
+        user_seen(&proxy, "sid=visitor2").await.as_deref(),
+        Some("alice")
+    );
+    // Elsewhere the request's own id costs no call to the app.
+    let calls = app.whoami_calls();
+    echo(&proxy, Some("sid=visitor3")).await;
+    assert_eq!(app.whoami_calls(), calls);
 }

@@ -440,6 +440,8 @@ pub struct RouteConfig {
     pub mode: Mode,
     /// A 2xx answer to a request on one of these paths ends the session.
     pub logout_paths: Vec<String>,
+    /// A 2xx/3xx answer on one of these paths is checked for a login that kept the session id.
+    pub login_paths: Vec<String>,
     /// Names of old stores, asked in order.
     pub old_stores: Vec<String>,
     /// Legacy mode: copy sessions into Redis in the background.

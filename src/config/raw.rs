@@ -231,6 +231,8 @@ pub struct RawRoute {
     pub mode: RawMode,
     #[serde(default)]
     pub logout_paths: Vec<Spanned<Text>>,
+    #[serde(default)]
+    pub login_paths: Vec<Spanned<Text>>,
     /// Names of `[[old_stores]]`, asked in this order (overlap, and warming in legacy).
     #[serde(default)]
     pub old_stores: Vec<Spanned<String>>,

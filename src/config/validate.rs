@@ -848,6 +848,18 @@ impl Validator<'_> {
         })
     }
 
+    /// A list of request paths, each starting with `/`.
+    fn paths(&self, raw: Vec<Spanned<Text>>, key: &str) -> Result<Vec<String>, ConfigError> {
+        let mut paths = Vec::new();
+        for path in raw {
+            if !path.get_ref().0.starts_with('/') {
+                return Err(self.err(path.span(), key, "each path must start with /"));
+            }
+            paths.push(path.into_inner().0);
+        }
+        Ok(paths)
+    }
+
     fn route(
         &self,
         raw: RawRoute,
@@ -873,17 +885,8 @@ impl Validator<'_> {
             Some(p) => p.get_ref().0.clone(),
             None => "/".to_string(),
         };
-        let mut logout_paths = Vec::new();
-        for path in raw.logout_paths {
-            if !path.get_ref().0.starts_with('/') {
-                return Err(self.err(
-                    path.span(),
-                    "routes.logout_paths",
-                    "each path must start with /",
-                ));
-            }
-            logout_paths.push(path.into_inner().0);
-        }
+        let logout_paths = self.paths(raw.logout_paths, "routes.logout_paths")?;
+        let login_paths = self.paths(raw.login_paths, "routes.login_paths")?;
         let mut stores = Vec::new();
         for name in &raw.old_stores {
             if !old_stores.iter().any(|s| s.name == *name.get_ref()) {
@@ -920,6 +923,7 @@ impl Validator<'_> {
             upstream,
             mode,
             logout_paths,
+            login_paths,
             old_stores: stores,
             warm: raw.warm,
             unexplained_cookie_change: match raw.unexplained_cookie_change {

@@ -61,8 +61,6 @@ pub struct NewCookie {
     pub cookie_value: String,
     /// Max-Age/Expires of a persistent ("remember me") cookie.
     pub cookie_lifetime: Option<Duration>,
-    /// The identity the app sent in the capture header, when that is the source.
-    pub header_identity: Option<Identity>,
 }
 
 /// What a response asks of unstick.
@@ -71,11 +69,15 @@ pub struct ResponseSignals {
     pub event: SessionEvent,
     /// The app asked to end every session of the user (e.g. after a password change).
     pub logout_everywhere: bool,
+    /// A login path answered successfully: a login may have kept the request's session id.
+    pub login_path: bool,
+    /// The identity the app sent in the capture header, when that is the source.
+    pub header_identity: Option<Identity>,
 }
 
 impl ResponseSignals {
     pub fn is_empty(&self) -> bool {
-        matches!(self.event, SessionEvent::None) && !self.logout_everywhere
+        matches!(self.event, SessionEvent::None) && !self.logout_everywhere && !self.login_path
     }
 }
 
@@ -120,9 +122,10 @@ pub fn read_response(
             .and_then(|doc| identity_from_json(&doc, &config.identity.mapping)),
         CaptureSource::Whoami { .. } => None,
     };
+    let answered = status.is_success() || status.is_redirection();
     let logout = headers.contains_key(&config.identity.logout_header)
-        || (route.config.logout_paths.contains(&facts.path)
-            && (status.is_success() || status.is_redirection()));
+        || (answered && route.config.logout_paths.contains(&facts.path));
+    let login_path = answered && route.config.login_paths.contains(&facts.path);
     let cookie_name = &config.session.cookie_name;
     let keep_on_clear =
         resolved && route.config.unexplained_cookie_change == UnexplainedCookieChange::KeepSession;
@@ -139,7 +142,6 @@ pub fn read_response(
                     id,
                     cookie_value: value,
                     cookie_lifetime: lifetime,
-                    header_identity,
                 })),
                 None => SessionEvent::None,
             }
@@ -149,6 +151,8 @@ pub fn read_response(
     ResponseSignals {
         event,
         logout_everywhere,
+        login_path,
+        header_identity,
     }
 }
 
@@ -174,8 +178,10 @@ pub async fn apply(
             current = None;
         }
     }
+    // A login that kept the session id is looked for only where the route says logins happen
+    // (each look is a call to the app), and only for a session unstick does not hold yet.
+    let kept_id_login = signals.login_path && current.is_none();
     match signals.event {
-        SessionEvent::None => Ok(()),
         SessionEvent::ClearKept => {
             runtime.metrics.cookie_change("clear_kept");
             if let Some(current) = current {
@@ -188,11 +194,37 @@ pub async fn apply(
             Ok(end_sessions(runtime, route, ids, current).await?)
         }
         // The request's own id re-sent (Laravel re-encrypts its cookie on every response,
-        // rolling cookies): not a new session, whether or not unstick holds it.
-        SessionEvent::NewCookie(new) if ids.iter().any(|id| id.id() == new.id.id()) => Ok(()),
-        SessionEvent::NewCookie(new) => {
-            Box::pin(new_cookie(runtime, route, *new, current, instance, facts)).await
+        // rolling cookies): not a new session, whether or not unstick holds it; except on a
+        // login path, where the app may have logged the user in under that id.
+        SessionEvent::NewCookie(new)
+            if !kept_id_login && ids.iter().any(|id| id.id() == new.id.id()) =>
+        {
+            Ok(())
         }
+        SessionEvent::NewCookie(new) => {
+            let identity = signals.header_identity;
+            Box::pin(new_cookie(
+                runtime, route, *new, identity, current, instance, facts,
+            ))
+            .await
+        }
+        // A login path answered without a new cookie: the app may have logged the user in
+        // under the request's own id (PHP without session_regenerate_id, say).
+        SessionEvent::None => match ids.first() {
+            Some(id) if kept_id_login => {
+                let kept = NewCookie {
+                    id: id.clone(),
+                    cookie_value: id.cookie_value().to_string(),
+                    cookie_lifetime: None,
+                };
+                let identity = signals.header_identity;
+                Box::pin(new_cookie(
+                    runtime, route, kept, identity, current, instance, facts,
+                ))
+                .await
+            }
+            _ => Ok(()),
+        },
     }
 }
 
@@ -204,6 +236,7 @@ async fn new_cookie(
     runtime: &Runtime,
     route: &Route,
     new: NewCookie,
+    header_identity: Option<Identity>,
     current: Option<&ResolvedSession>,
     instance: &Instance,
     facts: &RequestFacts,
@@ -222,7 +255,8 @@ async fn new_cookie(
             .bind(&hash, &instance.name, session.absolute_lifetime)
             .await?;
     }
-    let identity = new_cookie_identity(runtime, route, &new, instance, facts).await;
+    let identity =
+        new_cookie_identity(runtime, route, &new, header_identity, instance, facts).await;
     let Some(current) = current else {
         let identity = identity.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "login seen but its identity could not be read; not stored");
@@ -295,11 +329,12 @@ async fn new_cookie_identity(
     runtime: &Runtime,
     route: &Route,
     new: &NewCookie,
+    header_identity: Option<Identity>,
     instance: &Instance,
     facts: &RequestFacts,
 ) -> Result<Option<Identity>, WhoamiError> {
     match &runtime.config.identity.capture {
-        CaptureSource::ResponseHeader { .. } => Ok(new.header_identity.clone()),
+        CaptureSource::ResponseHeader { .. } => Ok(header_identity),
         CaptureSource::Whoami { path, timeout } => {
             let call = WhoamiCall {
                 path,

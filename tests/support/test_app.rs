@@ -6,6 +6,7 @@
 //! `GET /echo`; `POST /upload` -> `{"bytes": n}`; `GET /download?bytes=N`; `GET /ws` (echo;
 //! the 101 carries the `X-Auth-User` it received as `X-Echo-User`);
 //! `GET /slow?ms=N`; `POST /password-changed` answers with `X-Unstick-Logout-All`;
+//! `POST /login-keep?user=U` logs in under the request's own id, setting no cookie;
 //! `POST /logout`; `POST /signout` (a logout announced with `X-Unstick-Logout`);
 //! `POST /elevate` gives the session the `admin` role under a new id, as apps rotate their
 //! session id on a privilege change (session-fixation protection); `GET /page` sends the
@@ -220,6 +221,16 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
                 .headers_mut()
                 .insert("set-cookie", format!("sid={id}; Path=/").parse().unwrap());
             response
+        }
+        ("POST", "/login-keep") => {
+            // A login that keeps the visitor's session id and sends no cookie (PHP without
+            // session_regenerate_id).
+            let Some(id) = session_id(&request) else {
+                return full(StatusCode::BAD_REQUEST, "no session");
+            };
+            let user = query.get("user").cloned().unwrap_or_default();
+            state.sessions.lock().unwrap().insert(id, user.clone());
+            json(serde_json::json!({ "user": user }))
         }
         ("GET", "/page") => {
             let id = session_id(&request).unwrap_or_else(|| new_session_id(state));
