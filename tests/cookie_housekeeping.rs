@@ -7,7 +7,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use support::django::{DjangoTrust, DJANGO_SECRET_KEY};
 use support::rails::RAILS_COOKIE;
 use support::*;
 use unstick::demo::{LegacyApp, LegacyAppConfig, UnknownSession};
@@ -350,121 +349,6 @@ async fn an_id_rotated_on_a_privilege_change_keeps_the_user_with_the_new_roles()
     assert_eq!(response.status(), 200);
     assert_eq!(identity_seen(&proxy, &after).await, (None, None));
     assert_eq!(identity_seen(&proxy, &before).await, (None, None));
-}
-
-/// Real Django, database sessions in PostgreSQL, users logged in before unstick: overlap with
-/// the `postgres`/`django` old store copies them forward -> the `django_session` table is
-/// emptied (the migration's clean-up step) -> redis -> every instance restarted. Nobody is
-/// logged out, a fresh login works, and a logout ends the session under every id it had.
-async fn migrate_django(trust: DjangoTrust) -> (RedisServer, ProxyProcess) {
-    let db = PgDatabase::create();
-    DjangoApp::migrate(&db);
-    let redis = RedisServer::start().await;
-    let a = DjangoApp::start(&db, "a", trust, None).await;
-    let b = DjangoApp::start(&db, "b", trust, None).await;
-    let (a_address, b_address) = (a.address, b.address);
-    let mut users = Vec::new();
-    for i in 0..8 {
-        let name = format!("user{i}");
-        let mut browser = Browser::for_cookie("sessionid");
-        let instance = if i % 2 == 0 { a_address } else { b_address };
-        browser.login_directly(instance, &name).await;
-        users.push((name, browser));
-    }
-
-    let mut config = ProxyConfig::new(&redis.url(), &[("a", a_address), ("b", b_address)]);
-    config.cookie = "sessionid".into();
-    config.extra_tables = format!(
-        "[[old_stores]]\nname = \"django\"\nkind = \"postgres\"\nformat = \"django\"\n\
-         url = \"{}\"\nsecret_keys = [\"{DJANGO_SECRET_KEY}\"]\nuser = \"/username\"\n",
-        db.url()
-    );
-    config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"django\"]".into();
-    config.mode = "overlap".into();
-    let proxy = ProxyProcess::start(&config).await;
-    everyone_still_logged_in(&proxy, &mut users).await;
-    assert_eq!(redis.keys("test:s:*").await.len(), 8, "copied forward");
-
-    db.exec("DELETE FROM django_session");
-    let mut cookies_of_user0 = Vec::new();
-    held(&users[0].1, &mut cookies_of_user0);
-    everyone_still_logged_in(&proxy, &mut users).await;
-    held(&users[0].1, &mut cookies_of_user0);
-
-    config.mode = "redis".into();
-    proxy.reload(&config).await;
-    everyone_still_logged_in(&proxy, &mut users).await;
-    held(&users[0].1, &mut cookies_of_user0);
-    a.stop();
-    b.stop();
-    let _a = DjangoApp::start(&db, "a", trust, Some(a_address)).await;
-    let _b = DjangoApp::start(&db, "b", trust, Some(b_address)).await;
-    everyone_still_logged_in(&proxy, &mut users).await;
-    held(&users[0].1, &mut cookies_of_user0);
-
-    let mut newcomer = Browser::for_cookie("sessionid");
-    newcomer.login(&proxy, "newcomer").await;
-    users.push(("newcomer".to_string(), newcomer));
-    everyone_still_logged_in(&proxy, &mut users).await;
-    held(&users[0].1, &mut cookies_of_user0);
-
-    let (_, mut user0) = users.remove(0);
-    assert_eq!(user0.logout(&proxy).await, 200);
-    assert_eq!(user0.cookie, None, "Django's logout cleared the cookie");
-    for cookie in &cookies_of_user0 {
-        let replay = Browser {
-            cookie: Some(cookie.clone()),
-            ..Browser::for_cookie("sessionid")
-        };
-        for _ in 0..4 {
-            let (status, user, _) = replay.me(&proxy).await;
-            assert_eq!((status, user), (200, None), "a logged-out id still works");
-        }
-    }
-    everyone_still_logged_in(&proxy, &mut users).await;
-    (redis, proxy)
-}
-
-#[tokio::test]
-async fn django_reading_the_header_without_a_session_logs_nobody_out() {
-    let (_redis, proxy) = migrate_django(DjangoTrust::Header).await;
-    assert_eq!(
-        proxy.count_logs("logout: session ended"),
-        1,
-        "{}",
-        proxy.logs()
-    );
-}
-
-#[tokio::test]
-async fn django_remote_user_middleware_logs_nobody_out() {
-    // Each request re-issues the id here: unstick's whoami call carries no header, so the
-    // middleware logs the fresh session out again. Costly, but nobody is logged out.
-    let (_redis, proxy) = migrate_django(DjangoTrust::RemoteUser).await;
-    assert_eq!(
-        proxy.count_logs("logout: session ended"),
-        1,
-        "{}",
-        proxy.logs()
-    );
-}
-
-#[tokio::test]
-async fn django_persistent_remote_user_middleware_reissues_each_id_once() {
-    let (redis, proxy) = migrate_django(DjangoTrust::PersistentRemoteUser).await;
-    assert_eq!(
-        proxy.count_logs("logout: session ended"),
-        1,
-        "{}",
-        proxy.logs()
-    );
-    // 8 users, each id re-issued once after the table was emptied (the replaced ids linger
-    // for their grace period), plus the newcomer, less the one logged out.
-    let sessions = redis.keys("test:s:*").await.len();
-    assert!(
-        sessions <= 2 * 8,
-        "{sessions} session keys: ids re-issued on every request"
-    );
 }
 
 /// The `Cookie` pairs of the session cookie set by `responses`, in order.

@@ -38,13 +38,22 @@ impl Stack for Bundled {
 /// that reads the header when Django's own session has no user.
 struct Django {
     database: PgDatabase,
+    trust: DjangoTrust,
+}
+
+impl Django {
+    fn new(trust: DjangoTrust) -> Django {
+        let database = PgDatabase::create();
+        DjangoApp::migrate(&database);
+        Django { database, trust }
+    }
 }
 
 impl Stack for Django {
     const COOKIE: &'static str = "sessionid";
 
     async fn start(&self, name: &str, address: Option<SocketAddr>) -> Instance {
-        let app = DjangoApp::start(&self.database, name, DjangoTrust::Header, address).await;
+        let app = DjangoApp::start(&self.database, name, self.trust, address).await;
         Instance {
             name: name.to_string(),
             address: app.address,
@@ -131,6 +140,8 @@ impl Stack for Laravel {
         config.session_extra = "app_cookie_lifetime = \"120m\"".into();
         // Who is logged in, from the app's `GET /me` on the instance that set the cookie.
         config.capture = "source = \"whoami\"\nwhoami_path = \"/me\"\nuser = \"/user\"".into();
+        // configure runs before every start and reload: the tables are written afresh.
+        config.extra_tables = String::new();
         let mut names = Vec::new();
         for instance in LARAVEL_OLD_INSTANCES {
             // gc_maxlifetime is that `lifetime` too; the login puts `user`.
@@ -194,11 +205,30 @@ async fn the_bundled_in_memory_app_migrates_with_nobody_logged_out() {
 
 #[tokio::test]
 async fn django_migrates_with_nobody_logged_out() {
-    let database = PgDatabase::create();
-    DjangoApp::migrate(&database);
-    let walked = walk_migration(&Django { database }).await;
+    let walked = walk_migration(&Django::new(DjangoTrust::Header)).await;
     // Once the session table was emptied, Django deleted cookies it no longer knew: kept.
     assert!(walked.clear_kept > 0, "Django cleared no cookie");
+}
+
+#[tokio::test]
+async fn django_with_remote_user_middleware_migrates_with_nobody_logged_out() {
+    // unstick's whoami call carries no header, so the middleware logs each fresh session out
+    // again: the app re-issues the id on every request. Costly, but nobody is logged out.
+    let walked = walk_migration(&Django::new(DjangoTrust::RemoteUser)).await;
+    assert!(walked.rebound > 0, "Django re-issued no id");
+}
+
+#[tokio::test]
+async fn django_with_persistent_remote_user_middleware_reissues_each_id_once() {
+    let walked = walk_migration(&Django::new(DjangoTrust::PersistentRemoteUser)).await;
+    // Once the table was emptied, each of the 6 users then logged in was logged in again by
+    // the middleware under a new id, once: no re-issue per request.
+    assert!(
+        (1..=6).contains(&(walked.rotated + walked.rebound)),
+        "{} rotated, {} rebound",
+        walked.rotated,
+        walked.rebound
+    );
 }
 
 #[tokio::test]
