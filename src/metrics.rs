@@ -35,7 +35,7 @@ pub struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CookieChangeLabels {
-    /// login, rotated, rebound, clear_kept, logout
+    /// login, rotated, rebound, clear_kept, logout, logout_unheld
     pub change: &'static str,
 }
 
@@ -195,7 +195,8 @@ impl Metrics {
         registry.register(
             "session_cookie_changes",
             "What the app setting or clearing the session cookie was read as (login, rotated, \
-             rebound and clear_kept keep the user's session, logout ends it)",
+             rebound and clear_kept keep the user's session, logout ends it, logout_unheld \
+             marks ended an id unstick held no session for)",
             metrics.cookie_changes.clone(),
         );
         registry.register(

@@ -190,7 +190,14 @@ pub async fn apply(
             Ok(())
         }
         SessionEvent::Logout => {
-            runtime.metrics.cookie_change("logout");
+            // A cookie cleared for a session unstick does not hold (an app's housekeeping, or
+            // a logout of a session only the app knows) is counted apart from real logouts.
+            let change = if current.is_some() {
+                "logout"
+            } else {
+                "logout_unheld"
+            };
+            runtime.metrics.cookie_change(change);
             Ok(end_sessions(runtime, route, ids, current).await?)
         }
         // The request's own id re-sent (Laravel re-encrypts its cookie on every response,
@@ -480,8 +487,14 @@ async fn end_sessions(
     }
     for id in ids {
         let hash = id.hash();
-        if end_session(runtime, route, &hash).await? {
+        let held = current.is_some_and(|c| c.hash == hash);
+        if end_session(runtime, route, &hash).await? && held {
             tracing::info!(session = hash.short(), "logout: session ended");
+        } else {
+            tracing::debug!(
+                session = hash.short(),
+                "logout of a session unstick did not hold: marked ended"
+            );
         }
         if route.config.mode != Mode::Redis {
             for store in &route.old_stores {

@@ -26,8 +26,6 @@ pub struct Walked {
     pub clear_kept: usize,
     /// New ids the app issued with a login of the same user (the session went on).
     pub rotated: usize,
-    /// Sessions unstick ended (the walk's own logouts among them).
-    pub ended: usize,
 }
 
 /// What the walk needs to know of a stack.
@@ -138,7 +136,6 @@ pub async fn walk_migration<S: Stack>(stack: &S) -> Walked {
         rebound: proxy.count_logs("it takes the session over"),
         clear_kept: proxy.count_logs("cleared its cookie without a logout"),
         rotated: proxy.count_logs("session id rotated by the app"),
-        ended: proxy.count_logs("logout: session ended"),
     }
 }
 
