@@ -137,12 +137,16 @@ pub(crate) async fn serve_connection<S, H, F>(
     let mut draining = false;
     // Set once the connection was asked to close: past it, it is dropped.
     let mut close_by: Option<Instant> = None;
+    // While requests are in progress there is no deadline; the watchdog looks again this often.
+    let recheck = limits.header_timeout.min(limits.idle_timeout);
     loop {
         let deadline = match close_by {
             Some(at) => Some((at, None)),
             None => activity.deadline(&limits).map(|(at, why)| (at, Some(why))),
         };
-        let wake = deadline.map_or_else(Instant::now, |(at, _)| at);
+        // Requests do not wake the watchdog: it sleeps to the deadline as it stood, and on
+        // waking finds it moved (a request came) or passed.
+        let wake = deadline.map_or_else(|| Instant::now() + recheck, |(at, _)| at);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
@@ -154,17 +158,24 @@ pub(crate) async fn serve_connection<S, H, F>(
                 draining = true;
                 connection.as_mut().graceful_shutdown();
             }
-            _ = activity.changed.notified() => {}
-            _ = tokio::time::sleep_until(wake), if deadline.is_some() => {
-                match deadline.and_then(|(_, why)| why) {
+            _ = tokio::time::sleep_until(wake) => {
+                match deadline {
+                    // Requests in progress: look again later.
+                    None => {}
                     // A request that slipped in before the close finishes first.
-                    None if activity.busy() => close_by = Some(Instant::now() + CLOSE_GRACE),
-                    None => {
+                    Some((_, None)) if activity.busy() => {
+                        close_by = Some(Instant::now() + CLOSE_GRACE)
+                    }
+                    Some((_, None)) => {
                         tracing::debug!(scheme, "client connection did not close in time; dropped");
                         return;
                     }
-                    // Re-checked: a request may have started at the deadline.
-                    Some(why) if activity.deadline(&limits).is_some_and(|(at, _)| at <= Instant::now()) => {
+                    // Re-checked: a request may have come since, moving the deadline.
+                    Some((_, Some(why)))
+                        if activity
+                            .deadline(&limits)
+                            .is_some_and(|(at, _)| at <= Instant::now()) =>
+                    {
                         let (timeout, reason) = match why {
                             Expiry::NoRequest => ("header", "no request head within the header timeout"),
                             Expiry::Idle => ("idle", "idle for the idle timeout"),
