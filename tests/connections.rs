@@ -41,15 +41,7 @@ async fn stage(listener: &str, extra_tables: &str) -> (RedisServer, TestApp, Pro
 
 /// The value of an unlabelled (or exactly labelled) sample in the admin's `/metrics`.
 async fn metric(proxy: &ProxyProcess, sample: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(proxy.admin_url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = admin_metrics(proxy, TOKEN).await;
     text.lines()
         .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {sample} in:\n{text}"))

@@ -238,16 +238,7 @@ async fn outage_under_load(hung: bool) {
         cookies.push(test_app_login(&proxy, user).await);
     }
     let http = reqwest::Client::new();
-    let scrape = || async {
-        http.get(proxy.admin_url("/metrics"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let scrape = || admin_metrics(&proxy, TOKEN);
     let ready = || async {
         http.get(proxy.admin_url("/readyz"))
             .send()

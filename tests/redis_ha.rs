@@ -519,15 +519,7 @@ async fn a_login_that_no_replica_acknowledges_is_served_and_counted() {
     let proxy =
         ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     let timeouts = || async {
-        let text = reqwest::Client::new()
-            .get(proxy.admin_url("/metrics"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics text");
+        let text = admin_metrics(&proxy, TOKEN).await;
         text.lines()
             .find(|l| l.starts_with("unstick_session_replica_wait_timeouts_total "))
             .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())

@@ -672,6 +672,19 @@ pub async fn serve_expecting_exit(toml: &str) -> RefusedStart {
     panic!("unstick accepted the config and kept running:\n{toml}");
 }
 
+/// The admin listener's `/metrics` text (the proxy runs with `UNSTICK_ADMIN_TOKEN=token`).
+pub async fn admin_metrics(proxy: &ProxyProcess, token: &str) -> String {
+    reqwest::Client::new()
+        .get(proxy.admin_url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// The sum of the samples of `name` whose labels include `labels`, in a Prometheus text scrape.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
