@@ -5,8 +5,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::redis_ha::{RedisCluster, RedisSentinel, SentinelPasswords, SERVICE};
 use support::*;
@@ -59,145 +57,16 @@ async fn log_users_in(proxy: &ProxyProcess, count: usize) -> Vec<(String, String
     users
 }
 
-/// How the answers to session holders went during a load run.
-#[derive(Debug, Default)]
-struct Tally {
-    /// 200 for the right user.
-    served: usize,
-    /// 503 with Retry-After: "try again".
-    retry_later: usize,
-    /// 200 with no user: the request carried a session and passed as anonymous.
-    anonymous: usize,
-    /// 200 for another user.
-    wrong_identity: usize,
-    /// Anything else (other statuses, 503 without Retry-After, transport errors).
-    other: Vec<String>,
-    /// When the last answer that was not `served` came.
-    last_failure: Option<Instant>,
-}
-
-impl Tally {
-    fn add(&mut self, other: Tally) {
-        self.served += other.served;
-        self.retry_later += other.retry_later;
-        self.anonymous += other.anonymous;
-        self.wrong_identity += other.wrong_identity;
-        self.other.extend(other.other);
-        self.last_failure = self.last_failure.max(other.last_failure);
-    }
-}
-
-/// One `GET /me` with `cookie`, classified.
-async fn classify(http: &reqwest::Client, url: &str, user: &str, cookie: &str, tally: &mut Tally) {
-    let sent = http.get(url).header("cookie", cookie).send().await;
-    let failed = match sent {
-        Err(e) => {
-            tally.other.push(format!("transport: {e}"));
-            true
-        }
-        Ok(response) => {
-            let status = response.status().as_u16();
-            let retry_after = response.headers().contains_key("retry-after");
-            match status {
-                200 => {
-                    let doc: serde_json::Value = response.json().await.unwrap_or_default();
-                    match doc["user"].as_str() {
-                        Some(seen) if seen == user => {
-                            tally.served += 1;
-                            false
-                        }
-                        Some(_) => {
-                            tally.wrong_identity += 1;
-                            true
-                        }
-                        None => {
-                            tally.anonymous += 1;
-                            true
-                        }
-                    }
-                }
-                503 if retry_after => {
-                    tally.retry_later += 1;
-                    true
-                }
-                _ => {
-                    tally.other.push(format!("status {status}"));
-                    true
-                }
-            }
-        }
-    };
-    if failed {
-        tally.last_failure = Some(Instant::now());
-    }
-}
-
-/// `tasks` tasks, each cycling through its share of the users with `GET /me`, until `stop`.
-fn start_load(
-    proxy: &ProxyProcess,
-    users: &[(String, String)],
-    tasks: usize,
-    stop: Arc<AtomicBool>,
-) -> Vec<tokio::task::JoinHandle<Tally>> {
-    (0..tasks)
-        .map(|t| {
-            let mine: Vec<(String, String)> =
-                users.iter().skip(t).step_by(tasks).cloned().collect();
-            let url = proxy.url("/me");
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let http = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(5))
-                    .build()
-                    .expect("client");
-                let mut tally = Tally::default();
-                while !stop.load(Ordering::Relaxed) {
-                    for (user, cookie) in &mine {
-                        classify(&http, &url, user, cookie, &mut tally).await;
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                tally
-            })
-        })
-        .collect()
-}
-
-/// Polls every user's `/me` until all are served as themselves; returns when that was.
-async fn every_user_served(
-    proxy: &ProxyProcess,
-    users: &[(String, String)],
-    within: Duration,
-) -> Option<Instant> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("client");
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        let mut round = Tally::default();
-        for (user, cookie) in users {
-            classify(&http, &proxy.url("/me"), user, cookie, &mut round).await;
-        }
-        if round.served == users.len() {
-            return Some(Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
-
 /// Fails the master over under load (`fail_over`, then `settled` resolves once the topology
 /// has a new master) and reports: time from `fail_over` to serving every user again, and
-/// the tally.
+/// what the load saw.
 async fn fail_over_under_load(
     proxy: &ProxyProcess,
     users: &[(String, String)],
     fail_over: impl FnOnce(),
     settled: impl std::future::Future<Output = ()>,
-) -> (Duration, Tally) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = start_load(proxy, users, 4, stop.clone());
+) -> (Duration, Outcomes) {
+    let load = SessionLoad::start(proxy, users, 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed = Instant::now();
     fail_over();
@@ -205,29 +74,14 @@ async fn fail_over_under_load(
     // Bounded: the failover itself takes a few seconds; past 15 s something is stuck.
     let recovered = every_user_served(proxy, users, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut tally = Tally::default();
-    for task in load {
-        tally.add(task.await.expect("load task"));
-    }
+    let outcomes = load.stop().await;
     let Some(recovered) = recovered else {
         panic!(
-            "not every user served again within 15 s of the kill; {tally:?}\nlogs:\n{}",
+            "not every user served again within 15 s of the kill; {outcomes:?}\nlogs:\n{}",
             proxy.logs()
         );
     };
-    (recovered - killed, tally)
-}
-
-fn assert_no_pass_through(tally: &Tally, proxy: &ProxyProcess) {
-    assert_eq!(tally.anonymous, 0, "anonymous pass-throughs: {tally:?}");
-    assert_eq!(tally.wrong_identity, 0, "wrong identities: {tally:?}");
-    assert!(
-        tally.other.is_empty(),
-        "answers other than 200/503+Retry-After: {tally:?}\nlogs:\n{}",
-        proxy.logs()
-    );
-    assert!(tally.served > 0, "{tally:?}");
+    (recovered - killed, outcomes)
 }
 
 #[tokio::test]
@@ -251,16 +105,16 @@ async fn cluster_master_killed_under_load_sessions_survive_and_no_request_passes
     let users = log_users_in(&proxy, 12).await;
     let (_a, _b) = forget_app_sessions(a, b).await;
     for (user, cookie) in &users {
-        let mut tally = Tally::default();
-        classify(
+        let mut once = Outcomes::default();
+        me_as(
             &reqwest::Client::new(),
             &proxy.url("/me"),
             user,
             cookie,
-            &mut tally,
+            &mut once,
         )
         .await;
-        assert_eq!(tally.served, 1, "{user} known to Redis only: {tally:?}");
+        assert_eq!(once.own_user, 1, "{user} known to Redis only: {once:?}");
     }
 
     // The master holding the most sessions (every session was acknowledged by a replica).
@@ -272,7 +126,7 @@ async fn cluster_master_killed_under_load_sessions_survive_and_no_request_passes
         }
     }
     assert!(victim.1 > 0, "no master holds a session");
-    let (took, tally) = fail_over_under_load(
+    let (took, outcomes) = fail_over_under_load(
         &proxy,
         &users,
         || cluster.node_mut(victim.0).kill(),
@@ -280,10 +134,10 @@ async fn cluster_master_killed_under_load_sessions_survive_and_no_request_passes
     )
     .await;
     eprintln!(
-        "cluster: master :{} ({} keys) killed; every user served again after {took:?}; {tally:?}",
+        "cluster: master :{} ({} keys) killed; every user served again after {took:?}; {outcomes:?}",
         victim.0, victim.1
     );
-    assert_no_pass_through(&tally, &proxy);
+    outcomes.assert_fail_closed(&proxy.logs());
     assert!(
         took <= Duration::from_secs(5),
         "serving again took {took:?}"
@@ -326,10 +180,10 @@ async fn sentinel_master_killed_under_load_sessions_survive_and_no_request_passe
     let users = log_users_in(&proxy, 12).await;
     let (_a, _b) = forget_app_sessions(a, b).await;
     let old_master = service.master.port;
-    let (took, tally) =
+    let (took, outcomes) =
         fail_over_under_load(&proxy, &users, || service.master.kill(), async {}).await;
-    eprintln!("sentinel: master killed; every user served again after {took:?}; {tally:?}");
-    assert_no_pass_through(&tally, &proxy);
+    eprintln!("sentinel: master killed; every user served again after {took:?}; {outcomes:?}");
+    outcomes.assert_fail_closed(&proxy.logs());
     assert!(
         took <= Duration::from_secs(5),
         "serving again took {took:?}"
@@ -387,7 +241,7 @@ async fn planned_failovers_under_load_pass_no_request_anonymous_and_take_new_log
         })
         .await
     };
-    let (took, tally) = fail_over_under_load(
+    let (took, outcomes) = fail_over_under_load(
         &via_sentinel,
         &sentinel_users,
         || {
@@ -397,8 +251,8 @@ async fn planned_failovers_under_load_pass_no_request_anonymous_and_take_new_log
         promoted,
     )
     .await;
-    eprintln!("sentinel: planned failover; every user served again after {took:?}; {tally:?}");
-    assert_no_pass_through(&tally, &via_sentinel);
+    eprintln!("sentinel: planned failover; every user served again after {took:?}; {outcomes:?}");
+    outcomes.assert_fail_closed(&via_sentinel.logs());
 
     // Cluster: CLUSTER FAILOVER on a replica swaps it with its master without data loss.
     let masters = cluster.master_ports().await;
@@ -414,7 +268,7 @@ async fn planned_failovers_under_load_pass_no_request_anonymous_and_take_new_log
         })
         .await
     };
-    let (took, tally) = fail_over_under_load(
+    let (took, outcomes) = fail_over_under_load(
         &via_cluster,
         &cluster_users,
         || {
@@ -424,8 +278,8 @@ async fn planned_failovers_under_load_pass_no_request_anonymous_and_take_new_log
         promoted,
     )
     .await;
-    eprintln!("cluster: planned failover; every user served again after {took:?}; {tally:?}");
-    assert_no_pass_through(&tally, &via_cluster);
+    eprintln!("cluster: planned failover; every user served again after {took:?}; {outcomes:?}");
+    outcomes.assert_fail_closed(&via_cluster.logs());
 
     // Logins are written to the new masters.
     for proxy in [&via_sentinel, &via_cluster] {

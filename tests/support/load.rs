@@ -1,12 +1,12 @@
-//! A concurrent session load for fault tests: each logged-in user requests `GET /me` in a loop
-//! with their cookie, and every answer is classified. The promise under any fault: a request
-//! that carries a session is answered as its own user or with "retry later", never as
-//! anonymous or as somebody else.
+//! A concurrent session load for fault tests: logged-in users request `GET /me` in loops with
+//! their cookies, and every answer is classified. The promise under any fault: a request that
+//! carries a session is answered as its own user or with "retry later", never as anonymous or
+//! as somebody else.
 
-use super::{Browser, ProxyProcess};
+use super::ProxyProcess;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// How the answers to a load were classified.
@@ -40,6 +40,18 @@ impl Outcomes {
             + self.wrong_user
             + self.other.len() as u64
     }
+
+    /// The promise over a whole load: no anonymous pass-through, no other user's identity,
+    /// nothing but the user's own answer or "retry later". `logs`: the proxy's, for a failure.
+    pub fn assert_fail_closed(&self, logs: &str) {
+        assert_eq!(self.anonymous, 0, "anonymous pass-throughs: {self:?}");
+        assert_eq!(self.wrong_user, 0, "wrong identities: {self:?}");
+        assert!(
+            self.other.is_empty(),
+            "answers other than 200/503+Retry-After: {self:?}\nlogs:\n{logs}"
+        );
+        assert!(self.own_user > 0, "{self:?}");
+    }
 }
 
 pub struct SessionLoad {
@@ -48,34 +60,35 @@ pub struct SessionLoad {
 }
 
 impl SessionLoad {
-    /// Starts `per_user` loops for each `(user, browser)`.
-    pub fn start(
-        proxy: &ProxyProcess,
-        users: &[(String, Browser)],
-        per_user: usize,
-    ) -> SessionLoad {
+    /// Starts `loops` loops over the `(user, cookie)` pairs: each cycles through its share of
+    /// the users (with more loops than users, several loops share a user).
+    pub fn start(proxy: &ProxyProcess, users: &[(String, String)], loops: usize) -> SessionLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let url = proxy.url("/me");
-        let client = reqwest::Client::builder()
+        let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap();
-        let mut workers = Vec::new();
-        for (user, browser) in users {
-            let cookie = browser.cookie.clone().expect("a logged-in user");
-            for _ in 0..per_user {
-                let (stop, url, client) = (stop.clone(), url.clone(), client.clone());
-                let (user, cookie) = (user.clone(), cookie.clone());
-                workers.push(tokio::spawn(async move {
+        let count = users.len().max(loops);
+        let workers = (0..loops)
+            .map(|t| {
+                let mine: Vec<(String, String)> = (t..count)
+                    .step_by(loops)
+                    .map(|i| users[i % users.len()].clone())
+                    .collect();
+                let (stop, url, http) = (stop.clone(), url.clone(), http.clone());
+                tokio::spawn(async move {
                     let mut outcomes = Outcomes::default();
                     while !stop.load(Ordering::Relaxed) {
-                        let sent = client.get(&url).header("cookie", &cookie).send().await;
-                        classify(sent, &user, &mut outcomes).await;
+                        for (user, cookie) in &mine {
+                            me_as(&http, &url, user, cookie, &mut outcomes).await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     outcomes
-                }));
-            }
-        }
+                })
+            })
+            .collect();
         SessionLoad { stop, workers }
     }
 
@@ -90,12 +103,15 @@ impl SessionLoad {
     }
 }
 
-async fn classify(
-    sent: Result<reqwest::Response, reqwest::Error>,
+/// One `GET <url>` as `user` with `cookie`, classified into `outcomes`.
+pub async fn me_as(
+    http: &reqwest::Client,
+    url: &str,
     user: &str,
+    cookie: &str,
     outcomes: &mut Outcomes,
 ) {
-    let response = match sent {
+    let response = match http.get(url).header("cookie", cookie).send().await {
         Ok(response) => response,
         Err(_) => {
             outcomes.other.push((0, user.to_string()));
@@ -118,4 +134,30 @@ async fn classify(
         503 if retry_after => outcomes.retry_later += 1,
         _ => outcomes.other.push((status, user.to_string())),
     }
+}
+
+/// Polls every user's `/me` until all are answered as themselves (bounded by `within`);
+/// returns when that was.
+pub async fn every_user_served(
+    proxy: &ProxyProcess,
+    users: &[(String, String)],
+    within: Duration,
+) -> Option<Instant> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let url = proxy.url("/me");
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let mut round = Outcomes::default();
+        for (user, cookie) in users {
+            me_as(&http, &url, user, cookie, &mut round).await;
+        }
+        if round.own_user == users.len() as u64 {
+            return Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
 }

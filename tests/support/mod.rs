@@ -24,7 +24,7 @@ use unstick::demo::{LegacyApp, LegacyAppConfig};
 
 pub use self::django::DjangoApp;
 pub use self::laravel::LaravelApp;
-pub use self::load::{Outcomes, SessionLoad};
+pub use self::load::{every_user_served, me_as, Outcomes, SessionLoad};
 pub use self::postgres::PgDatabase;
 pub use self::rails::RailsApp;
 pub use self::redis::RedisServer;
