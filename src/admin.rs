@@ -130,8 +130,8 @@ impl Admin {
     /// Ready when the session store answers (the proxy would serve sessions). While it is
     /// known down the answer is 503 at once, as for requests with a session.
     async fn ready(&self) -> Response<Body> {
-        let runtime = self.proxy.runtime();
-        if let Some(down_for) = runtime.store.down_for() {
+        let live = self.proxy.live();
+        if let Some(down_for) = live.sessions.store.down_for() {
             return text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -141,8 +141,8 @@ impl Admin {
             );
         }
         match tokio::time::timeout(
-            runtime.config.store.command_timeout * 4,
-            runtime.store.ping(),
+            live.config.store.command_timeout * 4,
+            live.sessions.store.ping(),
         )
         .await
         {
@@ -159,20 +159,20 @@ impl Admin {
     }
 
     fn metrics_text(&self) -> Response<Body> {
-        let runtime = self.proxy.runtime();
+        let live = self.proxy.live();
         self.metrics
             .store_up
-            .set(i64::from(runtime.store.down_for().is_none()));
+            .set(i64::from(live.sessions.store.down_for().is_none()));
         self.metrics.upstream_healthy.clear();
-        for route in &runtime.routes {
-            for instance in route.pool.instances() {
+        for route in &live.routes {
+            for instance in route.pool().instances() {
                 self.metrics
                     .upstream_healthy
                     .get_or_create(&InstanceLabels {
-                        upstream: route.pool.name.clone(),
+                        upstream: route.pool().name.clone(),
                         instance: instance.name.clone(),
                     })
-                    .set(i64::from(route.pool.is_healthy(instance)));
+                    .set(i64::from(route.pool().is_healthy(instance)));
             }
         }
         let mut response = text(StatusCode::OK, self.metrics.encode());
@@ -187,8 +187,8 @@ impl Admin {
         let Some(user) = user.filter(|u| !u.is_empty()) else {
             return text(StatusCode::BAD_REQUEST, "give ?user=<user id>\n");
         };
-        let runtime = self.proxy.runtime();
-        match users::list(&runtime.store, user).await {
+        let live = self.proxy.live();
+        match users::list(&live.sessions.store, user).await {
             Ok(sessions) => json(
                 StatusCode::OK,
                 &serde_json::json!({ "user": user, "sessions": sessions }),
@@ -204,11 +204,11 @@ impl Admin {
                 "expected a 64-character session id hash\n",
             );
         };
-        let runtime = self.proxy.runtime();
+        let live = self.proxy.live();
         match users::revoke(
-            &runtime.store,
+            &live.sessions.store,
             &hash,
-            runtime.config.session.absolute_lifetime,
+            live.config.session.absolute_lifetime,
         )
         .await
         {
@@ -225,11 +225,11 @@ impl Admin {
         let Some(user) = user.filter(|u| !u.is_empty()) else {
             return text(StatusCode::BAD_REQUEST, "give ?user=<user id>\n");
         };
-        let runtime = self.proxy.runtime();
+        let live = self.proxy.live();
         match users::revoke_user(
-            &runtime.store,
+            &live.sessions.store,
             user,
-            runtime.config.session.absolute_lifetime,
+            live.config.session.absolute_lifetime,
         )
         .await
         {

@@ -11,7 +11,7 @@ use unstick::demo::{run_demo, LegacyApp, LegacyAppConfig};
 use unstick::metrics::Metrics;
 use unstick::proxy::Proxy;
 use unstick::reload::Reloader;
-use unstick::runtime::Runtime;
+use unstick::live::LiveState;
 use unstick::server::connections::{raise_open_file_limit, ConnectionLimits};
 use unstick::server::tls::{serve_tls, TlsCertificates};
 use unstick::server::{serve, shutdown_signal};
@@ -164,8 +164,8 @@ async fn run() -> anyhow::Result<()> {
             let store = SessionStore::connect(&config.store)
                 .await?
                 .observed_by(metrics.clone());
-            let runtime = Runtime::build(config.clone(), store, metrics.clone()).await?;
-            let proxy = Proxy::new(runtime);
+            let live = LiveState::build(config.clone(), store, metrics.clone()).await?;
+            let proxy = Proxy::new(live);
             let reloader = Reloader::new(&config_path, proxy.clone(), metrics.clone());
             reloader.mark_active(&config);
             reloader.spawn_watchers();

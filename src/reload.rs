@@ -6,7 +6,7 @@
 use crate::config::{load_config, Config, ConfigError};
 use crate::metrics::{ConfigLabels, Metrics, ResultLabels};
 use crate::proxy::Proxy;
-use crate::runtime::Runtime;
+use crate::live::LiveState;
 use crate::session::old_store::OldStoreError;
 use crate::session::{SessionStore, StoreError};
 use notify::{RecursiveMode, Watcher};
@@ -59,7 +59,7 @@ impl Reloader {
     /// Loads, validates and swaps in the config file. On error nothing changes.
     pub async fn reload(&self) -> Result<bool, ReloadError> {
         let config = load_config(&self.path)?;
-        let running = self.proxy.runtime();
+        let running = self.proxy.live();
         if config.source_hash == running.config.source_hash {
             return Ok(false);
         }
@@ -77,7 +77,7 @@ impl Reloader {
         }
         // The Redis client is kept unless its settings changed; a new one must connect first.
         let store = if config.store == running.config.store {
-            running.store.clone()
+            running.sessions.store.clone()
         } else {
             let store = SessionStore::connect(&config.store)
                 .await?
@@ -87,8 +87,8 @@ impl Reloader {
             }
             store
         };
-        let runtime = Runtime::build(config.clone(), store, self.metrics.clone()).await?;
-        self.proxy.replace(runtime);
+        let live = LiveState::build(config.clone(), store, self.metrics.clone()).await?;
+        self.proxy.replace(live);
         self.mark_active(&config);
         Ok(true)
     }
@@ -96,7 +96,7 @@ impl Reloader {
     async fn reload_and_report(&self, trigger: &str) {
         let result = match self.reload().await {
             Ok(true) => {
-                tracing::info!(trigger, file = %self.path.display(), hash = %self.proxy.runtime().config.source_hash, "config reloaded");
+                tracing::info!(trigger, file = %self.path.display(), hash = %self.proxy.live().config.source_hash, "config reloaded");
                 "ok"
             }
             Ok(false) => return,

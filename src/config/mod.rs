@@ -409,27 +409,7 @@ pub struct HealthCheckConfig {
     pub timeout: Duration,
 }
 
-/// Where a route's sessions are resolved: the three steps of a migration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// As before unstick: sticky to the instance that owns the session. Redis is used when it
-    /// answers (identity of sessions it knows, optional warming) and never required.
-    Legacy,
-    /// Redis first; on a miss the old stores, and a hit there is copied into Redis.
-    Overlap,
-    /// Redis only: a miss is an anonymous request.
-    Redis,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Legacy => "legacy",
-            Mode::Overlap => "overlap",
-            Mode::Redis => "redis",
-        }
-    }
-}
+pub use crate::migration::Mode;
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {

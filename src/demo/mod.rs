@@ -8,7 +8,7 @@ pub use legacy_app::{LegacyApp, LegacyAppConfig, UnknownSession};
 use crate::config::{parse_config, ConfigError};
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
-use crate::runtime::Runtime;
+use crate::live::LiveState;
 use crate::server::{serve, shutdown_signal};
 use crate::session::old_store::OldStoreError;
 use crate::session::{SessionStore, StoreError};
@@ -107,8 +107,8 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
         &config.listener,
         crate::server::connections::raise_open_file_limit().map_or(1024, |l| l.soft),
     );
-    let runtime = Runtime::build(config, store, metrics).await?;
-    let proxy = Proxy::new(runtime);
+    let live = LiveState::build(config, store, metrics).await?;
+    let proxy = Proxy::new(live);
 
     let store_note = if store_url == "memory://" {
         "process memory (set REDIS_URL=redis://127.0.0.1:6379 to use Redis)".to_string()

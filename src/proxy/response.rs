@@ -1,10 +1,35 @@
-//! Responses unstick writes itself. Short plain-text bodies, never cached.
+//! Responses unstick writes itself: an [`Answer`] a phase gives instead of the app's, as a
+//! short plain-text body, never cached.
 
 use crate::body::{self, Body};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::HeaderValue;
 use http::{Response, StatusCode};
 use std::time::Duration;
+
+/// An answer unstick gives itself instead of the app's; a phase returns it as its error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    BadRequest(&'static str),
+    NoRoute,
+    /// The session store cannot answer: the user should retry shortly (never served
+    /// anonymously).
+    RetryLater(Duration),
+    BadGateway,
+    GatewayTimeout,
+}
+
+impl Answer {
+    pub fn into_response(self) -> Response<Body> {
+        match self {
+            Answer::BadRequest(text) => bad_request(text),
+            Answer::NoRoute => no_route(),
+            Answer::RetryLater(after) => retry_later(after),
+            Answer::BadGateway => bad_gateway(),
+            Answer::GatewayTimeout => gateway_timeout(),
+        }
+    }
+}
 
 fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     let mut response = Response::new(body::full(text));
@@ -18,8 +43,7 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
     response
 }
 
-/// The session store cannot answer: the user should retry shortly (never served anonymously).
-pub fn retry_later(retry_after: Duration) -> Response<Body> {
+fn retry_later(retry_after: Duration) -> Response<Body> {
     let mut response = plain(
         StatusCode::SERVICE_UNAVAILABLE,
         "Your session could not be checked just now. Please retry in a moment.\n",
@@ -31,24 +55,24 @@ pub fn retry_later(retry_after: Duration) -> Response<Body> {
     response
 }
 
-pub fn no_route() -> Response<Body> {
+fn no_route() -> Response<Body> {
     plain(StatusCode::NOT_FOUND, "No route for this host and path.\n")
 }
 
-pub fn bad_gateway() -> Response<Body> {
+fn bad_gateway() -> Response<Body> {
     plain(
         StatusCode::BAD_GATEWAY,
         "The application could not be reached.\n",
     )
 }
 
-pub fn gateway_timeout() -> Response<Body> {
+fn gateway_timeout() -> Response<Body> {
     plain(
         StatusCode::GATEWAY_TIMEOUT,
         "The application did not answer in time.\n",
     )
 }
 
-pub fn bad_request(text: &'static str) -> Response<Body> {
+fn bad_request(text: &'static str) -> Response<Body> {
     plain(StatusCode::BAD_REQUEST, text)
 }

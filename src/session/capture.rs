@@ -10,35 +10,25 @@
 //! Reading the response ([`read_response`]) is separate from acting on it ([`apply`]) so that
 //! legacy routes can act in the background without delaying the app's answer.
 
+use super::context::{RequestFacts, ResolvedSession, SessionRoute, Sessions};
 use super::cookie::{
     parse_session_cookie, remove_session_set_cookies, session_cookie_change, CookieChange,
     SessionHash, SessionId,
 };
 use super::mapping::identity_from_json;
 use super::record::{now_ms, Identity, SessionRecord};
-use super::resolve::ResolvedSession;
 use super::store::StoreError;
-use super::users;
+use super::users::{self, store_session};
 use super::whoami::{ask_whoami, WhoamiCall, WhoamiError};
-use crate::config::{CaptureSource, Mode, UnexplainedCookieChange};
-use crate::runtime::{Route, Runtime};
+use crate::config::{CaptureSource, UnexplainedCookieChange};
+use crate::migration::LogoutWrite;
 use crate::upstream::Instance;
 use http::{HeaderMap, StatusCode};
-use std::net::IpAddr;
 use std::time::Duration;
 
 /// How long an id the app replaced still resolves: requests the browser sent before it saw
 /// the new cookie (a page's parallel requests) must not arrive as anonymous.
 const ROTATION_GRACE: Duration = Duration::from_secs(30);
-
-/// Facts about the request that a new session record keeps.
-#[derive(Debug, Clone)]
-pub struct RequestFacts {
-    pub path: String,
-    pub host: Option<String>,
-    pub user_agent: Option<String>,
-    pub client_ip: IpAddr,
-}
 
 /// What a response says about the session.
 #[derive(Debug, Clone)]
@@ -103,30 +93,40 @@ impl CaptureError {
     }
 }
 
+/// Where a response's session event is recorded: the session layer and route, the request's
+/// facts and the instance that answered it.
+#[derive(Clone, Copy)]
+pub struct Recorder<'a> {
+    pub sessions: &'a Sessions,
+    pub route: &'a SessionRoute,
+    pub facts: &'a RequestFacts,
+    pub instance: &'a Instance,
+}
+
 /// Reads what a response asks of unstick; a cleared cookie that is housekeeping is taken out.
 /// `resolved`: the request carried a session unstick holds. No I/O.
 pub fn read_response(
-    runtime: &Runtime,
-    route: &Route,
+    sessions: &Sessions,
+    route: &SessionRoute,
     facts: &RequestFacts,
     status: StatusCode,
     headers: &mut HeaderMap,
     resolved: bool,
 ) -> ResponseSignals {
-    let config = &runtime.config;
-    let logout_everywhere = headers.contains_key(&config.identity.logout_all_header);
-    let header_identity = match &config.identity.capture {
+    let identity = &sessions.identity;
+    let logout_everywhere = headers.contains_key(&identity.logout_all_header);
+    let header_identity = match &identity.capture {
         CaptureSource::ResponseHeader { header } => headers
             .get(header)
             .and_then(|v| serde_json::from_slice::<serde_json::Value>(v.as_bytes()).ok())
-            .and_then(|doc| identity_from_json(&doc, &config.identity.mapping)),
+            .and_then(|doc| identity_from_json(&doc, &identity.mapping)),
         CaptureSource::Whoami { .. } => None,
     };
     let answered = status.is_success() || status.is_redirection();
-    let logout = headers.contains_key(&config.identity.logout_header)
+    let logout = headers.contains_key(&identity.logout_header)
         || (answered && route.config.logout_paths.contains(&facts.path));
     let login_path = answered && route.config.login_paths.contains(&facts.path);
-    let cookie_name = &config.session.cookie_name;
+    let cookie_name = &sessions.settings.cookie_name;
     let keep_on_clear =
         resolved && route.config.unexplained_cookie_change == UnexplainedCookieChange::KeepSession;
     let event = match session_cookie_change(headers, cookie_name) {
@@ -137,7 +137,7 @@ pub fn read_response(
         }
         Some(CookieChange::Cleared) => SessionEvent::Logout,
         Some(CookieChange::Set { value, lifetime }) => {
-            match parse_session_cookie(&value, &config.session.id_format) {
+            match parse_session_cookie(&value, &sessions.settings.id_format) {
                 Some(id) => SessionEvent::NewCookie(Box::new(NewCookie {
                     id,
                     cookie_value: value,
@@ -159,21 +159,19 @@ pub fn read_response(
 /// Records a session event. `ids` are the session ids the request carried, `current` the one
 /// resolved.
 pub async fn apply(
-    runtime: &Runtime,
-    route: &Route,
+    at: &Recorder<'_>,
     signals: ResponseSignals,
     current: Option<&ResolvedSession>,
     ids: &[SessionId],
-    instance: &Instance,
-    facts: &RequestFacts,
 ) -> Result<(), CaptureError> {
+    let Recorder { sessions, .. } = *at;
     let mut current = current;
     if signals.logout_everywhere {
         if let Some(session) = current {
-            let remember = runtime.config.session.absolute_lifetime;
+            let remember = sessions.settings.absolute_lifetime;
             let ended =
-                users::revoke_user(&runtime.store, &session.record.identity.user, remember).await?;
-            runtime.metrics.sessions_revoked.inc_by(ended as u64);
+                users::revoke_user(&sessions.store, &session.record.identity.user, remember).await?;
+            sessions.metrics.sessions_revoked.inc_by(ended as u64);
             // The current session is among them; a new cookie in this response starts afresh.
             current = None;
         }
@@ -183,7 +181,7 @@ pub async fn apply(
     let kept_id_login = signals.login_path && current.is_none();
     match signals.event {
         SessionEvent::ClearKept => {
-            runtime.metrics.cookie_change("clear_kept");
+            sessions.metrics.cookie_change("clear_kept");
             if let Some(current) = current {
                 tracing::debug!(session = current.hash.short(), "the app cleared its cookie without a logout; the session stays and the browser keeps its cookie");
             }
@@ -197,8 +195,8 @@ pub async fn apply(
             } else {
                 "logout_unheld"
             };
-            runtime.metrics.cookie_change(change);
-            Ok(end_sessions(runtime, route, ids, current).await?)
+            sessions.metrics.cookie_change(change);
+            Ok(end_sessions(sessions, at.route, ids, current).await?)
         }
         // The request's own id re-sent (Laravel re-encrypts its cookie on every response,
         // rolling cookies): not a new session, whether or not unstick holds it; except on a
@@ -210,10 +208,7 @@ pub async fn apply(
         }
         SessionEvent::NewCookie(new) => {
             let identity = signals.header_identity;
-            Box::pin(new_cookie(
-                runtime, route, *new, identity, current, instance, facts,
-            ))
-            .await
+            Box::pin(new_cookie(at, *new, identity, current)).await
         }
         // A login path answered without a new cookie: the app may have logged the user in
         // under the request's own id (PHP without session_regenerate_id, say).
@@ -225,10 +220,7 @@ pub async fn apply(
                     cookie_lifetime: None,
                 };
                 let identity = signals.header_identity;
-                Box::pin(new_cookie(
-                    runtime, route, kept, identity, current, instance, facts,
-                ))
-                .await
+                Box::pin(new_cookie(at, kept, identity, current)).await
             }
             _ => Ok(()),
         },
@@ -240,45 +232,36 @@ pub async fn apply(
 /// (another user: the old session ends; the same user: the id rotated, the session goes on);
 /// otherwise housekeeping, and the new id takes the session over.
 async fn new_cookie(
-    runtime: &Runtime,
-    route: &Route,
+    at: &Recorder<'_>,
     new: NewCookie,
     header_identity: Option<Identity>,
     current: Option<&ResolvedSession>,
-    instance: &Instance,
-    facts: &RequestFacts,
 ) -> Result<(), CaptureError> {
+    let Recorder {
+        sessions,
+        route,
+        instance,
+        ..
+    } = *at;
     let hash = new.id.hash();
     if current.is_some_and(|c| c.hash == hash) {
         // The same session re-sent (rolling cookies, re-encrypted values): nothing new.
         return Ok(());
     }
-    if route.config.mode != Mode::Redis {
+    if route.mode().binds_new_cookies() {
         // While the app still holds sessions itself, the next request must find this
         // instance again, whether or not an identity can be read.
-        let session = &runtime.config.session;
-        runtime
-            .store
-            .bind(&hash, &instance.name, session.absolute_lifetime)
-            .await?;
+        let lifetime = sessions.settings.absolute_lifetime;
+        sessions.store.bind(&hash, &instance.name, lifetime).await?;
     }
-    let identity =
-        new_cookie_identity(runtime, route, &new, header_identity, instance, facts).await;
+    let identity = new_cookie_identity(at, &new, header_identity).await;
     let Some(current) = current else {
         let identity = identity.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "login seen but its identity could not be read; not stored");
             None
         });
         if let Some(identity) = identity {
-            store_login(
-                runtime,
-                &hash,
-                identity,
-                new.cookie_lifetime,
-                instance,
-                facts,
-            )
-            .await?;
+            store_login(at, &hash, identity, new.cookie_lifetime).await?;
         }
         return Ok(());
     };
@@ -286,41 +269,21 @@ async fn new_cookie(
     match identity? {
         Some(identity) if identity.user != *user => {
             // Another user logged in on this browser: the old session ends now.
-            end_sessions(
-                runtime,
-                route,
-                std::slice::from_ref(&current.id),
-                Some(current),
-            )
-            .await?;
-            store_login(
-                runtime,
-                &hash,
-                identity,
-                new.cookie_lifetime,
-                instance,
-                facts,
-            )
-            .await?;
+            end_current(sessions, route, current).await?;
+            store_login(at, &hash, identity, new.cookie_lifetime).await?;
         }
         Some(identity) => {
-            rotate_session(runtime, current, &hash, Some(identity), instance).await?;
-            runtime.metrics.cookie_change("rotated");
+            rotate_session(sessions, current, &hash, Some(identity), instance).await?;
+            sessions.metrics.cookie_change("rotated");
             tracing::info!(session = hash.short(), previous = current.hash.short(), %user, "session id rotated by the app; identity refreshed");
         }
         None if route.config.unexplained_cookie_change == UnexplainedCookieChange::EndSession => {
-            runtime.metrics.cookie_change("logout");
-            end_sessions(
-                runtime,
-                route,
-                std::slice::from_ref(&current.id),
-                Some(current),
-            )
-            .await?;
+            sessions.metrics.cookie_change("logout");
+            end_current(sessions, route, current).await?;
         }
         None => {
-            rotate_session(runtime, current, &hash, None, instance).await?;
-            runtime.metrics.cookie_change("rebound");
+            rotate_session(sessions, current, &hash, None, instance).await?;
+            sessions.metrics.cookie_change("rebound");
             tracing::debug!(
                 session = hash.short(),
                 previous = current.hash.short(),
@@ -333,42 +296,38 @@ async fn new_cookie(
 
 /// Who the app says the new cookie belongs to: `Ok(None)` when it names nobody.
 async fn new_cookie_identity(
-    runtime: &Runtime,
-    route: &Route,
+    at: &Recorder<'_>,
     new: &NewCookie,
     header_identity: Option<Identity>,
-    instance: &Instance,
-    facts: &RequestFacts,
 ) -> Result<Option<Identity>, WhoamiError> {
-    match &runtime.config.identity.capture {
+    let identity = &at.sessions.identity;
+    match &identity.capture {
         CaptureSource::ResponseHeader { .. } => Ok(header_identity),
         CaptureSource::Whoami { path, timeout } => {
             let call = WhoamiCall {
                 path,
-                cookie_name: &runtime.config.session.cookie_name,
+                cookie_name: &at.sessions.settings.cookie_name,
                 cookie_value: &new.cookie_value,
-                host: facts.host.as_deref(),
+                host: at.facts.host.as_deref(),
                 timeout: *timeout,
-                mapping: &runtime.config.identity.mapping,
+                mapping: &identity.mapping,
             };
-            ask_whoami(&route.pool, instance, &call).await
+            ask_whoami(&at.route.pool, at.instance, &call).await
         }
     }
 }
 
 /// A new session record for a login, stored and indexed.
 async fn store_login(
-    runtime: &Runtime,
+    at: &Recorder<'_>,
     hash: &SessionHash,
     identity: Identity,
     cookie_lifetime: Option<Duration>,
-    instance: &Instance,
-    facts: &RequestFacts,
 ) -> Result<(), StoreError> {
-    let record = new_record(runtime, identity, cookie_lifetime, instance, facts);
-    store_session(runtime, hash, &record).await?;
-    runtime.metrics.cookie_change("login");
-    tracing::info!(session = hash.short(), user = %record.identity.user, instance = %instance.name, "login: session stored");
+    let record = new_record(at, identity, cookie_lifetime);
+    store_session(at.sessions, hash, &record).await?;
+    at.sessions.metrics.cookie_change("login");
+    tracing::info!(session = hash.short(), user = %record.identity.user, instance = %at.instance.name, "login: session stored");
     Ok(())
 }
 
@@ -377,7 +336,7 @@ async fn store_login(
 /// origin (it holds the app's side of the session now). The old id is retired: it resolves
 /// for [`ROTATION_GRACE`] more, and a logout of the new id ends it at once.
 async fn rotate_session(
-    runtime: &Runtime,
+    sessions: &Sessions,
     current: &ResolvedSession,
     new_hash: &SessionHash,
     identity: Option<Identity>,
@@ -393,77 +352,50 @@ async fn rotate_session(
     record.family = Some(current.record.family(&current.hash).clone());
     record.retires_ms = None;
     // Out of the index first, so that a per-user cap does not count the old id.
-    let store = &runtime.store;
+    let store = &sessions.store;
     store
         .index_remove(&current.record.identity.user, &current.hash)
         .await?;
-    store_session(runtime, new_hash, &record).await?;
+    store_session(sessions, new_hash, &record).await?;
     let mut retired = current.record.clone();
     let deadline = now + ROTATION_GRACE.as_millis() as u64;
     retired.retires_ms = Some(retired.retires_ms.map_or(deadline, |r| r.min(deadline)));
-    let touch = runtime.config.session.touch_interval();
+    let touch = sessions.settings.touch_interval();
     store.save(&current.hash, &retired, now, touch).await
 }
 
-/// Stores a new session and indexes it under its user, ending the oldest beyond the cap.
-pub(crate) async fn store_session(
-    runtime: &Runtime,
-    hash: &SessionHash,
-    record: &SessionRecord,
-) -> Result<(), StoreError> {
-    let session = &runtime.config.session;
-    let acknowledged = runtime
-        .store
-        .save_acknowledged(hash, record, now_ms(), session.touch_interval())
-        .await?;
-    if acknowledged == Some(false) {
-        // Served anyway: refusing logins whenever a replica lags would turn a replica
-        // problem into an outage. The session is lost only if the master fails before it
-        // replicates; the counter shows how often that window was open.
-        runtime.metrics.replica_wait_timeouts.inc();
-        tracing::debug!(
-            session = hash.short(),
-            "new session not acknowledged by replicas within redis.wait_timeout"
-        );
-    }
-    let evicted = users::register(
-        &runtime.store,
-        hash,
-        record,
-        session.max_sessions_per_user,
-        session.absolute_lifetime,
-        session.touch_interval(),
-    )
-    .await?;
-    runtime.metrics.sessions_evicted.inc_by(evicted as u64);
-    Ok(())
-}
-
 fn new_record(
-    runtime: &Runtime,
+    at: &Recorder<'_>,
     identity: Identity,
     cookie_lifetime: Option<Duration>,
-    instance: &Instance,
-    facts: &RequestFacts,
 ) -> SessionRecord {
-    let session = &runtime.config.session;
+    let settings = &at.sessions.settings;
     let now = now_ms();
     // A persistent ("remember me") cookie keeps the lifetime the app gave it.
     let lifetime = cookie_lifetime.unwrap_or(Duration::ZERO);
-    let idle = session.idle_timeout.max(lifetime);
-    let absolute = session.absolute_lifetime.max(lifetime);
+    let idle = settings.idle_timeout.max(lifetime);
+    let absolute = settings.absolute_lifetime.max(lifetime);
     SessionRecord {
         identity,
         created_ms: now,
         expires_ms: now + absolute.as_millis() as u64,
         idle_ms: idle.as_millis() as u64,
-        origin: Some(instance.name.clone()),
-        user_agent: facts.user_agent.clone(),
-        client_ip: Some(facts.client_ip.to_string()),
+        origin: Some(at.instance.name.clone()),
+        user_agent: at.facts.user_agent.clone(),
+        client_ip: Some(at.facts.client_ip.to_string()),
         rotated_from: None,
         retires_ms: None,
         family: None,
     }
+}
+
+/// Ends the session the request resolved (see [`end_sessions`]).
+async fn end_current(
+    sessions: &Sessions,
+    route: &SessionRoute,
+    current: &ResolvedSession,
+) -> Result<(), StoreError> {
+    end_sessions(sessions, route, std::slice::from_ref(&current.id), Some(current)).await
 }
 
 /// Ends the request's sessions, the ids the current one replaced, and the other live ids of
@@ -471,24 +403,24 @@ fn new_record(
 /// while old stores may still hold the session (`overlap`, `legacy`), a marker stays so they
 /// cannot bring it back, and the old stores that can be written are told too.
 async fn end_sessions(
-    runtime: &Runtime,
-    route: &Route,
+    sessions: &Sessions,
+    route: &SessionRoute,
     ids: &[SessionId],
     current: Option<&ResolvedSession>,
 ) -> Result<(), StoreError> {
     if let Some(current) = current {
-        runtime
+        sessions
             .store
             .index_remove(&current.record.identity.user, &current.hash)
             .await?;
-        let remember = runtime.config.session.absolute_lifetime;
-        users::end_replaced_ids(&runtime.store, &current.record, remember).await?;
-        end_family(runtime, route, current).await?;
+        let remember = sessions.settings.absolute_lifetime;
+        users::end_replaced_ids(&sessions.store, &current.record, remember).await?;
+        end_family(sessions, route, current).await?;
     }
     for id in ids {
         let hash = id.hash();
         let held = current.is_some_and(|c| c.hash == hash);
-        if end_session(runtime, route, &hash).await? && held {
+        if end_session(sessions, route, &hash).await? && held {
             tracing::info!(session = hash.short(), "logout: session ended");
         } else {
             tracing::debug!(
@@ -496,7 +428,7 @@ async fn end_sessions(
                 "logout of a session unstick did not hold: marked ended"
             );
         }
-        if route.config.mode != Mode::Redis {
+        if route.mode().binds_new_cookies() {
             for store in &route.old_stores {
                 if let Err(e) = store.delete(id).await {
                     tracing::warn!(store = store.name(), error = %e, "logout not written to old store");
@@ -509,18 +441,18 @@ async fn end_sessions(
 
 /// Ends the user's other live ids of the current session's family, and the ids they replaced.
 async fn end_family(
-    runtime: &Runtime,
-    route: &Route,
+    sessions: &Sessions,
+    route: &SessionRoute,
     current: &ResolvedSession,
 ) -> Result<(), StoreError> {
-    let store = &runtime.store;
+    let store = &sessions.store;
     let user = &current.record.identity.user;
     let family = current.record.family(&current.hash);
-    let remember = runtime.config.session.absolute_lifetime;
+    let remember = sessions.settings.absolute_lifetime;
     for (hash, record) in users::family_members(store, user, family, &current.hash).await? {
         store.index_remove(user, &hash).await?;
         users::end_replaced_ids(store, &record, remember).await?;
-        end_session(runtime, route, &hash).await?;
+        end_session(sessions, route, &hash).await?;
     }
     Ok(())
 }
@@ -528,15 +460,15 @@ async fn end_family(
 /// Ends one session in the store, by mode (see [`end_sessions`]); `true` when it was there to
 /// end (always, outside `redis` mode).
 async fn end_session(
-    runtime: &Runtime,
-    route: &Route,
+    sessions: &Sessions,
+    route: &SessionRoute,
     hash: &SessionHash,
 ) -> Result<bool, StoreError> {
-    match route.config.mode {
-        Mode::Redis => runtime.store.delete(hash).await,
-        Mode::Overlap | Mode::Legacy => {
-            let remember = runtime.config.session.absolute_lifetime;
-            runtime.store.end(hash, now_ms(), remember).await?;
+    match route.mode().logout_write() {
+        LogoutWrite::Delete => sessions.store.delete(hash).await,
+        LogoutWrite::EndedMarker => {
+            let remember = sessions.settings.absolute_lifetime;
+            sessions.store.end(hash, now_ms(), remember).await?;
             Ok(true)
         }
     }

@@ -1,10 +1,12 @@
-//! Sessions: the app's cookie formats ([`cookie`]), what is kept per session ([`record`]),
-//! where it is kept ([`store`]), how a request's session is found by migration mode
-//! ([`resolve`]), where identity comes from ([`mapping`], [`whoami`], [`old_store`] and its
-//! kinds in [`old_stores`]), how logins and logouts are seen in responses ([`capture`]), and a user's
-//! sessions: index, revocation, cap ([`users`]).
+//! Sessions, a layer below the proxy: the app's cookie formats ([`cookie`]), what is kept per
+//! session ([`record`]) and where ([`store`]), how a request's session is found ([`resolve`])
+//! and how responses begin and end it ([`capture`]), where identity comes from ([`mapping`],
+//! [`whoami`], old stores: [`old_store`] and its kinds in [`old_stores`]), and a user's
+//! sessions: index, revocation, cap ([`users`]). Resolve and capture take only what
+//! [`context`] holds; this layer knows nothing of the proxy or the live config.
 
 pub mod capture;
+pub mod context;
 pub mod cookie;
 pub mod mapping;
 pub mod old_store;
@@ -15,7 +17,8 @@ pub mod store;
 pub mod users;
 pub mod whoami;
 
+pub use context::{RequestFacts, ResolvedSession, SessionRoute, Sessions};
 pub use cookie::{SessionHash, SessionId};
 pub use record::{Identity, SessionRecord};
-pub use resolve::{resolve_session, ResolvedSession};
+pub use resolve::resolve_session;
 pub use store::{SessionStore, StoreError};

@@ -2,6 +2,7 @@
 //! everywhere"), and the cap on concurrent sessions. Revoked and evicted sessions are ended
 //! with a marker so that no old store can bring them back during a migration.
 
+use super::context::Sessions;
 use super::cookie::SessionHash;
 use super::record::{now_ms, SessionRecord};
 use super::store::{SessionStore, StoreError};
@@ -223,6 +224,40 @@ async fn live_predecessors(
         live.push(hash);
     }
     Ok(live)
+}
+
+/// Stores a new session and indexes it under its user, ending the oldest beyond the cap.
+pub async fn store_session(
+    sessions: &Sessions,
+    hash: &SessionHash,
+    record: &SessionRecord,
+) -> Result<(), StoreError> {
+    let settings = &sessions.settings;
+    let acknowledged = sessions
+        .store
+        .save_acknowledged(hash, record, now_ms(), settings.touch_interval())
+        .await?;
+    if acknowledged == Some(false) {
+        // Served anyway: refusing logins whenever a replica lags would turn a replica
+        // problem into an outage. The session is lost only if the master fails before it
+        // replicates; the counter shows how often that window was open.
+        sessions.metrics.replica_wait_timeouts.inc();
+        tracing::debug!(
+            session = hash.short(),
+            "new session not acknowledged by replicas within redis.wait_timeout"
+        );
+    }
+    let evicted = register(
+        &sessions.store,
+        hash,
+        record,
+        settings.max_sessions_per_user,
+        settings.absolute_lifetime,
+        settings.touch_interval(),
+    )
+    .await?;
+    sessions.metrics.sessions_evicted.inc_by(evicted as u64);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! session as JSON) or phpredis (`PHPREDIS_SESSION:<id>`, PHP session format). One GET+PTTL
 //! round trip per lookup, always bounded by the store's timeout.
 
-use super::{found, invalid, php_serialize, timed_out, unavailable, unreadable};
+use super::php_serialize;
+use crate::session::old_store::{found, invalid, timed_out, unavailable, unreadable};
 use crate::config::IdentityMapping;
 use crate::session::cookie::SessionId;
 use crate::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};

@@ -3,7 +3,8 @@
 //! prefix (`storage/framework/sessions/<id>`, one `serialize()`d array, `SESSION_LIFETIME`). The id comes from a cookie, so only ids PHP itself
 //! would accept become a path; anything else is a miss without touching the disk.
 
-use super::{found, php_serialize, unavailable, unreadable};
+use super::php_serialize;
+use crate::session::old_store::{found, unavailable, unreadable};
 use crate::config::IdentityMapping;
 use crate::session::cookie::SessionId;
 use crate::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};

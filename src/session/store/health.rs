@@ -6,7 +6,7 @@
 //! [`StoreError::Down`] at once (a 503 for the request) until a probe of every connection
 //! succeeds. Each change of state is logged once, with counts.
 
-use super::StoreError;
+use super::results::StoreError;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

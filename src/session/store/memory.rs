@@ -1,6 +1,6 @@
 //! `memory://`: sessions in this process only. Lost on restart, not shared between proxies.
 
-use super::Loaded;
+use super::results::Loaded;
 use crate::session::cookie::SessionHash;
 use crate::session::record::SessionRecord;
 use std::collections::HashMap;

@@ -19,7 +19,7 @@
 //! the old index's TTL, which outlasted all its sessions.
 
 use super::health::Health;
-use super::{Loaded, StoreError};
+use super::results::{Loaded, StoreError};
 use crate::config::{NodeAddress, StoreConfig, StoreUrl};
 use crate::metrics::Metrics;
 use crate::session::cookie::SessionHash;

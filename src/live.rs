@@ -1,11 +1,13 @@
-//! The live state built from one [`Config`]: routes bound to upstream pools, the session
-//! store, the owned header set. A request loads one `Arc<Runtime>` and uses it to the end.
+//! The live state built from one [`Config`]: routes bound to upstream pools and old stores,
+//! the session store, the owned header set. A request loads one `Arc<LiveState>` and uses it
+//! to the end; a reload swaps in a new one whole.
 
 use crate::config::{CaptureSource, Config, RouteConfig};
 use crate::metrics::Metrics;
 use crate::proxy::headers::OwnedHeaders;
-use crate::session::old_store::{open_old_store, OldStoreError, OldStoreHandle};
-use crate::session::SessionStore;
+use crate::session::old_store::OldStoreError;
+use crate::session::old_stores::{open_old_store, OldStoreHandle};
+use crate::session::{SessionRoute, SessionStore, Sessions};
 use crate::upstream::UpstreamPool;
 use http::HeaderName;
 use std::collections::HashMap;
@@ -14,15 +16,24 @@ use std::sync::Arc;
 pub struct Route {
     /// `host` + `path_prefix`, for metrics and logs.
     pub label: Arc<String>,
-    pub config: RouteConfig,
-    pub pool: Arc<UpstreamPool>,
-    /// Asked in order on a miss (overlap) or for warming (legacy).
-    pub old_stores: Vec<OldStoreHandle>,
+    /// The route as the session layer sees it: config, instances, old stores.
+    pub sessions: Arc<SessionRoute>,
 }
 
-pub struct Runtime {
+impl Route {
+    pub fn config(&self) -> &RouteConfig {
+        &self.sessions.config
+    }
+
+    pub fn pool(&self) -> &Arc<UpstreamPool> {
+        &self.sessions.pool
+    }
+}
+
+pub struct LiveState {
     pub config: Arc<Config>,
-    pub store: SessionStore,
+    /// The session store and the settings the session layer works with.
+    pub sessions: Sessions,
     pub routes: Vec<Arc<Route>>,
     /// Headers no client may send: identity, internal, untrusted forwarding.
     pub owned_headers: OwnedHeaders,
@@ -31,14 +42,14 @@ pub struct Runtime {
     pub metrics: Arc<Metrics>,
 }
 
-impl Runtime {
+impl LiveState {
     /// Builds pools, old stores and routes around an existing store and metrics registry.
     /// Must run inside the Tokio runtime (pools start their health checks).
     pub async fn build(
         config: Config,
         store: SessionStore,
         metrics: Arc<Metrics>,
-    ) -> Result<Runtime, OldStoreError> {
+    ) -> Result<LiveState, OldStoreError> {
         let pools: HashMap<&str, Arc<UpstreamPool>> = config
             .upstreams
             .iter()
@@ -66,21 +77,23 @@ impl Runtime {
                         Some(host) => Arc::new(format!("{host}{}", r.path_prefix)),
                         None => Arc::new(r.path_prefix.clone()),
                     },
-                    config: r.clone(),
-                    pool: pools.get(r.upstream.as_str())?.clone(),
-                    old_stores: r
-                        .old_stores
-                        .iter()
-                        .filter_map(|name| old_stores.get(name.as_str()).cloned())
-                        .collect(),
+                    sessions: Arc::new(SessionRoute {
+                        config: r.clone(),
+                        pool: pools.get(r.upstream.as_str())?.clone(),
+                        old_stores: r
+                            .old_stores
+                            .iter()
+                            .filter_map(|name| old_stores.get(name.as_str()).cloned())
+                            .collect(),
+                    }),
                 }))
             })
             .collect();
         // Most specific first: a route for a host before any-host routes, longer prefixes first.
         routes.sort_by_key(|r| {
             (
-                r.config.host.is_none(),
-                std::cmp::Reverse(r.config.path_prefix.len()),
+                r.config().host.is_none(),
+                std::cmp::Reverse(r.config().path_prefix.len()),
             )
         });
         let identity = &config.identity;
@@ -109,9 +122,15 @@ impl Runtime {
                 .chain(&internal_response_headers)
                 .chain(untrusted_forwarding),
         );
-        Ok(Runtime {
-            config: Arc::new(config),
+        let sessions = Sessions {
             store,
+            settings: Arc::new(config.session.clone()),
+            identity: Arc::new(config.identity.clone()),
+            metrics: metrics.clone(),
+        };
+        Ok(LiveState {
+            config: Arc::new(config),
+            sessions,
             routes,
             owned_headers,
             internal_response_headers,
@@ -122,12 +141,13 @@ impl Runtime {
     /// The route for a request's host (lower case, without port) and path.
     pub fn route_for(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|route| {
-            let host_matches = match (&route.config.host, host) {
+            let config = route.config();
+            let host_matches = match (&config.host, host) {
                 (None, _) => true,
                 (Some(want), Some(have)) => want == have,
                 (Some(_), None) => false,
             };
-            host_matches && path_has_prefix(path, &route.config.path_prefix)
+            host_matches && path_has_prefix(path, &config.path_prefix)
         })
     }
 }

@@ -1,0 +1,120 @@
+//! The request filter, the first phase: the route for the request's host and path, header
+//! hygiene (hop-by-hop headers out, every client copy of our identity and internal headers
+//! out) and the session cookie read into session ids.
+
+use super::context::RequestContext;
+use super::headers::{self, ClientAddress};
+use super::response::Answer;
+use crate::config::DuplicateCookies;
+use crate::live::LiveState;
+use crate::session::cookie::{has_conflicting_cookies, session_ids_from_request};
+use crate::session::RequestFacts;
+use http::header::{HOST, USER_AGENT};
+use http::request::Parts;
+use http::uri::Authority;
+use http::Request;
+use hyper::body::Incoming;
+use std::sync::Arc;
+
+/// Routes and cleans the request; the context the later phases share starts here.
+pub fn request_filter(
+    live: Arc<LiveState>,
+    mut request: Request<Incoming>,
+    client: &ClientAddress,
+    scheme: &'static str,
+) -> Result<(RequestContext, Parts, Incoming), Answer> {
+    let host = request_host(&request).map_err(Answer::BadRequest)?;
+    let route = live
+        .route_for(host.as_deref(), request.uri().path())
+        .ok_or(Answer::NoRoute)?
+        .clone();
+    let request_id = request_id(request.headers());
+    let upgrade = headers::requested_upgrade(request.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
+    let (mut parts, body) = request.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
+    headers::strip_reserved_headers(&mut parts.headers, &live.owned_headers);
+
+    let session = &live.config.session;
+    let ambiguous_cookies = has_conflicting_cookies(&parts.headers, &session.cookie_name);
+    if ambiguous_cookies && session.duplicate_cookies == DuplicateCookies::Refuse {
+        return Err(Answer::BadRequest(
+            "Several session cookies with different values: clear this site's cookies and log in again.\n",
+        ));
+    }
+    let session_ids = session_ids_from_request(&parts.headers, session);
+    let facts = RequestFacts {
+        path: parts.uri.path().to_string(),
+        host,
+        user_agent: parts
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from),
+        client_ip: client.ip,
+    };
+    let context = RequestContext {
+        live,
+        route,
+        request_id,
+        client: client.clone(),
+        scheme,
+        facts,
+        session_ids,
+        ambiguous_cookies,
+        client_upgrade,
+        session: None,
+        home: None,
+    };
+    Ok((context, parts, body))
+}
+
+pub(super) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The client's `X-Request-Id` when it is a sane token (so traces join up across proxies),
+/// else a new random one.
+fn request_id(headers: &http::HeaderMap) -> String {
+    let given = headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        });
+    match given {
+        Some(id) => id.to_string(),
+        None => crate::hex_string(&rand::random::<u128>().to_be_bytes()),
+    }
+}
+
+/// The request's host, lower case and without port. The route is chosen by it, so the app
+/// must see the same one: the target's authority when there is one (HTTP/2, absolute form;
+/// RFC 9112 section 3.2.2 says it wins over any Host header), else the single Host header.
+/// Several Host headers, or one that is not a plain `host[:port]`, are refused (RFC 9112
+/// section 3.2), so that unstick and the app cannot read different hosts from one request.
+fn request_host(request: &Request<Incoming>) -> Result<Option<String>, &'static str> {
+    if let Some(authority) = request.uri().authority() {
+        return Ok(Some(authority.host().to_ascii_lowercase()));
+    }
+    let mut values = request.headers().get_all(HOST).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err("More than one Host header.\n");
+    }
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let authority = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<Authority>().ok())
+        .filter(|a| !a.as_str().contains('@'))
+        .ok_or("Bad Host header.\n")?;
+    Ok(Some(authority.host().to_ascii_lowercase()))
+}
+

@@ -1,0 +1,49 @@
+//! The resolve phase: the session the request belongs to and its home instance, from the
+//! session layer. A store error on a route that requires the store fails closed (503): a
+//! request that carries a session is never served as anonymous.
+
+use super::context::RequestContext;
+use super::response::Answer;
+use crate::session::cookie::{keep_only_session_cookie, remove_session_cookie};
+use crate::session::resolve::Outcome;
+use crate::session::resolve_session;
+use http::HeaderMap;
+
+pub async fn resolve(context: &mut RequestContext, headers: &mut HeaderMap) -> Result<(), Answer> {
+    let live = &context.live;
+    let found = resolve_session(
+        &live.sessions,
+        &context.route.sessions,
+        &context.session_ids,
+        headers,
+        &context.facts,
+    )
+    .await;
+    let resolution = match found {
+        Ok(resolution) => resolution,
+        Err(e) => {
+            live.metrics.outcome("store_error", "");
+            // An outage is logged by the store once; each request's failure only when news.
+            if e.is_news() {
+                tracing::warn!(error = %e, "session lookup failed; answering 503");
+            } else {
+                tracing::debug!(error = %e, "session lookup failed; answering 503");
+            }
+            return Err(Answer::RetryLater(live.config.store.retry_after));
+        }
+    };
+    let (outcome, store) = resolution.outcome.labels();
+    live.metrics.outcome(outcome, store);
+    let cookie_name = &live.config.session.cookie_name;
+    if let Outcome::Ended(ended) = &resolution.outcome {
+        // A logged-out id never reaches the app: an instance may still hold its login.
+        remove_session_cookie(headers, cookie_name, ended.cookie_value());
+    }
+    if let (true, Some(session)) = (context.ambiguous_cookies, &resolution.session) {
+        // The app must read the session unstick resolved, not another of the same name.
+        keep_only_session_cookie(headers, cookie_name, session.id.cookie_value());
+    }
+    context.session = resolution.session;
+    context.home = resolution.home;
+    Ok(())
+}
