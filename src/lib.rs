@@ -7,12 +7,14 @@
 //!   [`server::tls`]: the HTTPS listener (rustls, ALPN h2/http1.1), certificate reloaded on change.
 //!   [`server::connections`]: header and idle timeouts, the connection cap, the open-file limit.
 //! - [`reload`]: SIGHUP and file-change reload: validate, build, swap; a bad file changes nothing.
-//! - [`runtime`]: one config made live (routes, pools, store); swapped whole on reload.
-//! - [`proxy`]: the request pipeline, read top to bottom in `proxy/mod.rs` ([`proxy::Proxy::handle`]),
-//!   and its steps: header hygiene, upgrades, error responses.
+//! - [`live`]: one config made live (routes, pools, store); swapped whole on reload.
+//! - [`proxy`]: the request pipeline as named phases over one request context, read top to
+//!   bottom in `proxy/mod.rs` ([`proxy::Proxy::handle`]); one module per phase.
+//! - [`migration`]: the migration modes and every rule that differs between them.
 //! - [`upstream`]: pools of app instances, health, balancing, pooled keep-alive connections.
-//! - [`session`]: the app's cookie formats, the [`session::SessionRecord`], stores (Redis, memory),
-//!   old stores, resolution by migration mode, capture of logins and logouts.
+//! - [`session`]: a layer below the proxy: the app's cookie formats, the
+//!   [`session::SessionRecord`], stores (Redis, memory), old stores, resolution, capture of
+//!   logins and logouts.
 //! - [`admin`]: health, readiness, `/metrics` and the sessions API behind a bearer token.
 //! - [`metrics`]: Prometheus counters and histograms, exported by the admin listener.
 //! - [`demo`]: the bundled sticky legacy app and the one-command demo.
@@ -23,11 +25,11 @@ pub mod body;
 pub mod check;
 pub mod config;
 pub mod demo;
+pub mod live;
 pub mod metrics;
 pub mod migration;
 pub mod proxy;
 pub mod reload;
-pub mod live;
 pub mod server;
 pub mod session;
 pub mod upstream;
