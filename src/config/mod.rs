@@ -1,6 +1,8 @@
 //! Configuration: the TOML file ([`raw`]) is parsed, interpolated ([`values`]) and validated
 //! ([`validate`]) into [`Config`], the only form the rest of the crate reads.
 
+pub mod defaults;
+mod error;
 mod raw;
 mod validate;
 pub mod values;
@@ -11,26 +13,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use error::{ConfigError, NodeAddressFault, Problem};
 pub use validate::parse_config;
-
-/// Why a config file was refused. Every message names the file, and the key and line where known.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}:{line}: `{key}`: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        key: String,
-        message: String,
-    },
-}
 
 /// Reads and validates a config file.
 pub fn load_config(path: &Path) -> Result<Config, ConfigError> {

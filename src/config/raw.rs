@@ -16,7 +16,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub identity: RawIdentity,
     pub upstreams: Vec<RawUpstream>,
-    pub routes: Vec<RawRoute>,
+    pub routes: Spanned<Vec<RawRoute>>,
     #[serde(default)]
     pub old_stores: Vec<RawOldStore>,
     pub admin: Option<RawAdmin>,
