@@ -140,6 +140,8 @@ pub enum Problem {
     KeyOfOtherKind { kind: &'static str, owners: String },
     #[error("must contain {{id}}")]
     KeyWithoutId,
+    #[error("must take the session id as $1")]
+    QueryWithoutId,
     #[error("{value:?}: expected {expected}")]
     UnknownFormat {
         value: String,

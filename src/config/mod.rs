@@ -477,6 +477,7 @@ pub enum OldStoreKind {
     Postgres {
         url: String,
         format: PostgresFormat,
+        /// Empty with [`PostgresFormat::Custom`] (its queries name their tables).
         table: String,
         /// Django: SECRET_KEY, then older keys still accepted.
         secret_keys: Vec<String>,
@@ -515,10 +516,17 @@ pub enum ForeignRedisFormat {
     Php,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostgresFormat {
     /// `session(sid, sess json, expire)`.
     ConnectPgSimple,
     /// `django_session(session_key, session_data, expire_date)`, signed payload.
     Django,
+    /// The operator's own SQL: `lookup` takes the session id as `$1` and returns at most one
+    /// row (session JSON as `text`, seconds left as `float8` or NULL); `delete` (optional)
+    /// takes the id as `$1`.
+    Custom {
+        lookup: String,
+        delete: Option<String>,
+    },
 }

@@ -23,7 +23,10 @@ pub fn parse_config(source: &str, path: &Path) -> Result<Config, ConfigError> {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
     })?;
-    Validator { source, path }.config(raw)
+    let validator = Validator { source, path };
+    let old_stores =
+        read_old_stores(source).map_err(|e| validator.err(e.span, e.key, e.problem))?;
+    validator.config(raw, old_stores)
 }
 
 struct Validator<'a> {
@@ -55,7 +58,7 @@ impl Validator<'_> {
         })
     }
 
-    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+    fn config(&self, raw: RawConfig, old_stores: Vec<RawOldStore>) -> Result<Config, ConfigError> {
         let listener = self.listener(raw.listener)?;
         let admin = self.admin(raw.admin)?;
         let store = self.store(raw.redis)?;
@@ -65,7 +68,7 @@ impl Validator<'_> {
         if raw.routes.get_ref().is_empty() {
             return Err(self.err(raw.routes.span(), "routes", Problem::NoRoutes));
         }
-        let old_stores = self.old_stores(raw.old_stores)?;
+        let old_stores = self.old_stores(old_stores)?;
         let mut routes = Vec::new();
         for route in raw.routes.into_inner() {
             routes.push(self.route(route, &upstreams, &old_stores)?);
@@ -422,6 +425,122 @@ mode = "redis"
             message.starts_with("unstick.toml:1: `routes`: no [[routes]]: add at least one route"),
             "{message}"
         );
+    }
+
+    /// MINIMAL with one `[[old_stores]]` table; its first line is line 23.
+    fn with_old_store(lines: &str) -> String {
+        format!("{MINIMAL}\n[[old_stores]]\n{lines}\n")
+    }
+
+    #[test]
+    fn old_store_key_of_another_kind_names_key_and_line() {
+        let message = refused(&with_old_store(
+            "name = \"old\"\nkind = \"redis\"\nurl = \"redis://r:6379\"\nkey = \"s:{id}\"\ndir = \"/tmp\"",
+        ));
+        assert_eq!(
+            message,
+            "unstick.toml:27: `old_stores.old.dir`: a key of kind = \"php-files\", not of kind = \"redis\""
+        );
+        // Before `kind`, too, and in an inline table.
+        let message = refused(&with_old_store(
+            "dir = \"/tmp\"\nname = \"old\"\nkind = \"whoami\"",
+        ));
+        assert!(
+            message.starts_with("unstick.toml:23: `old_stores.old.dir`"),
+            "{message}"
+        );
+        let text =
+            format!("old_stores = [{{ name = \"w\", kind = \"whoami\", url = \"x\" }}]\n{MINIMAL}");
+        assert_eq!(
+            refused(&text),
+            "unstick.toml:1: `old_stores.w.url`: a key of kind = \"redis\" or \"postgres\", \
+             not of kind = \"whoami\""
+        );
+    }
+
+    #[test]
+    fn old_store_unreadable_values_name_key_and_line() {
+        let cases = [
+            ("name = \"w\"\nkind = \"whoami\"\nfoo = 1", "unstick.toml:25: `old_stores.w.foo`: unknown field `foo`"),
+            ("name = \"w\"\nkind = \"mongo\"", "unstick.toml:24: `old_stores.w.kind`: unknown variant `mongo`"),
+            ("name = \"w\"", "unstick.toml:22: `old_stores.w`: missing field `kind`"),
+            ("name = \"w\"\nkind = \"whoami\"\nmiss_ttl = \"soon\"", "unstick.toml:25: `old_stores.w.miss_ttl`: \"soon\" is not a duration"),
+            ("name = \"w\"\nkind = \"whoami\"\npath = \"${UNSTICK_TEST_UNSET}\"", "unstick.toml:25: `old_stores.w.path`: environment variable UNSTICK_TEST_UNSET is not set"),
+            ("name = \"r\"\nkind = \"redis\"\nkey = \"s:{id}\"", "unstick.toml:23: `old_stores.r.url`: required for this kind"),
+            ("name = \"r\"\nkind = \"redis\"\nurl = \"redis://r\"\nkey = \"s\"", "unstick.toml:26: `old_stores.r.key`: must contain {id}"),
+            ("name = \"f\"\nkind = \"php-files\"\ndir = \"/d\"\nfile_prefix = \"a/b\"", "unstick.toml:26: `old_stores.f.file_prefix`: a file name prefix cannot contain /"),
+        ];
+        for (lines, expected) in cases {
+            let message = refused(&with_old_store(lines));
+            assert!(message.starts_with(expected), "{lines:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn old_stores_of_each_kind_are_read() {
+        let text = with_old_store(
+            "name = \"w\"\nkind = \"whoami\"\nfanout_concurrency = 500\n\n[[old_stores]]\n\
+             name = \"d\"\nkind = \"postgres\"\nformat = \"django\"\nurl = \"postgres://db\"\n\
+             secret_keys = [\"k\"]\ntimeout = \"1s\"\n[old_stores.attributes]\ntenant = \"/t\"",
+        );
+        let config = parse(&text).unwrap();
+        let [whoami, django] = &config.old_stores[..] else {
+            panic!("{:?}", config.old_stores)
+        };
+        assert!(matches!(
+            whoami.kind,
+            OldStoreKind::Whoami { fanout_concurrency: 64, ref path, .. } if path == "/whoami"
+        ));
+        assert_eq!(whoami.timeout, defaults::OLD_STORE_TIMEOUT);
+        let OldStoreKind::Postgres {
+            format,
+            table,
+            secret_keys,
+            ..
+        } = &django.kind
+        else {
+            panic!("{:?}", django.kind)
+        };
+        assert_eq!(*format, PostgresFormat::Django);
+        assert_eq!((table.as_str(), secret_keys.len()), ("django_session", 1));
+        assert_eq!(django.mapping.user, "/_auth_user_id");
+        assert_eq!(django.mapping.attributes["tenant"], "/t");
+        assert_eq!(django.timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn postgres_custom_queries() {
+        let custom =
+            "name = \"pg\"\nkind = \"postgres\"\nurl = \"postgres://db\"\nformat = \"custom\"\n";
+        let lookup = "lookup_query = \"SELECT doc::text, NULL::float8 FROM s WHERE id = $1\"";
+        let config = parse(&with_old_store(&format!(
+            "{custom}{lookup}\ndelete_query = \"DELETE FROM s WHERE id = $1\""
+        )))
+        .unwrap();
+        let OldStoreKind::Postgres { format, .. } = &config.old_stores[0].kind else {
+            panic!("{:?}", config.old_stores[0].kind)
+        };
+        assert_eq!(
+            *format,
+            PostgresFormat::Custom {
+                lookup: "SELECT doc::text, NULL::float8 FROM s WHERE id = $1".into(),
+                delete: Some("DELETE FROM s WHERE id = $1".into()),
+            }
+        );
+        assert_eq!(config.old_stores[0].mapping.user, "/user");
+        let cases = [
+            (custom.to_string(), "unstick.toml:23: `old_stores.pg.lookup_query`: required for this kind"),
+            (format!("{custom}lookup_query = \"SELECT 1\""), "unstick.toml:27: `old_stores.pg.lookup_query`: must take the session id as $1"),
+            (format!("{custom}{lookup}\ndelete_query = \"DELETE FROM s\""), "unstick.toml:28: `old_stores.pg.delete_query`: must take the session id as $1"),
+            (format!("{custom}{lookup}\ntable = \"s\""), "unstick.toml:28: `old_stores.pg.table`: applies only with format = \"connect-pg-simple\" or \"django\""),
+            (format!("{custom}{lookup}\nsecret_keys = [\"k\"]"), "unstick.toml:28: `old_stores.pg.secret_keys`: applies only with format = \"django\""),
+            (custom.replace("custom", "connect-pg-simple") + lookup, "unstick.toml:27: `old_stores.pg.lookup_query`: applies only with format = \"custom\""),
+            (custom.replace("custom", "mysql"), "unstick.toml:26: `old_stores.pg.format`: \"mysql\": expected \"connect-pg-simple\", \"django\" or \"custom\""),
+        ];
+        for (lines, expected) in cases {
+            let message = refused(&with_old_store(&lines));
+            assert!(message.starts_with(expected), "{lines:?}: {message}");
+        }
     }
 
     #[test]
