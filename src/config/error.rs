@@ -138,6 +138,12 @@ pub enum Problem {
     RequiredForKind(&'static str),
     #[error("a key of kind = \"{owners}\", not of kind = \"{kind}\"")]
     KeyOfOtherKind { kind: &'static str, owners: String },
+    #[error("unknown field `{key}` for kind = \"{kind}\", expected one of {expected}")]
+    UnknownKey {
+        key: String,
+        kind: &'static str,
+        expected: String,
+    },
     #[error("must contain {{id}}")]
     KeyWithoutId,
     #[error("must take the session id as $1")]

@@ -203,25 +203,8 @@ fn read_old_store(
     common.retain(|key, _| common_keys.contains(&key));
     let mut own = table.clone();
     own.retain(|key, _| !common_keys.contains(&key));
-    // A key of another kind is named as such; one of no kind is left to serde's message.
-    for (key, value) in own.iter() {
-        let owners: Vec<&str> = RawOldStoreKind::ALL
-            .into_iter()
-            .filter(|k| k.keys().contains(&key))
-            .map(RawOldStoreKind::as_str)
-            .collect();
-        if !owners.is_empty() && !kind.keys().contains(&key) {
-            let span = own
-                .key(key)
-                .and_then(toml_edit::Key::span)
-                .or_else(|| value.span())
-                .unwrap_or_else(|| table_span.clone());
-            let problem = Problem::KeyOfOtherKind {
-                kind: kind.as_str(),
-                owners: owners.join("\" or \""),
-            };
-            return Err(refused(span, problem));
-        }
+    if let Some((span, problem)) = key_of_other_kind(&own, kind) {
+        return Err(refused(span.unwrap_or_else(|| table_span.clone()), problem));
     }
     let common = RawCommon::deserialize(deserializer(&common)).map_err(unreadable)?;
     let own = || deserializer(&own);
@@ -247,6 +230,42 @@ fn read_old_store(
         email: common.email,
         attributes: common.attributes,
         kind: keys,
+    })
+}
+
+/// The first key of `own` that `kind` does not have, with its span: one of another kind is
+/// named as such, and for any other the message lists every key this kind has.
+fn key_of_other_kind(
+    own: &InlineTable,
+    kind: RawOldStoreKind,
+) -> Option<(Option<Range<usize>>, Problem)> {
+    own.iter().find_map(|(key, value)| {
+        if kind.keys().contains(&key) {
+            return None;
+        }
+        let owners: Vec<&str> = RawOldStoreKind::ALL
+            .into_iter()
+            .filter(|k| k.keys().contains(&key))
+            .map(RawOldStoreKind::as_str)
+            .collect();
+        let problem = if owners.is_empty() {
+            let keys = struct_keys::<RawCommon>().iter().chain(kind.keys());
+            Problem::UnknownKey {
+                key: key.to_string(),
+                kind: kind.as_str(),
+                expected: keys
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        } else {
+            Problem::KeyOfOtherKind {
+                kind: kind.as_str(),
+                owners: owners.join("\" or \""),
+            }
+        };
+        let span = own.key(key).and_then(toml_edit::Key::span);
+        Some((span.or_else(|| value.span()), problem))
     })
 }
 
