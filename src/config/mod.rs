@@ -1,5 +1,6 @@
 //! Configuration: the TOML file ([`raw`]) is parsed, interpolated ([`values`]) and validated
-//! ([`validate`]) into [`Config`], the only form the rest of the crate reads.
+//! ([`validate`]) into [`Config`], the only form the rest of the crate reads. Keys left out
+//! take the values in [`defaults`]; a refusal is a [`ConfigError`].
 
 pub mod defaults;
 mod error;
