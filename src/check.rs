@@ -573,7 +573,7 @@ pub fn header_name_risks(name: &str) -> Vec<String> {
                 .to_string(),
         );
     }
-    let normalized = crate::proxy::headers::normalize_header_name(name);
+    let normalized = crate::config::values::normalize_header_name(name);
     if let Some(reason) = reserved_reason(&normalized) {
         risks.push(reason.to_string());
     } else if !normalized.contains('-') {

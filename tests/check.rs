@@ -285,6 +285,27 @@ async fn config_typo_names_key_and_line() {
 }
 
 #[tokio::test]
+async fn old_store_key_of_another_kind_names_key_and_line() {
+    let mut config = healthy_config("redis://127.0.0.1:1");
+    config.extra_tables = "[[old_stores]]\nname = \"old\"\nkind = \"redis\"\n\
+                           url = \"redis://127.0.0.1:1\"\nkey = \"sess:{id}\"\ndir = \"/tmp\"\n"
+        .into();
+    let toml = config.to_toml();
+    let line = toml.lines().position(|l| l.starts_with("dir =")).unwrap() + 1;
+    let run = run_check(&toml).await;
+    assert_eq!(run.code, 1, "{}", run.explain());
+    let errors = run.lines("error");
+    assert_eq!(errors.len(), 1, "{}", run.explain());
+    assert!(
+        errors[0].contains(&format!(
+            ":{line}: `old_stores.old.dir`: a key of kind = \"php-files\", not of kind = \"redis\""
+        )) && errors[0].contains("Fix: correct the key named above"),
+        "{}",
+        run.explain()
+    );
+}
+
+#[tokio::test]
 async fn memory_store_is_demo_only() {
     let run = run_check(&healthy_config("memory://").to_toml()).await;
     assert_eq!(run.code, 1, "{}", run.explain());

@@ -813,6 +813,67 @@ async fn postgres_custom_query() {
     hit(&store, "t1").await;
 }
 
+/// `format = "custom"` in the config file reaches the store: its queries are the ones run.
+#[tokio::test]
+async fn postgres_custom_queries_from_the_config_file() {
+    let db = PgDatabase::create();
+    db.exec(
+        "CREATE TABLE app_sessions (token text PRIMARY KEY, doc jsonb, valid_until timestamptz);
+         INSERT INTO app_sessions VALUES
+           ('c1', '{\"account\": {\"id\": 81}}', now() + interval '10 minutes'),
+           ('c2', '{\"account\": {\"id\": 82}}', now() + interval '10 minutes');",
+    );
+    let text = format!(
+        r#"
+[listener]
+address = "127.0.0.1:8080"
+[redis]
+url = "memory://"
+[session]
+cookie = "sid"
+id_format = "plain"
+idle_timeout = "30m"
+absolute_lifetime = "12h"
+[[upstreams]]
+name = "app"
+instances = [{{ name = "a", url = "http://127.0.0.1:3001" }}]
+[[routes]]
+upstream = "app"
+mode = "overlap"
+old_stores = ["pg"]
+[[old_stores]]
+name = "pg"
+kind = "postgres"
+url = "{}"
+format = "custom"
+lookup_query = """SELECT doc::text, EXTRACT(EPOCH FROM valid_until - now())::float8
+  FROM app_sessions WHERE token = $1 AND valid_until > now()"""
+delete_query = "DELETE FROM app_sessions WHERE token = $1"
+user = "/account/id"
+"#,
+        db.url()
+    );
+    let config = unstick::config::parse_config(&text, std::path::Path::new("custom.toml"))
+        .expect("a valid config");
+    let store = unstick::session::old_store::open_old_store(&config.old_stores[0], "sid")
+        .await
+        .expect("store");
+    let pool = pool();
+    let context = LookupContext {
+        pool: &pool,
+        host: None,
+        origin: None,
+    };
+    let found = store.lookup(&sid("c1"), &context).await.expect("lookup");
+    let session = found.expect("c1 is found");
+    assert_eq!(session.identity.user, "81");
+    assert_remaining(&session, Duration::from_secs(590), Duration::from_secs(600));
+    store.delete(&sid("c1")).await.expect("delete");
+    assert_eq!(db.count("SELECT count(*) FROM app_sessions"), 1);
+    let found = store.lookup(&sid("c1"), &context).await.expect("lookup");
+    assert!(found.is_none(), "{found:?}");
+}
+
 #[tokio::test]
 async fn postgres_reconnects_after_the_connection_drops() {
     let db = PgDatabase::create();

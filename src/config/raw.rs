@@ -2,7 +2,12 @@
 //! error with a line number, not a silently ignored setting. `validate.rs` turns this into
 //! the runtime [`super::Config`].
 
+mod old_stores;
+
+pub use old_stores::*;
+
 use super::values::{HumanDuration, Text};
+use crate::migration::Mode;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use toml::Spanned;
@@ -16,9 +21,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub identity: RawIdentity,
     pub upstreams: Vec<RawUpstream>,
-    pub routes: Vec<RawRoute>,
-    #[serde(default)]
-    pub old_stores: Vec<RawOldStore>,
+    pub routes: Spanned<Vec<RawRoute>>,
+    /// Only checked to be tables here: [`read_old_stores`] reads them, keeping their lines.
+    #[serde(default, rename = "old_stores")]
+    pub _old_stores: Vec<toml::Table>,
     pub admin: Option<RawAdmin>,
 }
 
@@ -214,21 +220,13 @@ pub struct RawHealthCheck {
     pub timeout: Option<HumanDuration>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum RawMode {
-    Legacy,
-    Overlap,
-    Redis,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub host: Option<Text>,
     pub path_prefix: Option<Spanned<Text>>,
     pub upstream: Spanned<String>,
-    pub mode: RawMode,
+    pub mode: Mode,
     #[serde(default)]
     pub logout_paths: Vec<Spanned<Text>>,
     #[serde(default)]
@@ -248,46 +246,4 @@ pub struct RawRoute {
 pub enum RawUnexplainedCookieChange {
     KeepSession,
     EndSession,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum RawOldStoreKind {
-    Whoami,
-    Redis,
-    Postgres,
-    PhpFiles,
-}
-
-/// One old store. Fields beyond `name`, `kind` and the mapping apply to some kinds only;
-/// validation says which.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawOldStore {
-    pub name: Spanned<String>,
-    pub kind: RawOldStoreKind,
-    pub timeout: Option<HumanDuration>,
-    // whoami
-    pub path: Option<Text>,
-    pub fanout_concurrency: Option<usize>,
-    pub miss_ttl: Option<HumanDuration>,
-    // redis, postgres
-    pub url: Option<Text>,
-    pub format: Option<String>,
-    // redis
-    pub key: Option<Text>,
-    // postgres
-    pub table: Option<Text>,
-    #[serde(default)]
-    pub secret_keys: Vec<Text>,
-    // php-files
-    pub dir: Option<Text>,
-    pub file_prefix: Option<Text>,
-    pub gc_maxlifetime: Option<HumanDuration>,
-    // identity mapping (JSON pointers into the stored session)
-    pub user: Option<Text>,
-    pub roles: Option<Text>,
-    pub email: Option<Text>,
-    #[serde(default)]
-    pub attributes: BTreeMap<String, Text>,
 }

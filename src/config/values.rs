@@ -84,6 +84,20 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// Lower case with `_` read as `-`: many app servers (CGI-style `HTTP_X_AUTH_USER`) cannot
+/// tell `X_Auth_User` from `X-Auth-User`, so neither may pass.
+pub fn normalize_header_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::interpolate;

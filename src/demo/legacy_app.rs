@@ -73,7 +73,7 @@ impl LegacyAppConfig {
             name: name.to_string(),
             cookie_name: "demo.sid".to_string(),
             signing_secret: None,
-            identity_header: "x-auth-user".to_string(),
+            identity_header: crate::config::defaults::USER_HEADER.to_string(),
             unknown_session: UnknownSession::Ignore,
         }
     }

@@ -1,6 +1,7 @@
 //! Header hygiene on the way in and out: hop-by-hop removal (RFC 9110 section 7.6.1), the
 //! identity headers unstick owns (a client can never send its own), and X-Forwarded-*.
 
+use crate::config::values::normalize_header_name;
 use crate::config::{IdentityHeaders, SignatureConfig};
 use crate::session::Identity;
 use http::header::{self, HeaderName, HeaderValue};
@@ -18,20 +19,6 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
     header::PROXY_AUTHENTICATE,
 ];
-
-/// Lower case with `_` read as `-`: many app servers (CGI-style `HTTP_X_AUTH_USER`) cannot
-/// tell `X_Auth_User` from `X-Auth-User`, so neither may pass.
-pub fn normalize_header_name(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect()
-}
 
 /// Prefix of unstick's own headers (logout signals, the identity a login sends): none passes
 /// from a client to the app, none from the app to a client.

@@ -109,6 +109,10 @@ async fn open_store_kind(
                     secret_keys: secret_keys.clone(),
                     table: table.clone(),
                 },
+                PostgresFormat::Custom { lookup, delete } => PgFormat::Custom {
+                    lookup: lookup.clone(),
+                    delete: delete.clone(),
+                },
             };
             let store = PostgresStore::connect(
                 &config.name,
