@@ -195,6 +195,7 @@ fn pointer(value: Option<&Text>, default: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const MINIMAL: &str = r#"
 [listener]
