@@ -855,7 +855,7 @@ user = "/account/id"
     );
     let config = unstick::config::parse_config(&text, std::path::Path::new("custom.toml"))
         .expect("a valid config");
-    let store = unstick::session::old_store::open_old_store(&config.old_stores[0], "sid")
+    let store = unstick::session::old_stores::open_old_store(&config.old_stores[0], "sid")
         .await
         .expect("store");
     let pool = pool();
