@@ -1,7 +1,7 @@
 //! The live state built from one [`Config`]: routes bound to upstream pools, the session
 //! store, the owned header set. A request loads one `Arc<Runtime>` and uses it to the end.
 
-use crate::config::{CaptureSource, Config, RouteConfig};
+use crate::config::{CaptureSource, Config, OldStoreConfig, RouteConfig, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::proxy::headers::OwnedHeaders;
 use crate::session::old_store::{open_old_store, OldStoreError, OldStoreHandle};
@@ -32,17 +32,23 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds pools, old stores and routes around an existing store and metrics registry.
+    /// Builds pools, old stores and routes around an existing store and metrics registry,
+    /// keeping from `previous` (a reload) the pools and old stores whose config is unchanged.
     /// Must run inside the Tokio runtime (pools start their health checks).
     pub async fn build(
         config: Config,
         store: SessionStore,
         metrics: Arc<Metrics>,
+        previous: Option<&Runtime>,
     ) -> Result<Runtime, OldStoreError> {
+        let reuse = Reuse { previous };
         let pools: HashMap<&str, Arc<UpstreamPool>> = config
             .upstreams
             .iter()
-            .map(|u| (u.name.as_str(), UpstreamPool::new(u)))
+            .map(|u| {
+                let pool = reuse.pool(u).unwrap_or_else(|| UpstreamPool::new(u));
+                (u.name.as_str(), pool)
+            })
             .collect();
         let mut old_stores: HashMap<&str, OldStoreHandle> = HashMap::new();
         for old in &config.old_stores {
@@ -51,10 +57,12 @@ impl Runtime {
                 .iter()
                 .any(|r| r.old_stores.contains(&old.name));
             if used {
-                old_stores.insert(
-                    &old.name,
-                    open_old_store(old, &config.session.cookie_name).await?,
-                );
+                let cookie_name = &config.session.cookie_name;
+                let handle = match reuse.old_store(old, cookie_name) {
+                    Some(handle) => handle,
+                    None => open_old_store(old, cookie_name).await?,
+                };
+                old_stores.insert(&old.name, handle);
             }
         }
         let mut routes: Vec<Arc<Route>> = config
@@ -129,6 +137,34 @@ impl Runtime {
             };
             host_matches && path_has_prefix(path, &route.config.path_prefix)
         })
+    }
+}
+
+/// What a reload keeps of the running runtime: a pool whose upstream config is unchanged
+/// (its health marks and idle connections with it), and an old store whose config and
+/// session cookie name are unchanged (its connections with it).
+struct Reuse<'a> {
+    previous: Option<&'a Runtime>,
+}
+
+impl Reuse<'_> {
+    fn pool(&self, config: &UpstreamConfig) -> Option<Arc<UpstreamPool>> {
+        let previous = self.previous?;
+        let unchanged = previous.config.upstreams.iter().any(|u| u == config);
+        let route = previous
+            .routes
+            .iter()
+            .find(|r| r.pool.name == config.name)?;
+        unchanged.then(|| route.pool.clone())
+    }
+
+    fn old_store(&self, config: &OldStoreConfig, cookie_name: &str) -> Option<OldStoreHandle> {
+        let previous = self.previous?;
+        let unchanged = previous.config.session.cookie_name == cookie_name
+            && previous.config.old_stores.iter().any(|o| o == config);
+        let mut handles = previous.routes.iter().flat_map(|r| &r.old_stores);
+        let handle = handles.find(|h| h.name() == config.name)?;
+        unchanged.then(|| handle.clone())
     }
 }
 

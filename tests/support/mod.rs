@@ -29,7 +29,7 @@ pub use self::laravel::LaravelApp;
 pub use self::load::{every_user_served, me_as, Outcomes, SessionLoad};
 pub use self::postgres::PgDatabase;
 pub use self::rails::RailsApp;
-pub use self::redis::RedisServer;
+pub use self::redis::{connections_received, RedisServer};
 pub use self::test_app::TestApp;
 pub use self::tomcat::TomcatApp;
 
