@@ -596,15 +596,6 @@ fn reserved_reason(name: &str) -> Option<&'static str> {
                            request";
     const STANDARD: &str = "a standard HTTP request header that clients send themselves";
     const EXACT: &[(&str, &str)] = &[
-        ("connection", HOP_BY_HOP),
-        ("keep-alive", HOP_BY_HOP),
-        ("proxy-connection", HOP_BY_HOP),
-        ("te", HOP_BY_HOP),
-        ("trailer", HOP_BY_HOP),
-        ("transfer-encoding", HOP_BY_HOP),
-        ("upgrade", HOP_BY_HOP),
-        ("proxy-authenticate", HOP_BY_HOP),
-        ("proxy-authorization", HOP_BY_HOP),
         ("host", SECURITY),
         ("cookie", SECURITY),
         ("set-cookie", SECURITY),
@@ -640,6 +631,9 @@ fn reserved_reason(name: &str) -> Option<&'static str> {
         ("accept", STANDARD),
         ("if-", STANDARD),
     ];
+    if crate::proxy::headers::is_hop_by_hop(name) {
+        return Some(HOP_BY_HOP);
+    }
     EXACT
         .iter()
         .find(|(reserved, _)| *reserved == name)
@@ -712,6 +706,17 @@ mod tests {
         assert_eq!(header_name_risks("x_user").len(), 1);
         // An underscore and a reserved name: both reasons.
         assert_eq!(header_name_risks("x_forwarded_user").len(), 2);
+    }
+
+    #[test]
+    fn every_header_the_proxy_strips_as_hop_by_hop_is_refused_for_identity() {
+        for name in crate::proxy::headers::HOP_BY_HOP {
+            let risks = header_name_risks(name.as_str());
+            assert!(
+                risks.iter().any(|r| r.contains("hop-by-hop")),
+                "{name}: {risks:?}"
+            );
+        }
     }
 
     fn session(idle: &str, absolute: &str, cookie: Option<&str>) -> SessionConfig {

@@ -2,7 +2,7 @@
 //! the session store, the owned header set. A request loads one `Arc<LiveState>` and uses it
 //! to the end; a reload swaps in a new one whole.
 
-use crate::config::{CaptureSource, Config, RouteConfig};
+use crate::config::{CaptureSource, Config, OldStoreConfig, RouteConfig, UpstreamConfig};
 use crate::metrics::Metrics;
 use crate::proxy::headers::OwnedHeaders;
 use crate::session::old_store::OldStoreError;
@@ -43,17 +43,23 @@ pub struct LiveState {
 }
 
 impl LiveState {
-    /// Builds pools, old stores and routes around an existing store and metrics registry.
+    /// Builds pools, old stores and routes around an existing store and metrics registry,
+    /// keeping from `previous` (a reload) the pools and old stores whose config is unchanged.
     /// Must run inside the Tokio runtime (pools start their health checks).
     pub async fn build(
         config: Config,
         store: SessionStore,
         metrics: Arc<Metrics>,
+        previous: Option<&LiveState>,
     ) -> Result<LiveState, OldStoreError> {
+        let reuse = Reuse { previous };
         let pools: HashMap<&str, Arc<UpstreamPool>> = config
             .upstreams
             .iter()
-            .map(|u| (u.name.as_str(), UpstreamPool::new(u)))
+            .map(|u| {
+                let pool = reuse.pool(u).unwrap_or_else(|| UpstreamPool::new(u));
+                (u.name.as_str(), pool)
+            })
             .collect();
         let mut old_stores: HashMap<&str, OldStoreHandle> = HashMap::new();
         for old in &config.old_stores {
@@ -62,10 +68,12 @@ impl LiveState {
                 .iter()
                 .any(|r| r.old_stores.contains(&old.name));
             if used {
-                old_stores.insert(
-                    &old.name,
-                    open_old_store(old, &config.session.cookie_name).await?,
-                );
+                let cookie_name = &config.session.cookie_name;
+                let handle = match reuse.old_store(old, cookie_name) {
+                    Some(handle) => handle,
+                    None => open_old_store(old, cookie_name).await?,
+                };
+                old_stores.insert(&old.name, handle);
             }
         }
         let mut routes: Vec<Arc<Route>> = config
@@ -149,6 +157,34 @@ impl LiveState {
             };
             host_matches && path_has_prefix(path, &config.path_prefix)
         })
+    }
+}
+
+/// What a reload keeps of the running live state: a pool whose upstream config is unchanged
+/// (its health marks and idle connections with it), and an old store whose config and
+/// session cookie name are unchanged (its connections with it).
+struct Reuse<'a> {
+    previous: Option<&'a LiveState>,
+}
+
+impl Reuse<'_> {
+    fn pool(&self, config: &UpstreamConfig) -> Option<Arc<UpstreamPool>> {
+        let previous = self.previous?;
+        let unchanged = previous.config.upstreams.iter().any(|u| u == config);
+        let route = previous
+            .routes
+            .iter()
+            .find(|r| r.pool().name == config.name)?;
+        unchanged.then(|| route.pool().clone())
+    }
+
+    fn old_store(&self, config: &OldStoreConfig, cookie_name: &str) -> Option<OldStoreHandle> {
+        let previous = self.previous?;
+        let unchanged = previous.config.session.cookie_name == cookie_name
+            && previous.config.old_stores.iter().any(|o| o == config);
+        let mut handles = previous.routes.iter().flat_map(|r| &r.sessions.old_stores);
+        let handle = handles.find(|h| h.name() == config.name)?;
+        unchanged.then(|| handle.clone())
     }
 }
 

@@ -164,7 +164,7 @@ async fn run() -> anyhow::Result<()> {
             let store = SessionStore::connect(&config.store)
                 .await?
                 .observed_by(metrics.clone());
-            let live = LiveState::build(config.clone(), store, metrics.clone()).await?;
+            let live = LiveState::build(config.clone(), store, metrics.clone(), None).await?;
             let proxy = Proxy::new(live);
             let reloader = Reloader::new(&config_path, proxy.clone(), metrics.clone());
             reloader.mark_active(&config);

@@ -3,7 +3,7 @@
 //! into a new runtime, then swapped in whole. A bad file is rejected with its key and line and
 //! the running config stays.
 
-use crate::config::{load_config, Config, ConfigError};
+use crate::config::{load_config, Config, ConfigError, ListenerConfig};
 use crate::metrics::{ConfigLabels, Metrics, ResultLabels};
 use crate::proxy::Proxy;
 use crate::live::LiveState;
@@ -13,6 +13,46 @@ use notify::{RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The `[listener]` settings that differ and are read only at start: the sockets, the
+/// connection limits and the shutdown grace. `trust_forwarded_headers` is not among them: each
+/// request reads it from the running config.
+fn restart_only_changes(running: &ListenerConfig, new: &ListenerConfig) -> Vec<&'static str> {
+    // Destructured, so that a new setting must be sorted into one kind or the other.
+    let ListenerConfig {
+        address,
+        shutdown_grace,
+        trust_forwarded_headers: _,
+        header_timeout,
+        idle_timeout,
+        max_connections,
+        tls,
+    } = new;
+    [
+        ("listener.address", running.address == *address),
+        (
+            "listener.shutdown_grace",
+            running.shutdown_grace == *shutdown_grace,
+        ),
+        (
+            "listener.header_timeout",
+            running.header_timeout == *header_timeout,
+        ),
+        (
+            "listener.idle_timeout",
+            running.idle_timeout == *idle_timeout,
+        ),
+        (
+            "listener.max_connections",
+            running.max_connections == *max_connections,
+        ),
+        ("listener.tls", running.tls == *tls),
+    ]
+    .into_iter()
+    .filter(|(_, same)| !same)
+    .map(|(key, _)| key)
+    .collect()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -63,9 +103,11 @@ impl Reloader {
         if config.source_hash == running.config.source_hash {
             return Ok(false);
         }
-        if config.listener != running.config.listener {
+        let restart_only = restart_only_changes(&running.config.listener, &config.listener);
+        if !restart_only.is_empty() {
             tracing::warn!(
-                "[listener] changed in {}: that takes a restart; the rest of the config is applied",
+                "{} changed in {}: that takes a restart; the rest of the config is applied",
+                restart_only.join(", "),
                 self.path.display()
             );
         }
@@ -87,7 +129,8 @@ impl Reloader {
             }
             store
         };
-        let live = LiveState::build(config.clone(), store, self.metrics.clone()).await?;
+        let live =
+            LiveState::build(config.clone(), store, self.metrics.clone(), Some(&running)).await?;
         self.proxy.replace(live);
         self.mark_active(&config);
         Ok(true)

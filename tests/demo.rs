@@ -18,19 +18,22 @@ async fn the_demo_runs_without_redis_and_keeps_users_logged_in_on_both_instances
         .spawn()
         .unwrap();
     let stdout = demo.stdout.take().unwrap();
-    let address = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| {
-                let rest = line.split("unstick, round robin:").nth(1)?;
-                rest.split_whitespace().next().map(String::from)
-            })
+    // Read to the end, not only to the address line: a closed pipe would fail the demo's
+    // next write to stdout.
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("unstick, round robin:").nth(1) {
+                let _ = address_tx.send(rest.split_whitespace().next().map(String::from));
+            }
+        }
     });
-    let base = tokio::time::timeout(Duration::from_secs(20), address)
+    let address =
+        tokio::task::spawn_blocking(move || address_rx.recv_timeout(Duration::from_secs(20)));
+    let base = address
         .await
-        .expect("the demo printed its address")
         .unwrap()
+        .expect("the demo printed its address")
         .expect("address line");
 
     let http = reqwest::Client::new();

@@ -4,12 +4,15 @@
 
 mod support;
 
+use http_body_util::BodyExt;
 use std::net::SocketAddr;
 use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use unstick::config::{InstanceConfig, UpstreamConfig};
 use unstick::demo::LegacyAppConfig;
+use unstick::upstream::UpstreamPool;
 
 // ---------------------------------------------------------------------------------------------
 // Redis down or hung: the cookie holder gets "please retry", never an anonymous page.
@@ -513,6 +516,92 @@ async fn an_app_slower_than_the_response_timeout_is_a_504() {
     let response = http.get(proxy.url("/slow?ms=10")).send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "slow answer");
+}
+
+/// The pool of one instance `a` at `address`, without a health check of its own.
+fn one_instance_pool(address: SocketAddr) -> std::sync::Arc<UpstreamPool> {
+    UpstreamPool::new(&UpstreamConfig {
+        name: "app".into(),
+        instances: vec![InstanceConfig {
+            name: "a".into(),
+            authority: address.to_string(),
+        }],
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(5),
+        max_idle_per_instance: 4,
+        health_check: None,
+        jvm_routes: Default::default(),
+        lb_cookie: None,
+    })
+}
+
+/// `GET path` as unstick asks an instance on its own behalf (login capture, health check).
+fn own_request(path: &str, app: &ClosingApp) -> http::Request<unstick::body::Body> {
+    http::Request::get(path)
+        .header("host", app.address.to_string())
+        .header("cookie", "sid=alice")
+        .body(unstick::body::empty())
+        .unwrap()
+}
+
+/// The app closes a pooled connection while it is idle (its keep-alive timeout) and unstick
+/// has not read the FIN yet: unstick's own call to that instance (a login's whoami capture, a
+/// health probe) goes out again on a fresh connection instead of failing. The test runs on one
+/// thread, so the pool's connection tasks run only when the test awaits: the app's close
+/// always lands before unstick can notice it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_connection_the_app_closed_while_idle_is_replaced_not_failed() {
+    let app = ClosingApp::start(KeepAlive::UntilClosed);
+    let pool = one_instance_pool(app.address);
+    let instance = pool.instance("a").unwrap().clone();
+    for round in 1..=3 {
+        if round > 1 {
+            // The connection went back to the pool, idle; now the app closes it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            app.close_idle_connections();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let response = pool
+            .send_to(
+                &instance,
+                own_request("/whoami", &app),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("whoami call {round} failed: {e}"));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], br#"{"user":"alice"}"#);
+    }
+    assert_eq!(app.connections(), 3, "one fresh connection per closed one");
+}
+
+/// An app that closes keep-alive connections after a short idle, as Node and gunicorn do,
+/// probed about as often: every login is captured and the app is never marked down.
+#[tokio::test]
+async fn an_app_closing_idle_connections_stays_healthy_and_its_logins_are_captured() {
+    let redis = RedisServer::start().await;
+    let app = ClosingApp::start(KeepAlive::IdleTimeout(Duration::from_millis(100)));
+    let mut config = test_app_config(&redis, &[("a", app.address)]);
+    config.upstream_extra =
+        "health_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"1s\" }".into();
+    let proxy = ProxyProcess::start(&config).await;
+    for round in 0..15 {
+        let user = format!("user{round}");
+        let cookie = test_app_login(&proxy, &user).await;
+        assert_eq!(
+            user_seen(&proxy, &cookie).await.as_deref(),
+            Some(user.as_str())
+        );
+        // Around the app's idle timeout, so that its closes meet unstick's next calls.
+        tokio::time::sleep(Duration::from_millis(95 + round % 10)).await;
+    }
+    assert_eq!(
+        proxy.count_logs("instance health changed"),
+        0,
+        "{}",
+        proxy.logs()
+    );
+    assert!(app.connections() > 1, "the app closed its connections");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -152,6 +152,37 @@ async fn headers_only_unstick_may_set_never_reach_the_app() {
     assert!(received.contains(&"connection_"), "{seen}");
 }
 
+/// Proxy credentials are for the first proxy that expects them (RFC 9110 section 11.7.2);
+/// unstick is a gateway in front of the app, so the app never sees a client's.
+#[tokio::test]
+async fn a_clients_proxy_credentials_never_reach_the_app() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    let proxy = ProxyProcess::start(&config).await;
+    let seen = json_of(
+        reqwest::Client::new()
+            .get(proxy.url("/echo"))
+            .header("Proxy-Authorization", "Basic YWxpY2U6c2VjcmV0")
+            .header("Proxy_Authorization", "Basic YWxpY2U6c2VjcmV0")
+            .header("Authorization", "Bearer for-the-app"),
+    )
+    .await;
+    assert!(
+        seen["headers"].get("proxy-authorization").is_none(),
+        "{seen}"
+    );
+    assert!(
+        seen["headers"].get("proxy_authorization").is_none(),
+        "{seen}"
+    );
+    // The app's own credentials pass.
+    assert_eq!(
+        seen["headers"]["authorization"],
+        serde_json::json!(["Bearer for-the-app"])
+    );
+}
+
 #[tokio::test]
 async fn a_trusted_proxy_in_front_may_send_forwarding_headers() {
     let redis = RedisServer::start().await;

@@ -466,6 +466,115 @@ async fn a_config_file_change_is_applied_and_a_broken_one_is_refused() {
     assert_eq!(instances.len(), 2, "redis mode now balances");
 }
 
+/// Waits until the proxy has logged `text` `count` times (up to 10 s).
+async fn wait_for_logs(proxy: &ProxyProcess, text: &str, count: usize) {
+    for _ in 0..200 {
+        if proxy.count_logs(text) >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{text:?} not logged {count} times; logs:\n{}", proxy.logs());
+}
+
+/// A reload keeps what it did not change: an instance the health check found down stays known
+/// down (nothing sent to it, no health change announced again), and an old store keeps its
+/// connection. A changed upstream starts afresh.
+#[tokio::test]
+async fn a_reload_keeps_health_marks_and_old_store_connections_it_did_not_change() {
+    let redis = RedisServer::start().await;
+    let old_redis = RedisServer::start().await;
+    let a = legacy_app("a").await;
+    let b = legacy_app("b").await;
+    let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
+    config.mode = "overlap".into();
+    config.upstream_extra = "health_check = { path = \"/healthz\", interval = \"200ms\" }".into();
+    config.extra_tables = format!(
+        "[[old_stores]]\nname = \"connect-redis\"\nkind = \"redis\"\nurl = \"{}\"\nkey = \"sess:{{id}}\"\nformat = \"json\"\n",
+        old_redis.url()
+    );
+    config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"connect-redis\"]".into();
+    let proxy = ProxyProcess::start(&config).await;
+    let old_store = old_redis.client().await;
+
+    drop(b);
+    wait_for_logs(&proxy, "instance health changed", 1).await;
+    let connections = connections_received(&old_store).await;
+
+    // Something else changes, twice.
+    for idle_timeout in ["20m", "25m"] {
+        config.idle_timeout = idle_timeout.into();
+        proxy.reload(&config).await;
+        for _ in 0..4 {
+            let (status, _, instance) = Browser::new().me(&proxy).await;
+            assert_eq!((status, instance.as_deref()), (200, Some("a")));
+        }
+    }
+    // A few health check rounds.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        proxy.count_logs("instance health changed"),
+        1,
+        "{}",
+        proxy.logs()
+    );
+    assert_eq!(
+        proxy.count_logs("instance unreachable"),
+        0,
+        "{}",
+        proxy.logs()
+    );
+    assert_eq!(connections_received(&old_store).await, connections);
+
+    // The upstream itself changes: a new pool, whose health check finds b down anew.
+    config.upstream_extra =
+        "health_check = { path = \"/healthz\", interval = \"200ms\" }\nresponse_timeout = \"7s\""
+            .into();
+    proxy.reload(&config).await;
+    wait_for_logs(&proxy, "instance health changed", 2).await;
+    // The old store did not change: still no new connection.
+    assert_eq!(connections_received(&old_store).await, connections);
+}
+
+/// `listener.trust_forwarded_headers` is read per request: a reload applies it, and the
+/// reload does not claim it needs a restart. A setting read only at start is still named.
+#[tokio::test]
+async fn trusting_forwarded_headers_applies_on_reload_without_a_restart() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = test_app_config(&redis, &app);
+    let proxy = ProxyProcess::start(&config).await;
+    let forwarded_for = || async {
+        let seen = json_of(
+            reqwest::Client::new()
+                .get(proxy.url("/echo"))
+                .header("X-Forwarded-For", "203.0.113.7"),
+        )
+        .await;
+        seen["headers"]["x-forwarded-for"].clone()
+    };
+    assert_eq!(forwarded_for().await, serde_json::json!(["127.0.0.1"]));
+
+    config.listener_extra = "trust_forwarded_headers = true".into();
+    proxy.reload(&config).await;
+    assert_eq!(
+        forwarded_for().await,
+        serde_json::json!(["203.0.113.7, 127.0.0.1"])
+    );
+    assert_eq!(proxy.count_logs("takes a restart"), 0, "{}", proxy.logs());
+
+    config.listener_extra = "trust_forwarded_headers = true\nidle_timeout = \"2m\"".into();
+    proxy.reload(&config).await;
+    assert_eq!(proxy.count_logs("takes a restart"), 1);
+    let logs = proxy.logs();
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("takes a restart"))
+        .unwrap();
+    assert!(warning.contains("listener.idle_timeout"), "{warning}");
+    assert!(!warning.contains("trust_forwarded_headers"), "{warning}");
+}
+
 #[tokio::test]
 async fn reloading_under_load_fails_no_request() {
     let redis = RedisServer::start().await;

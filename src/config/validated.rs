@@ -293,7 +293,7 @@ impl IdentityHeaders {
 }
 
 /// JSON pointers that turn an app's identity document into an identity.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityMapping {
     pub user: String,
     pub roles: String,
@@ -339,7 +339,7 @@ pub struct SignatureConfig {
     pub header: HeaderName,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub name: String,
     pub instances: Vec<InstanceConfig>,
@@ -354,7 +354,7 @@ pub struct UpstreamConfig {
 }
 
 /// The sticky cookie of the load balancer unstick replaces (e.g. HAProxy `SERVERID`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LbCookieConfig {
     pub name: String,
     /// Cookie value -> instance name.
@@ -368,7 +368,7 @@ pub struct InstanceConfig {
     pub authority: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckConfig {
     pub path: String,
     pub interval: Duration,
@@ -411,7 +411,7 @@ pub enum UnexplainedCookieChange {
 }
 
 /// Where the app kept sessions before unstick.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OldStoreConfig {
     pub name: String,
     pub kind: OldStoreKind,
@@ -420,7 +420,7 @@ pub struct OldStoreConfig {
     pub mapping: IdentityMapping,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum OldStoreKind {
     /// The app's own endpoint on the instance that holds the session.
     Whoami {

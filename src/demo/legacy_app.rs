@@ -6,9 +6,7 @@
 //! `{"user", "instance"}`), `GET /` (a small page), `GET /healthz`.
 
 use crate::body::{self, Body};
-use crate::config::IdFormat;
-use crate::session::cookie::{cookie_values, express_sign, parse_session_cookie};
-use http::header::{ACCEPT, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use http::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use http::HeaderValue;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -153,10 +151,9 @@ async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> 
             UnknownSession::Reissue => {
                 let id = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
                 state.sessions_lock().insert(id.clone(), None);
-                Some(format!(
-                    "{name}={}; Path=/; HttpOnly; SameSite=Lax",
-                    state.cookie_value(&id)
-                ))
+                state
+                    .cookie_value(&id)
+                    .map(|value| format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax"))
             }
         };
         if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -194,10 +191,15 @@ async fn route(state: &AppState, request: Request<Incoming>) -> Response<Body> {
             state
                 .sessions_lock()
                 .insert(id.clone(), Some(user.to_string()));
+            let Some(value) = state.cookie_value(&id) else {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot sign the cookie\n",
+                );
+            };
             let mut cookie = format!(
-                "{}={}; Path=/; HttpOnly; SameSite=Lax",
-                state.config.cookie_name,
-                state.cookie_value(&id)
+                "{}={value}; Path=/; HttpOnly; SameSite=Lax",
+                state.config.cookie_name
             );
             if form.contains_key("remember") {
                 cookie.push_str(&format!("; Max-Age={REMEMBER_SECONDS}"));
@@ -220,37 +222,39 @@ impl AppState {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn id_format(&self) -> IdFormat {
+    /// The cookie value for a session id: the id, or signed as express-session does.
+    fn cookie_value(&self, id: &str) -> Option<String> {
         match &self.config.signing_secret {
-            Some(secret) => IdFormat::ExpressSigned {
-                secrets: vec![secret.clone()],
-            },
-            None => IdFormat::Plain,
+            Some(secret) => {
+                let signed = express_cookie::sign(id, secret)?;
+                Some(utf8_percent_encode(&signed, URI_COMPONENT).to_string())
+            }
+            None => Some(id.to_string()),
         }
     }
 
-    fn cookie_value(&self, id: &str) -> String {
+    /// The session id a cookie value carries: itself, or the id signed with this app's secret.
+    fn session_id_in(&self, value: &str) -> Option<String> {
+        if value.is_empty() || value.len() > 4096 {
+            return None;
+        }
         match &self.config.signing_secret {
-            Some(secret) => {
-                utf8_percent_encode(&express_sign(id, secret), URI_COMPONENT).to_string()
-            }
-            None => id.to_string(),
+            Some(secret) => express_cookie::verify(value, secret),
+            None => Some(value.to_string()),
         }
     }
 
     /// The session id in the request's cookie that this instance knows.
     fn own_session_id(&self, headers: &HeaderMap) -> Option<String> {
-        let format = self.id_format();
         let sessions = self.sessions_lock();
-        cookie_values(headers, &self.config.cookie_name)
-            .filter_map(|value| parse_session_cookie(value, &format))
-            .map(|id| id.id().to_string())
+        request_cookies(headers, &self.config.cookie_name)
+            .filter_map(|value| self.session_id_in(value))
             .find(|id| sessions.contains_key(id))
     }
 
     /// Whether the request carries the session cookie, but with no id this instance holds.
     fn carries_unknown_session(&self, headers: &HeaderMap) -> bool {
-        cookie_values(headers, &self.config.cookie_name)
+        request_cookies(headers, &self.config.cookie_name)
             .next()
             .is_some()
             && self.own_session_id(headers).is_none()
@@ -320,6 +324,60 @@ impl AppState {
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
         response
+    }
+}
+
+/// Values of the request's cookies named `name`, in the order sent (RFC 6265 section 5.4),
+/// quotes removed. The app's own reading, apart from unstick's: a bug in one shows up as a
+/// disagreement in the end-to-end tests instead of being mirrored.
+fn request_cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|header| header.as_bytes().split(|&b| b == b';'))
+        .filter_map(move |pair| {
+            let pair = std::str::from_utf8(pair.trim_ascii()).ok()?;
+            let (n, value) = pair.split_once('=')?;
+            (n.trim() == name).then_some(value.trim())
+        })
+        .map(|value| {
+            value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value)
+        })
+}
+
+/// express-session's signed cookie (cookie-signature): `s:<id>.<sig>`, `sig` the unpadded
+/// base64 of HMAC-SHA256(secret, id), percent-encoded on the wire.
+mod express_cookie {
+    use base64::engine::general_purpose::STANDARD_NO_PAD;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+
+    type HmacSha256 = Hmac<sha2::Sha256>;
+
+    /// `None` only if HMAC refused the key, which it does for no length.
+    pub fn sign(id: &str, secret: &str) -> Option<String> {
+        let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).ok()?;
+        mac.update(id.as_bytes());
+        let signature = STANDARD_NO_PAD.encode(mac.finalize().into_bytes());
+        Some(format!("s:{id}.{signature}"))
+    }
+
+    pub fn verify(value: &str, secret: &str) -> Option<String> {
+        let decoded = percent_encoding::percent_decode_str(value)
+            .decode_utf8()
+            .ok()?;
+        let (id, signature) = decoded.strip_prefix("s:")?.rsplit_once('.')?;
+        let signature = STANDARD_NO_PAD
+            .decode(signature.trim_end_matches('='))
+            .ok()?;
+        let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).ok()?;
+        mac.update(id.as_bytes());
+        // Constant time, as express compares.
+        mac.verify_slice(&signature).ok()?;
+        (!id.is_empty()).then(|| id.to_string())
     }
 }
 

@@ -107,7 +107,7 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
         &config.listener,
         crate::server::connections::raise_open_file_limit().map_or(1024, |l| l.soft),
     );
-    let live = LiveState::build(config, store, metrics).await?;
+    let live = LiveState::build(config, store, metrics, None).await?;
     let proxy = Proxy::new(live);
 
     let store_note = if store_url == "memory://" {

@@ -8,33 +8,45 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::HeaderMap;
 use std::net::IpAddr;
 
-/// Always hop-by-hop, whether or not `Connection` lists them.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers meant for one connection or one hop, removed before forwarding whether or not
+/// `Connection` lists them (RFC 9110 section 7.6.1). The one list: the proxy strips these and
+/// `unstick check` refuses them as identity headers.
+pub const HOP_BY_HOP: [HeaderName; 9] = [
+    // RFC 9110 section 7.6.1.
     header::CONNECTION,
+    // Pre-standard `Connection` (RFC 9112 appendix C.2.2).
     HeaderName::from_static("proxy-connection"),
+    // RFC 2068 section 19.7.1, named by RFC 9110 section 7.6.1.
     HeaderName::from_static("keep-alive"),
+    // What the sender accepts from its next hop (RFC 9110 section 10.1.4), `TE: trailers`
+    // included: that next hop is unstick, and unstick speaks for itself to the app.
     header::TE,
+    // Announces trailer fields of this hop's chunked framing (RFC 9110 section 6.6.2).
     header::TRAILER,
+    // This hop's framing (RFC 9112 section 6.1).
     header::TRANSFER_ENCODING,
+    // RFC 9110 section 7.8; put back when an upgrade is requested (see strip_hop_by_hop).
     header::UPGRADE,
+    // A challenge for the next outbound client only (RFC 9110 section 11.7.1).
     header::PROXY_AUTHENTICATE,
+    // Credentials for the first proxy that expects them (RFC 9110 section 11.7.2): unstick is
+    // a gateway, and a client's proxy credentials are none of the app's business.
+    header::PROXY_AUTHORIZATION,
 ];
+
+/// Whether `name` (lower case) is in [`HOP_BY_HOP`].
+pub fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|hop| hop.as_str() == name)
+}
 
 /// Prefix of unstick's own headers (logout signals, the identity a login sends): none passes
 /// from a client to the app, none from the app to a client.
 const INTERNAL_PREFIX: &str = "x-unstick-";
 
-/// Framing and forwarding headers whose `_` spelling is dropped: an app server that reads
-/// `Transfer_Encoding` or `X_Forwarded_For` as the real header would frame the body or trust
-/// a client address differently from unstick.
-const NO_UNDERSCORE_SPELLING: [&str; 14] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Framing and forwarding headers whose `_` spelling is dropped (hop-by-hop ones too): an app
+/// server that reads `Transfer_Encoding` or `X_Forwarded_For` as the real header would frame
+/// the body or trust a client address differently from unstick.
+const NO_UNDERSCORE_SPELLING: [&str; 7] = [
     "content-length",
     "host",
     "forwarded",
@@ -67,6 +79,7 @@ impl OwnedHeaders {
             let normalized = normalize_header_name(name);
             return self.0.contains(&normalized)
                 || normalized.starts_with(INTERNAL_PREFIX)
+                || is_hop_by_hop(&normalized)
                 || NO_UNDERSCORE_SPELLING.contains(&normalized.as_str());
         }
         name.starts_with(INTERNAL_PREFIX) || self.0.iter().any(|owned| owned == name)
@@ -362,6 +375,52 @@ mod tests {
         assert_eq!(headers["x-auth-roles"], "admin,user");
         assert_eq!(headers["x-auth-tenant"], "acme");
         assert!(headers.get("x-auth-email").is_none());
+    }
+
+    #[test]
+    fn every_hop_by_hop_header_goes_whether_or_not_connection_names_it() {
+        let mut headers = HeaderMap::new();
+        for name in HOP_BY_HOP {
+            headers.insert(name, HeaderValue::from_static("x"));
+        }
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers, None);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn a_clients_proxy_credentials_never_reach_the_app_in_any_spelling() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        headers.insert("proxy_authorization", HeaderValue::from_static("Basic x"));
+        strip_hop_by_hop(&mut headers, None);
+        strip_reserved_headers(&mut headers, &OwnedHeaders::default());
+        assert!(headers.is_empty(), "{headers:?}");
+    }
+
+    #[test]
+    fn te_trailers_is_the_clients_word_to_unstick_not_to_the_app() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("TE"));
+        strip_hop_by_hop(&mut headers, None);
+        assert!(headers.is_empty(), "{headers:?}");
+    }
+
+    #[test]
+    fn upgrade_without_connection_upgrade_is_no_handshake() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        let upgrade = requested_upgrade(&headers);
+        assert!(upgrade.is_none());
+        strip_hop_by_hop(&mut headers, upgrade.as_ref());
+        assert!(headers.is_empty(), "{headers:?}");
     }
 
     #[test]

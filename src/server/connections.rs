@@ -6,7 +6,7 @@
 use crate::config::ListenerConfig;
 use crate::metrics::Metrics;
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};

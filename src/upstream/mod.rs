@@ -1,6 +1,6 @@
 //! The app's instances: which are healthy, which one takes a request (round robin, or the
 //! preferred instance while it is healthy), and sending a request with retry when it was
-//! never sent (refused connection, stale keep-alive).
+//! never sent (refused connection, stale keep-alive); one retry path for all requests.
 
 mod connection;
 
@@ -169,61 +169,27 @@ impl UpstreamPool {
         let mut request = request;
         let mut last_error = String::from("no instance tried");
         for instance in self.candidates(preferred) {
-            // A pooled connection may have been closed by the app just now; then the request
-            // comes back unsent and is tried once more on a fresh connection to the same instance.
-            let mut pooled = if upgrade {
-                None
-            } else {
-                instance.connections.take_idle()
-            };
-            loop {
-                let reused = pooled.is_some();
-                let mut sender = match pooled.take() {
-                    Some(sender) => sender,
-                    None => match instance.connections.connect(self.connect_timeout).await {
-                        Ok(sender) => sender,
-                        Err(e) => {
-                            tracing::warn!(upstream = %self.name, instance = %instance.name, error = %e, "instance unreachable; trying another");
-                            self.mark_down(&instance, DOWN_COOLDOWN);
-                            last_error = e.to_string();
-                            break;
-                        }
-                    },
-                };
-                let sent =
-                    tokio::time::timeout(self.response_timeout, sender.try_send_request(request))
-                        .await;
-                match sent {
-                    Err(_) => {
-                        return Err(ForwardError::Timeout {
-                            instance: instance.name.clone(),
-                            timeout: self.response_timeout,
-                        })
-                    }
-                    Ok(Ok(response)) => {
-                        if !upgrade {
-                            instance.connections.put_back(sender);
-                        }
-                        return Ok((response, instance));
-                    }
-                    Ok(Err(mut error)) => match error.take_message() {
-                        Some(unsent) => {
-                            request = unsent;
-                            last_error = error.into_error().to_string();
-                            if reused {
-                                continue;
-                            }
-                            self.mark_down(&instance, DOWN_COOLDOWN);
-                            break;
-                        }
-                        None => {
-                            return Err(ForwardError::Failed {
-                                instance: instance.name.clone(),
-                                source: error.into_error(),
-                            })
-                        }
-                    },
+            match self
+                .send_on(
+                    &instance,
+                    request,
+                    upgrade,
+                    self.response_timeout,
+                    Resend::IfUnsent,
+                )
+                .await
+            {
+                Ok(response) => return Ok((response, instance)),
+                Err(Attempt::Unsent {
+                    request: unsent,
+                    error,
+                }) => {
+                    tracing::warn!(upstream = %self.name, instance = %instance.name, %error, "instance unreachable; trying another");
+                    self.mark_down(&instance, DOWN_COOLDOWN);
+                    request = *unsent;
+                    last_error = error;
                 }
+                Err(Attempt::Failed(error)) => return Err(error),
             }
         }
         Err(ForwardError::Unreachable {
@@ -232,44 +198,148 @@ impl UpstreamPool {
         })
     }
 
-    /// Sends a request to one given instance (login capture, old-store lookups), bounded by
-    /// `timeout`. No retry elsewhere: the answer must come from that instance.
+    /// Sends unstick's own request to one given instance (login capture, old-store lookups,
+    /// health checks), bounded by `timeout`. No retry elsewhere: the answer must come from that
+    /// instance.
     pub async fn send_to(
         &self,
         instance: &Instance,
         request: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let attempt = async {
-            let mut sender = match instance.connections.take_idle() {
-                Some(sender) => sender,
-                None => instance
-                    .connections
-                    .connect(self.connect_timeout)
-                    .await
-                    .map_err(|e| ForwardError::Unreachable {
-                        upstream: self.name.clone(),
-                        last: e.to_string(),
-                    })?,
-            };
-            let response =
-                sender
-                    .send_request(request)
-                    .await
-                    .map_err(|source| ForwardError::Failed {
-                        instance: instance.name.clone(),
-                        source,
-                    })?;
-            instance.connections.put_back(sender);
-            Ok(response)
-        };
-        tokio::time::timeout(timeout, attempt)
-            .await
-            .unwrap_or(Err(ForwardError::Timeout {
+        let attempt = self.send_on(instance, request, false, timeout, Resend::IfUnanswered);
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(Attempt::Unsent { error, .. })) => Err(ForwardError::Unreachable {
+                upstream: self.name.clone(),
+                last: error,
+            }),
+            Ok(Err(Attempt::Failed(error))) => Err(error),
+            Err(_) => Err(ForwardError::Timeout {
                 instance: instance.name.clone(),
                 timeout,
-            }))
+            }),
+        }
     }
+
+    /// One request to one instance, on a pooled connection when there is one. The app may
+    /// have closed that idle connection just now (its keep-alive timeout): the request then
+    /// goes once more on a fresh connection to the same instance, when it came back unsent or
+    /// `resend` allows it.
+    async fn send_on(
+        &self,
+        instance: &Instance,
+        request: Request<Body>,
+        upgrade: bool,
+        response_timeout: Duration,
+        resend: Resend,
+    ) -> Result<Response<Incoming>, Attempt> {
+        let mut request = request;
+        let mut pooled = if upgrade {
+            None
+        } else {
+            instance.connections.take_idle()
+        };
+        loop {
+            let reused = pooled.is_some();
+            let mut sender = match pooled.take() {
+                Some(sender) => sender,
+                None => match instance.connections.connect(self.connect_timeout).await {
+                    Ok(sender) => sender,
+                    Err(e) => {
+                        return Err(Attempt::Unsent {
+                            request: Box::new(request),
+                            error: e.to_string(),
+                        })
+                    }
+                },
+            };
+            let replica = match resend {
+                Resend::IfUnanswered if reused => replica(&request),
+                _ => None,
+            };
+            let sent =
+                tokio::time::timeout(response_timeout, sender.try_send_request(request)).await;
+            match sent {
+                Err(_) => {
+                    return Err(Attempt::Failed(ForwardError::Timeout {
+                        instance: instance.name.clone(),
+                        timeout: response_timeout,
+                    }))
+                }
+                Ok(Ok(response)) => {
+                    if !upgrade {
+                        instance.connections.put_back(sender);
+                    }
+                    return Ok(response);
+                }
+                Ok(Err(mut error)) => match (error.take_message(), replica) {
+                    (Some(unsent), _) if reused => request = unsent,
+                    (None, Some(replica)) if closed_unanswered(error.error()) => request = replica,
+                    (Some(unsent), _) => {
+                        return Err(Attempt::Unsent {
+                            request: Box::new(unsent),
+                            error: error.into_error().to_string(),
+                        })
+                    }
+                    (None, _) => {
+                        return Err(Attempt::Failed(ForwardError::Failed {
+                            instance: instance.name.clone(),
+                            source: error.into_error(),
+                        }))
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// When a request that went out on a reused connection may go again on a fresh one.
+#[derive(Clone, Copy)]
+enum Resend {
+    /// Only when it was never sent: a client's request may have been acted on.
+    IfUnsent,
+    /// Also when the connection closed before any answer: unstick's own bodiless GETs, safe
+    /// to repeat (RFC 9110 section 9.2.2).
+    IfUnanswered,
+}
+
+/// A copy of a bodiless request with a safe method (RFC 9110 section 9.2.1), to send again.
+fn replica(request: &Request<Body>) -> Option<Request<Body>> {
+    use hyper::body::Body as _;
+    if !request.method().is_safe() || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(body::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
+}
+
+/// The connection ended before an answer began: closed, or reset by the app.
+fn closed_unanswered(error: &hyper::Error) -> bool {
+    use std::io::ErrorKind;
+    let io_kind = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    error.is_incomplete_message()
+        || matches!(
+            io_kind,
+            Some(ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted)
+        )
+}
+
+/// How one instance failed a request.
+enum Attempt {
+    /// Never sent (no connection, or a fresh one closed first): safe to send elsewhere.
+    Unsent {
+        request: Box<Request<Body>>,
+        error: String,
+    },
+    /// Sent (maybe partly), or no answer in time: not safe to send again.
+    Failed(ForwardError),
 }
 
 /// Probes each instance every `interval`; a non-2xx/3xx answer or no answer marks it down

@@ -2,6 +2,7 @@
 //! real sockets, the real `unstick` binary, and an HTTP client.
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of the fixtures
 
+pub mod closing_app;
 pub mod django;
 pub mod laravel;
 pub mod load;
@@ -22,12 +23,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use unstick::demo::{LegacyApp, LegacyAppConfig};
 
+pub use self::closing_app::{ClosingApp, KeepAlive};
 pub use self::django::DjangoApp;
 pub use self::laravel::LaravelApp;
 pub use self::load::{every_user_served, me_as, Outcomes, SessionLoad};
 pub use self::postgres::PgDatabase;
 pub use self::rails::RailsApp;
-pub use self::redis::RedisServer;
+pub use self::redis::{connections_received, RedisServer};
 pub use self::test_app::TestApp;
 pub use self::tomcat::TomcatApp;
 

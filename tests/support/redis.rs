@@ -141,3 +141,16 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// How many connections the server has accepted so far (`INFO stats`), asked on `client`'s
+/// own connection so that asking adds none.
+pub async fn connections_received(client: &Client) -> u64 {
+    let info: String = client
+        .custom(fred::cmd!("INFO"), vec!["stats"])
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("total_connections_received in INFO stats")
+}
