@@ -3,7 +3,10 @@
 //! flight finish within the grace period. The HTTPS listener is in [`tls`].
 
 pub mod connections;
+mod running;
 pub mod tls;
+
+pub use running::{start, RunningServer, StartError};
 
 use crate::body::Body;
 use crate::proxy::headers::ClientAddress;
