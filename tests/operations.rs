@@ -12,7 +12,7 @@ const TOKEN: &str = "test-admin-token-0123456789";
 
 fn test_app_config(redis: &RedisServer, app: &TestApp) -> ProxyConfig {
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    config.extra_tables = "[admin]\naddress = \"127.0.0.1:0\"\n".into();
+    config.admin = true;
     config
 }
 
@@ -207,7 +207,7 @@ async fn the_oldest_session_is_ended_beyond_the_cap() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = test_app_config(&redis, &app);
-    config.session_extra = "max_sessions_per_user = 2".into();
+    config.session.max_sessions_per_user = Some(2);
     let proxy = ProxyProcess::start(&config).await;
     let first = test_app_login(&proxy, "carol").await;
     let second = test_app_login(&proxy, "carol").await;
@@ -231,7 +231,7 @@ async fn a_users_index_holds_only_live_sessions_and_lives_as_long_as_the_longest
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = test_app_config(&redis, &app);
-    config.idle_timeout = "2s".into();
+    config.session.idle_timeout = "2s".into();
     let proxy =
         ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     let client = redis.client().await;
@@ -278,7 +278,7 @@ async fn a_users_index_holds_only_live_sessions_and_lives_as_long_as_the_longest
     assert!(bytes < 1_024, "index is {bytes} bytes for one session");
 
     // The cap counts live sessions only, and still ends the oldest live one.
-    config.session_extra = "max_sessions_per_user = 3".into();
+    config.session.max_sessions_per_user = Some(3);
     proxy.reload(&config).await;
     let third = test_app_login(&proxy, "erin").await;
     let fourth = test_app_login(&proxy, "erin").await;
@@ -411,7 +411,7 @@ async fn a_config_file_change_is_applied_and_a_broken_one_is_refused() {
     let a = legacy_app("a").await;
     let b = legacy_app("b").await;
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
-    config.mode = "legacy".into();
+    config.mode = Mode::Legacy;
     let proxy = ProxyProcess::start(&config).await;
     let mut alice = Browser::new();
     alice.login(&proxy, "alice").await;
@@ -441,8 +441,8 @@ async fn a_config_file_change_is_applied_and_a_broken_one_is_refused() {
     assert_eq!(alice.me(&proxy).await.1.as_deref(), Some("alice"));
 
     // A valid edit, noticed by watching the file (no signal): the next request uses it.
-    config.upstream_extra = "response_timeout = \"7s\"".into();
-    config.mode = "redis".into();
+    config.upstream.response_timeout = Some("7s".into());
+    config.mode = Mode::Redis;
     std::fs::write(proxy.config_path(), config.to_toml()).unwrap();
     for _ in 0..200 {
         if proxy.count_logs("config reloaded") > reloads {
@@ -494,12 +494,18 @@ async fn reloading_under_load_fails_no_request() {
         }));
     }
     // 100 reloads, each one swapping the route's mode while requests are in flight.
-    let modes = ["overlap", "redis", "legacy", "redis", "overlap", "redis"];
-    config.extra_tables =
-        "[[old_stores]]\nname = \"app\"\nkind = \"whoami\"\npath = \"/me\"\n".into();
-    config.route_extra = "old_stores = [\"app\"]".into();
+    let modes = [
+        Mode::Overlap,
+        Mode::Redis,
+        Mode::Legacy,
+        Mode::Redis,
+        Mode::Overlap,
+        Mode::Redis,
+    ];
+    config.route.logout_paths.clear();
+    config.use_old_store(OldStore::whoami("app", "/me"));
     for mode in modes.iter().cycle().take(100) {
-        config.mode = mode.to_string();
+        config.mode = *mode;
         proxy.reload(&config).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -520,9 +526,7 @@ async fn signed_identity_verifies_with_the_shared_secret() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = test_app_config(&redis, &app);
-    config
-        .extra_tables
-        .push_str("\n[identity]\nsignature = { secret = \"0123456789abcdef0123\" }\n");
+    config.identity.signature_secret = Some("0123456789abcdef0123".into());
     let proxy = ProxyProcess::start(&config).await;
     let cookie = test_app_login(&proxy, "gina").await;
     let echo: serde_json::Value = json_of(
