@@ -123,8 +123,9 @@ async fn run() -> anyhow::Result<()> {
         } => {
             let config = load_config(&config_path)?;
             raise_open_file_limit_logged();
+            let shutdown = shutdown_signal();
             let server = unstick::server::start(config, Some(&config_path)).await?;
-            shutdown_signal().await;
+            shutdown.await;
             server.stop().await;
         }
         Command::Check { config: path } => {
@@ -148,6 +149,7 @@ async fn run() -> anyhow::Result<()> {
             cookie,
             secret,
         } => {
+            let shutdown = shutdown_signal();
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -161,7 +163,7 @@ async fn run() -> anyhow::Result<()> {
             )
             .await?;
             tracing::info!(address = %app.address, %name, "legacy app listening");
-            shutdown_signal().await;
+            shutdown.await;
             app.stop().await;
         }
     }

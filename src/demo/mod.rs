@@ -89,6 +89,7 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
         })?;
     let text = demo_config(listen, &store_url, app_a.address, app_b.address);
     let config = parse_config(&text, Path::new("<demo>"))?;
+    let shutdown = shutdown_signal();
     let server = start(config, None).await?;
     let listen = server.address();
 
@@ -97,7 +98,7 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
     } else {
         "Redis from REDIS_URL".to_string()
     };
-    println!(
+    let banner = format!(
         "\nunstick demo\n\
          \n  legacy app instance a: http://{a}  (keeps logins in its own memory)\
          \n  legacy app instance b: http://{b}\
@@ -114,7 +115,10 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
         a = app_a.address,
         b = app_b.address,
     );
-    shutdown_signal().await;
+    // One write: a reader that stops at the address line (and closes the pipe) must not catch
+    // the rest half-written, and a closed stdout is no reason to stop the demo.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
+    shutdown.await;
     server.stop().await;
     app_a.stop().await;
     app_b.stop().await;
