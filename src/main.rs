@@ -125,8 +125,7 @@ async fn run() -> anyhow::Result<()> {
             raise_open_file_limit_logged();
             let shutdown = shutdown_signal();
             let server = unstick::server::start(config, Some(&config_path)).await?;
-            shutdown.await;
-            server.stop().await;
+            server.serve_until(shutdown).await;
         }
         Command::Check { config: path } => {
             let report = unstick::check::check_file(&path).await;

@@ -118,8 +118,7 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
     // One write: a reader that stops at the address line (and closes the pipe) must not catch
     // the rest half-written, and a closed stdout is no reason to stop the demo.
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
-    shutdown.await;
-    server.stop().await;
+    server.serve_until(shutdown).await;
     app_a.stop().await;
     app_b.stop().await;
     Ok(())

@@ -12,9 +12,11 @@ use crate::runtime::Runtime;
 use crate::session::old_store::OldStoreError;
 use crate::session::{SessionStore, StoreError};
 use futures_util::FutureExt;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -36,17 +38,22 @@ pub enum StartError {
     OldStore(#[from] OldStoreError),
 }
 
-/// A proxy serving on its listeners. Dropping it stops it as [`RunningServer::stop`] does,
-/// without waiting.
+/// A started proxy: every listener bound, the admin and HTTPS listeners serving, the client
+/// listener served by [`RunningServer::serve_until`] (connections wait in its backlog until
+/// then).
 pub struct RunningServer {
     address: SocketAddr,
     https_address: Option<SocketAddr>,
     admin_address: Option<SocketAddr>,
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
-    /// Sending or dropping it starts the graceful shutdown of both client listeners.
-    stop: Option<oneshot::Sender<()>>,
-    serving: JoinHandle<()>,
+    /// Taken by `serve_until`.
+    listener: Option<TcpListener>,
+    limits: ConnectionLimits,
+    grace: Duration,
+    /// Sending or dropping it starts the graceful shutdown of the HTTPS listener.
+    stop_https: Option<oneshot::Sender<()>>,
+    https: Option<JoinHandle<()>>,
     admin: Option<JoinHandle<()>>,
 }
 
@@ -118,9 +125,7 @@ pub async fn start(
         }
         None => (None, None),
     };
-    // One stop ends both client listeners.
-    let (stop, stopped) = oneshot::channel::<()>();
-    let shutdown = stopped.map(|_| ()).shared();
+    let (stop_https, https_stopped) = oneshot::channel::<()>();
     let (https, https_address) = match tls {
         Some((tls_address, certs)) => {
             let (tls_listener, tls_address) = bind(tls_address, " (listener.tls.address)").await?;
@@ -131,7 +136,7 @@ pub async fn start(
                 tls_listener,
                 server_config,
                 proxy.clone(),
-                shutdown.clone(),
+                https_stopped.map(|_| ()),
                 grace,
                 limits.clone(),
             ));
@@ -140,27 +145,17 @@ pub async fn start(
         None => (None, None),
     };
     tracing::info!(%address, "unstick listening");
-    let serving = tokio::spawn(super::serve(
-        listener,
-        proxy.clone(),
-        shutdown,
-        grace,
-        limits,
-    ));
-    let serving = tokio::spawn(async move {
-        let _ = serving.await;
-        if let Some(https) = https {
-            let _ = https.await;
-        }
-    });
     Ok(RunningServer {
         address,
         https_address,
         admin_address,
         proxy,
         metrics,
-        stop: Some(stop),
-        serving,
+        listener: Some(listener),
+        limits,
+        grace,
+        stop_https: Some(stop_https),
+        https,
         admin,
     })
 }
@@ -203,11 +198,22 @@ impl RunningServer {
         &self.metrics
     }
 
-    /// Stops accepting connections and waits up to `listener.shutdown_grace` for the requests
-    /// in flight.
-    pub async fn stop(mut self) {
-        self.stop.take();
-        let _ = (&mut self.serving).await;
+    /// Serves the client listener on this task until `shutdown` completes; then both client
+    /// listeners stop accepting and requests in flight get up to `listener.shutdown_grace`.
+    pub async fn serve_until(mut self, shutdown: impl Future<Output = ()>) {
+        let Some(listener) = self.listener.take() else {
+            return;
+        };
+        let stop_https = self.stop_https.take();
+        let shutdown = async move {
+            shutdown.await;
+            drop(stop_https);
+        };
+        let proxy = self.proxy.clone();
+        super::serve(listener, proxy, shutdown, self.grace, self.limits.clone()).await;
+        if let Some(https) = self.https.take() {
+            let _ = https.await;
+        }
     }
 }
 

@@ -48,8 +48,12 @@ pub async fn start_server(config: &ProxyConfig) -> TestServer {
             match unstick::server::start(config, None).await {
                 Ok(server) => {
                     let _ = ready_tx.send(Ok(server.address()));
-                    // Until stopped (or the fixture is dropped).
-                    let _ = stop_rx.await;
+                    // Served on this thread, as the binary serves on its main one, until the
+                    // fixture is dropped: then at once, as killing the process would.
+                    tokio::select! {
+                        _ = server.serve_until(std::future::pending()) => {}
+                        _ = stop_rx => {}
+                    }
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e.to_string()));
