@@ -1,5 +1,6 @@
-//! Starting the proxy from a config: listeners bound, store connected, runtime built, requests
-//! served until stopped. `unstick serve` starts it this way, and so do the in-process tests.
+//! Starting the proxy from a config: listeners bound, store connected, runtime built, then
+//! requests served until shutdown. `unstick serve`, `unstick demo` and the in-process tests
+//! all start it this way.
 
 use super::connections::ConnectionLimits;
 use super::tls::{serve_tls, TlsCertificates, TlsError};
@@ -57,9 +58,10 @@ pub struct RunningServer {
     admin: Option<JoinHandle<()>>,
 }
 
-/// Starts serving `config`. With `reload_from`, the config is reloaded from that file on SIGHUP
-/// and when the file changes (see [`Reloader`]); the watchers are in place before the
-/// listeners are announced, so a reload asked for at once is not lost.
+/// Starts the proxy for `config` up to [`RunningServer::serve_until`]. With `reload_from`, the
+/// config is reloaded from that file on SIGHUP and when the file changes (see [`Reloader`]);
+/// the watchers are in place before the listeners are announced, so a reload asked for at
+/// once is not lost.
 pub async fn start(
     config: Config,
     reload_from: Option<&Path>,
