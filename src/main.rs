@@ -4,17 +4,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use unstick::admin::Admin;
 use unstick::config::{load_config, StoreUrl};
 use unstick::demo::{run_demo, LegacyApp, LegacyAppConfig};
-use unstick::metrics::Metrics;
-use unstick::proxy::Proxy;
-use unstick::reload::Reloader;
-use unstick::live::LiveState;
-use unstick::server::connections::{raise_open_file_limit, ConnectionLimits};
-use unstick::server::tls::{serve_tls, TlsCertificates};
-use unstick::server::{serve, shutdown_signal};
+use unstick::server::connections::raise_open_file_limit;
+use unstick::server::shutdown_signal;
 use unstick::session::{users, SessionHash, SessionStore};
 
 #[derive(Parser)]
@@ -129,96 +122,10 @@ async fn run() -> anyhow::Result<()> {
             config: config_path,
         } => {
             let config = load_config(&config_path)?;
-            let open_files = open_file_limit();
-            let metrics = Arc::new(Metrics::new());
-            let limits = ConnectionLimits::for_listener(&config.listener, open_files)
-                .observed_by(metrics.clone());
-            if config
-                .listener
-                .max_connections
-                .is_some_and(|max| max as u64 * 2 > open_files)
-            {
-                tracing::warn!(
-                    max_connections = limits.max_connections,
-                    open_files,
-                    "listener.max_connections leaves too few file descriptors for upstream connections"
-                );
-            }
-            tracing::info!(
-                max_connections = limits.max_connections,
-                header_timeout = ?limits.header_timeout,
-                idle_timeout = ?limits.idle_timeout,
-                "client connection settings"
-            );
-            // A certificate that cannot be read stops the start, naming the file.
-            let tls = match &config.listener.tls {
-                Some(tls) => Some((tls.address, TlsCertificates::load(tls)?)),
-                None => None,
-            };
-            let address = config.listener.address;
-            let grace = config.listener.shutdown_grace;
-            let listener = tokio::net::TcpListener::bind(address)
-                .await
-                .with_context(|| format!("cannot listen on {address}"))?;
-            let address = listener.local_addr().unwrap_or(address);
-            let store = SessionStore::connect(&config.store)
-                .await?
-                .observed_by(metrics.clone());
-            let live = LiveState::build(config.clone(), store, metrics.clone(), None).await?;
-            let proxy = Proxy::new(live);
-            let reloader = Reloader::new(&config_path, proxy.clone(), metrics.clone());
-            reloader.mark_active(&config);
-            reloader.spawn_watchers();
-            if let Some(admin) = &config.admin {
-                let listener = tokio::net::TcpListener::bind(admin.address)
-                    .await
-                    .with_context(|| {
-                        format!("cannot listen on {} (admin.address)", admin.address)
-                    })?;
-                let admin_address = listener.local_addr().unwrap_or(admin.address);
-                let api = Admin::new(
-                    proxy.clone(),
-                    metrics.clone(),
-                    admin.token.clone(),
-                    admin.token_env.clone(),
-                );
-                let admin_limits = ConnectionLimits::new(
-                    config.listener.header_timeout,
-                    config.listener.idle_timeout,
-                    unstick::admin::MAX_CONNECTIONS,
-                );
-                tokio::spawn(api.serve(listener, admin_limits));
-                tracing::info!(address = %admin_address, "admin listening");
-            }
-            // One signal stops both listeners.
-            let shutdown = futures_util::FutureExt::shared(Box::pin(shutdown_signal()));
-            let https = match tls {
-                Some((tls_address, certs)) => {
-                    let tls_listener = tokio::net::TcpListener::bind(tls_address)
-                        .await
-                        .with_context(|| {
-                            format!("cannot listen on {tls_address} (listener.tls.address)")
-                        })?;
-                    let tls_address = tls_listener.local_addr().unwrap_or(tls_address);
-                    let server_config = certs.server_config()?;
-                    certs.spawn_watcher();
-                    tracing::info!(address = %tls_address, "unstick listening (https)");
-                    Some(tokio::spawn(serve_tls(
-                        tls_listener,
-                        server_config,
-                        proxy.clone(),
-                        shutdown.clone(),
-                        grace,
-                        limits.clone(),
-                    )))
-                }
-                None => None,
-            };
-            tracing::info!(%address, "unstick listening");
-            serve(listener, proxy, shutdown, grace, limits).await;
-            if let Some(https) = https {
-                let _ = https.await;
-            }
+            raise_open_file_limit_logged();
+            let shutdown = shutdown_signal();
+            let server = unstick::server::start(config, Some(&config_path)).await?;
+            server.serve_until(shutdown).await;
         }
         Command::Check { config: path } => {
             let report = unstick::check::check_file(&path).await;
@@ -231,13 +138,17 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Sessions { config, action } => manage_sessions(&config, action).await?,
-        Command::Demo { listen } => run_demo(listen).await?,
+        Command::Demo { listen } => {
+            raise_open_file_limit_logged();
+            run_demo(listen).await?
+        }
         Command::DemoApp {
             listen,
             name,
             cookie,
             secret,
         } => {
+            let shutdown = shutdown_signal();
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
@@ -251,29 +162,25 @@ async fn run() -> anyhow::Result<()> {
             )
             .await?;
             tracing::info!(address = %app.address, %name, "legacy app listening");
-            shutdown_signal().await;
+            shutdown.await;
             app.stop().await;
         }
     }
     Ok(())
 }
 
-/// Raises the soft open-file limit to the hard one and returns the limit in force.
-fn open_file_limit() -> u64 {
+/// Raises the soft open-file limit to the hard one (the server sizes its connection cap by it).
+fn raise_open_file_limit_logged() {
     match raise_open_file_limit() {
-        Ok(limit) => {
-            tracing::info!(
-                soft = limit.soft,
-                hard = limit.hard,
-                before = limit.before,
-                "open file limit"
-            );
-            limit.soft
-        }
+        Ok(limit) => tracing::info!(
+            soft = limit.soft,
+            hard = limit.hard,
+            before = limit.before,
+            "open file limit"
+        ),
+        // Without getrlimit, the server assumes the usual default.
         Err(e) => {
-            // Without getrlimit, assume the usual default.
-            tracing::warn!(error = %e, "cannot read or raise the open file limit; assuming 1024");
-            1024
+            tracing::warn!(error = %e, "cannot read or raise the open file limit; assuming 1024")
         }
     }
 }

@@ -4,9 +4,9 @@
 //! the running config stays.
 
 use crate::config::{load_config, Config, ConfigError, ListenerConfig};
+use crate::live::LiveState;
 use crate::metrics::{ConfigLabels, Metrics, ResultLabels};
 use crate::proxy::Proxy;
-use crate::live::LiveState;
 use crate::session::old_store::OldStoreError;
 use crate::session::{SessionStore, StoreError};
 use notify::{RecursiveMode, Watcher};

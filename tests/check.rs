@@ -53,9 +53,9 @@ async fn run_check(toml: &str) -> CheckRun {
 fn healthy_config(redis_url: &str) -> ProxyConfig {
     let instance: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let mut config = ProxyConfig::new(redis_url, &[("a", instance)]);
-    config.idle_timeout = "30d".into();
-    config.absolute_lifetime = "30d".into();
-    config.session_extra = "app_cookie_lifetime = \"30d\"".into();
+    config.session.idle_timeout = "30d".into();
+    config.session.absolute_lifetime = "30d".into();
+    config.session.app_cookie_lifetime = Some("30d".into());
     config
 }
 
@@ -138,7 +138,7 @@ async fn redis_down_is_an_error() {
     // A port where nothing listens.
     let port = free_port();
     let mut config = healthy_config(&format!("redis://127.0.0.1:{port}"));
-    config.redis_extra = "connect_timeout = \"500ms\"".into();
+    config.redis.connect_timeout = Some("500ms".into());
     let started = std::time::Instant::now();
     let run = run_check(&config.to_toml()).await;
     assert_eq!(run.code, 1, "{}", run.explain());
@@ -166,8 +166,8 @@ async fn redis_down_is_an_error() {
 async fn lifetimes_shorter_than_the_app_cookie_warn() {
     let redis = healthy_redis().await;
     let mut config = healthy_config(&redis.url());
-    config.idle_timeout = "30m".into();
-    config.absolute_lifetime = "12h".into();
+    config.session.idle_timeout = "30m".into();
+    config.session.absolute_lifetime = "12h".into();
     let run = run_check(&config.to_toml()).await;
     assert_eq!(run.code, 1, "{}", run.explain());
     let warnings = run.lines("warning");
@@ -185,7 +185,7 @@ async fn lifetimes_shorter_than_the_app_cookie_warn() {
     );
 
     // Without app_cookie_lifetime nothing can be compared: said so, and not a pass.
-    config.session_extra = String::new();
+    config.session.app_cookie_lifetime = None;
     let run = run_check(&config.to_toml()).await;
     assert_eq!(run.code, 1, "{}", run.explain());
     assert!(
@@ -201,10 +201,12 @@ async fn lifetimes_shorter_than_the_app_cookie_warn() {
 async fn unsafe_identity_header_names_warn() {
     let redis = healthy_redis().await;
     let mut config = healthy_config(&redis.url());
-    config.extra_tables =
-        "[identity]\nuser_header = \"X_User\"\nroles_header = \"X-Forwarded-Roles\"\n\
-         email_header = \"Email\""
-            .into();
+    config.identity = IdentityOptions {
+        user_header: Some("X_User".into()),
+        roles_header: Some("X-Forwarded-Roles".into()),
+        email_header: Some("Email".into()),
+        ..IdentityOptions::default()
+    };
     let run = run_check(&config.to_toml()).await;
     assert_eq!(run.code, 1, "{}", run.explain());
     let warnings = run.lines("warning");
@@ -231,7 +233,7 @@ async fn unsafe_identity_header_names_warn() {
 async fn a_route_without_a_logout_path_warns() {
     let redis = healthy_redis().await;
     let mut config = healthy_config(&redis.url());
-    config.route_extra = String::new();
+    config.route.logout_paths.clear();
     let run = run_check(&config.to_toml()).await;
     assert_eq!(run.code, 1, "{}", run.explain());
     let warnings = run.lines("warning");
@@ -244,7 +246,7 @@ async fn a_route_without_a_logout_path_warns() {
         run.explain()
     );
     // A route that reads every cleared cookie as a logout sees logouts without one.
-    config.route_extra = "unexplained_cookie_change = \"end-session\"".into();
+    config.route.unexplained_cookie_change = Some("end-session".into());
     let run = run_check(&config.to_toml()).await;
     assert_eq!(run.code, 0, "{}", run.explain());
 }
@@ -287,9 +289,12 @@ async fn config_typo_names_key_and_line() {
 #[tokio::test]
 async fn old_store_key_of_another_kind_names_key_and_line() {
     let mut config = healthy_config("redis://127.0.0.1:1");
-    config.extra_tables = "[[old_stores]]\nname = \"old\"\nkind = \"redis\"\n\
-                           url = \"redis://127.0.0.1:1\"\nkey = \"sess:{id}\"\ndir = \"/tmp\"\n"
-        .into();
+    config.old_stores.push(
+        OldStore::new("old", "redis")
+            .with("url", "redis://127.0.0.1:1")
+            .with("key", "sess:{id}")
+            .with("dir", "/tmp"),
+    );
     let toml = config.to_toml();
     let line = toml.lines().position(|l| l.starts_with("dir =")).unwrap() + 1;
     let run = run_check(&toml).await;
@@ -350,7 +355,7 @@ async fn config_command_refused_is_a_warning_not_a_failure_to_connect() {
 async fn wrong_password_is_an_error_that_says_so() {
     let redis = RedisServer::start_with(true, &["--requirepass", "sekrit"]).await;
     let mut config = healthy_config(&redis.url());
-    config.redis_extra = "connect_timeout = \"500ms\"".into();
+    config.redis.connect_timeout = Some("500ms".into());
     let run = run_check(&config.to_toml()).await;
     assert_eq!(run.code, 1, "{}", run.explain());
     let errors = run.lines("error");

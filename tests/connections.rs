@@ -27,13 +27,22 @@ fn raise_own_open_file_limit() {
     let _ = rlimit::increase_nofile_limit(u64::MAX);
 }
 
-async fn stage(listener: &str, extra_tables: &str) -> (RedisServer, TestApp, ProxyProcess) {
+/// The client listener's header and idle timeouts.
+fn timeouts(header: &str, idle: &str) -> ListenerOptions {
+    ListenerOptions {
+        header_timeout: Some(header.into()),
+        idle_timeout: Some(idle.into()),
+        ..ListenerOptions::default()
+    }
+}
+
+async fn stage(listener: ListenerOptions, admin: bool) -> (RedisServer, TestApp, ProxyProcess) {
     raise_own_open_file_limit();
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    config.listener_extra = listener.to_string();
-    config.extra_tables = extra_tables.to_string();
+    config.listener = listener;
+    config.admin = admin;
     let proxy =
         ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     (redis, app, proxy)
@@ -109,7 +118,7 @@ async fn get_status(url: &str) -> u16 {
 
 #[tokio::test]
 async fn silent_connections_are_closed_after_the_header_timeout() {
-    let (_redis, _app, proxy) = stage("header_timeout = \"1s\"\nidle_timeout = \"30s\"", "").await;
+    let (_redis, _app, proxy) = stage(timeouts("1s", "30s"), false).await;
 
     let mut streams = open_quiet(proxy.address, 200, b"").await;
     let plain = streams.len();
@@ -159,16 +168,11 @@ fn certificates(dir: &std::path::Path) -> tokio_rustls::TlsConnector {
 async fn silent_connections_to_the_tls_listener_are_closed_after_the_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let connector = certificates(dir.path());
-    let tls_table = format!(
-        "[listener.tls]\naddress = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        dir.path().join("cert.pem").display(),
-        dir.path().join("key.pem").display()
-    );
-    let (_redis, _app, proxy) = stage(
-        "header_timeout = \"1s\"\nidle_timeout = \"30s\"",
-        &tls_table,
-    )
-    .await;
+    let listener = ListenerOptions {
+        tls: Some((dir.path().join("cert.pem"), dir.path().join("key.pem"))),
+        ..timeouts("1s", "30s")
+    };
+    let (_redis, _app, proxy) = stage(listener, false).await;
     let https: SocketAddr = proxy
         .logs()
         .lines()
@@ -213,7 +217,7 @@ async fn silent_connections_to_the_tls_listener_are_closed_after_the_header_time
 
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
-    let (_redis, _app, proxy) = stage("header_timeout = \"1s\"\nidle_timeout = \"3s\"", "").await;
+    let (_redis, _app, proxy) = stage(timeouts("1s", "3s"), false).await;
     let request = || {
         Request::get(format!("http://{}/echo", proxy.address))
             .body(Empty::<Bytes>::new())
@@ -275,11 +279,11 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn at_the_connection_cap_health_checks_answer_and_new_clients_wait_their_turn() {
-    let (_redis, _app, proxy) = stage(
-        "header_timeout = \"2s\"\nidle_timeout = \"30s\"\nmax_connections = 50",
-        "[admin]\naddress = \"127.0.0.1:0\"\n",
-    )
-    .await;
+    let listener = ListenerOptions {
+        max_connections: Some(50),
+        ..timeouts("2s", "30s")
+    };
+    let (_redis, _app, proxy) = stage(listener, true).await;
     let before = proxy.open_descriptors();
 
     // 50 fill the cap; 30 more wait in the listen backlog.
@@ -327,8 +331,8 @@ async fn out_of_file_descriptors_the_proxy_backs_off_and_health_checks_still_ans
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    config.listener_extra = "header_timeout = \"3s\"".into();
-    config.extra_tables = "[admin]\naddress = \"127.0.0.1:0\"\n".into();
+    config.listener.header_timeout = Some("3s".into());
+    config.admin = true;
     // A hard limit of 256 cannot be raised: the default cap must keep the process below it.
     let proxy = ProxyProcess::start_with_open_files(&config.to_toml(), &[], Some((256, 256))).await;
 

@@ -22,7 +22,7 @@ async fn app(name: &str, unknown: UnknownSession, address: Option<SocketAddr>) -
 
 /// Every user loads a page three times (following any cookie the answer sets, as a browser
 /// does) and sees exactly their own identity.
-async fn everyone_still_logged_in(proxy: &ProxyProcess, users: &mut [(String, Browser)]) {
+async fn everyone_still_logged_in(proxy: &impl RunningProxy, users: &mut [(String, Browser)]) {
     for _ in 0..3 {
         for (name, browser) in users.iter_mut() {
             let (status, user, instance) = browser.refresh(proxy).await;
@@ -66,10 +66,9 @@ async fn migrate_with_housekeeping(unknown: UnknownSession) -> (RedisServer, Pro
 
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a_address), ("b", b_address)]);
     whoami_old_store(&mut config);
-    config
-        .extra_tables
-        .push_str("[admin]\naddress = \"127.0.0.1:0\"\n");
-    config.mode = "overlap".into();
+    config.admin = true;
+    config.mode = Mode::Overlap;
+    // The binary: the admin API's token comes from its environment.
     let proxy =
         ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     everyone_still_logged_in(&proxy, &mut users).await;
@@ -85,7 +84,7 @@ async fn migrate_with_housekeeping(unknown: UnknownSession) -> (RedisServer, Pro
     everyone_still_logged_in(&proxy, &mut users).await;
     held(&users[0].1, &mut cookies_of_user0);
 
-    config.mode = "redis".into();
+    config.mode = Mode::Redis;
     proxy.reload(&config).await;
     everyone_still_logged_in(&proxy, &mut users).await;
     held(&users[0].1, &mut cookies_of_user0);
@@ -136,19 +135,15 @@ async fn the_requests_own_id_sent_back_is_no_new_session() {
     // Laravel re-encrypts its cookie on every response, rolling cookies are re-sent: for a
     // session unstick does not hold, that was taken for a new cookie, and every anonymous
     // page cost a whoami call (and, outside `redis`, a Redis write).
-    for mode in ["legacy", "overlap", "redis"] {
+    for mode in [Mode::Legacy, Mode::Overlap, Mode::Redis] {
         let redis = RedisServer::start().await;
         let app = TestApp::start().await;
         let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-        config.mode = mode.into();
+        config.mode = mode;
         // An old store that asks the app nothing: the whoami calls counted are the captures.
         let empty = tempfile::tempdir().unwrap();
-        config.extra_tables = format!(
-            "[[old_stores]]\nname = \"files\"\nkind = \"php-files\"\ndir = \"{}\"\n",
-            empty.path().display()
-        );
-        config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"files\"]".into();
-        let proxy = ProxyProcess::start(&config).await;
+        config.use_old_store(OldStore::php_files("files", empty.path()));
+        let proxy = start_server(&config).await;
         let http = reqwest::Client::new();
         let first = http.get(proxy.url("/page")).send().await.unwrap();
         let cookie = cookie_set_by(&first);
@@ -200,8 +195,8 @@ async fn without_a_logout_signal_a_cleared_cookie_is_housekeeping() {
     let redis = RedisServer::start().await;
     let a = legacy_app("a").await;
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address)]);
-    config.route_extra = String::new(); // no logout path
-    let proxy = ProxyProcess::start(&config).await;
+    config.route.logout_paths.clear();
+    let proxy = start_server(&config).await;
     let mut alice = Browser::new();
     alice.login(&proxy, "alice").await;
     // The app's logout page clears its cookie, but nothing tells unstick it is a logout: the
@@ -217,8 +212,8 @@ async fn the_apps_logout_header_ends_the_session_on_any_path() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    config.route_extra = String::new(); // no logout path
-    let proxy = ProxyProcess::start(&config).await;
+    config.route.logout_paths.clear();
+    let proxy = start_server(&config).await;
     let cookie = test_app_login(&proxy, "alice").await;
     assert_eq!(user_seen(&proxy, &cookie).await.as_deref(), Some("alice"));
     let response = reqwest::Client::new()
@@ -241,11 +236,15 @@ async fn a_new_id_the_app_cannot_vouch_for_is_refused_not_guessed() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    // The binary: the config changes below are reloads on SIGHUP.
     let proxy = ProxyProcess::start(&config).await;
     let cookie = test_app_login(&proxy, "alice").await;
     // The app's "who am I" stops answering in time.
-    config.capture =
-        "source = \"whoami\"\nwhoami_path = \"/slow?ms=5000\"\nwhoami_timeout = \"300ms\"".into();
+    config.capture = Capture::Whoami {
+        path: "/slow?ms=5000".into(),
+        user: None,
+        timeout: Some("300ms".into()),
+    };
     proxy.reload(&config).await;
     let response = reqwest::Client::new()
         .post(proxy.url("/elevate"))
@@ -265,9 +264,8 @@ async fn a_cleared_cookie_ends_the_session_where_the_route_says_so() {
     let redis = RedisServer::start().await;
     let a = app("a", UnknownSession::Clear, None).await;
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address)]);
-    config.route_extra =
-        "logout_paths = [\"/logout\"]\nunexplained_cookie_change = \"end-session\"".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.route.unexplained_cookie_change = Some("end-session".into());
+    let proxy = start_server(&config).await;
     let mut alice = Browser::new();
     alice.login(&proxy, "alice").await;
     let address = a.address;
@@ -281,7 +279,10 @@ async fn a_cleared_cookie_ends_the_session_where_the_route_says_so() {
 }
 
 /// What the app saw for `GET /echo` with this cookie: (user, roles).
-async fn identity_seen(proxy: &ProxyProcess, cookie: &str) -> (Option<String>, Option<String>) {
+async fn identity_seen(
+    proxy: &impl RunningProxy,
+    cookie: &str,
+) -> (Option<String>, Option<String>) {
     let echo = echo(proxy, Some(cookie)).await;
     let header = |name: &str| echo["headers"][name][0].as_str().map(String::from);
     (header("x-auth-user"), header("x-auth-roles"))
@@ -292,10 +293,9 @@ async fn an_id_rotated_on_a_privilege_change_keeps_the_user_with_the_new_roles()
     let redis = RedisServer::start().await;
     let one = TestApp::start().await;
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("one", one.address)]);
-    config.extra_tables =
-        "[[old_stores]]\nname = \"app\"\nkind = \"whoami\"\npath = \"/whoami\"\n".into();
-    config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"app\"]".into();
-    config.mode = "overlap".into();
+    config.use_old_store(OldStore::whoami("app", "/whoami"));
+    config.mode = Mode::Overlap;
+    // The binary: the config changes below are reloads on SIGHUP.
     let proxy = ProxyProcess::start(&config).await;
     let before = test_app_login(&proxy, "alice").await;
     let member = (Some("alice".to_string()), Some("member".to_string()));
@@ -327,7 +327,7 @@ async fn an_id_rotated_on_a_privilege_change_keeps_the_user_with_the_new_roles()
     drop(one);
     let two = TestApp::start().await;
     config.instances = vec![("two".into(), two.address)];
-    config.mode = "redis".into();
+    config.mode = Mode::Redis;
     proxy.reload(&config).await;
     assert_eq!(identity_seen(&proxy, &after).await, admin);
 
@@ -359,7 +359,7 @@ fn session_cookies_set(responses: &[reqwest::Response], name: &str) -> Vec<Strin
 
 /// A page's parallel requests: each answer that sets the session cookie is followed, the last
 /// one kept, as a browser does. Returns every cookie set.
-async fn load_page_in_parallel(proxy: &ProxyProcess, browser: &mut Browser) -> Vec<String> {
+async fn load_page_in_parallel(proxy: &impl RunningProxy, browser: &mut Browser) -> Vec<String> {
     let mut set = Vec::new();
     for _ in 0..3 {
         let requests = (0..6).map(|_| browser.get(&proxy.url("/me")).send());
@@ -387,10 +387,9 @@ async fn rails_parallel_requests_branch_the_ids_and_a_logout_or_revoke_ends_ever
     let a = RailsApp::start("a", None).await;
     let b = RailsApp::start("b", None).await;
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
-    config.cookie = RAILS_COOKIE.into();
-    config
-        .extra_tables
-        .push_str("[admin]\naddress = \"127.0.0.1:0\"\n");
+    config.session.cookie = RAILS_COOKIE.into();
+    config.admin = true;
+    // The binary: the admin API's token comes from its environment.
     let proxy =
         ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     let replay = |cookie: &String| Browser {
@@ -451,9 +450,9 @@ async fn rails_branches_of_one_session_count_once_against_the_cap() {
     let a = RailsApp::start("a", None).await;
     let b = RailsApp::start("b", None).await;
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
-    config.cookie = RAILS_COOKIE.into();
-    config.session_extra = "max_sessions_per_user = 2".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.session.cookie = RAILS_COOKIE.into();
+    config.session.max_sessions_per_user = Some(2);
+    let proxy = start_server(&config).await;
     let mut laptop = Browser::for_cookie(RAILS_COOKIE);
     laptop.login(&proxy, "alice").await;
     let mut phone = Browser::for_cookie(RAILS_COOKIE);
@@ -478,6 +477,7 @@ async fn a_login_that_keeps_the_session_id_is_seen_on_a_login_path() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    // The binary: the config changes below are reloads on SIGHUP.
     let proxy = ProxyProcess::start(&config).await;
     let login_keeping_id = |cookie: &'static str| {
         reqwest::Client::new()
@@ -494,7 +494,7 @@ async fn a_login_that_keeps_the_session_id_is_seen_on_a_login_path() {
     assert_eq!(user_seen(&proxy, "sid=visitor1").await, None);
     assert!(redis.keys("test:s:*").await.is_empty());
 
-    config.route_extra = "logout_paths = [\"/logout\"]\nlogin_paths = [\"/login-keep\"]".into();
+    config.route.login_paths = vec!["/login-keep".into()];
     proxy.reload(&config).await;
     let calls = app.whoami_calls();
     assert_eq!(

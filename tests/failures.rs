@@ -232,7 +232,7 @@ async fn outage_under_load(hung: bool) {
     let mut redis = RedisServer::start_persistent().await;
     let app = TestApp::start().await;
     let mut config = test_app_config(&redis, &[("t", app.address)]);
-    config.extra_tables = "[admin]\naddress = \"127.0.0.1:0\"\n".into();
+    config.admin = true;
     let proxy =
         ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     let users = ["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7"];
@@ -506,7 +506,7 @@ async fn an_app_slower_than_the_response_timeout_is_a_504() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = test_app_config(&redis, &[("t", app.address)]);
-    config.upstream_extra = "response_timeout = \"500ms\"".into();
+    config.upstream.response_timeout = Some("500ms".into());
     let proxy = ProxyProcess::start(&config).await;
     let http = reqwest::Client::new();
 
@@ -582,8 +582,11 @@ async fn an_app_closing_idle_connections_stays_healthy_and_its_logins_are_captur
     let redis = RedisServer::start().await;
     let app = ClosingApp::start(KeepAlive::IdleTimeout(Duration::from_millis(100)));
     let mut config = test_app_config(&redis, &[("a", app.address)]);
-    config.upstream_extra =
-        "health_check = { path = \"/healthz\", interval = \"100ms\", timeout = \"1s\" }".into();
+    config.upstream.health_check = Some(HealthCheck {
+        path: "/healthz".into(),
+        interval: "100ms".into(),
+        timeout: Some("1s".into()),
+    });
     let proxy = ProxyProcess::start(&config).await;
     for round in 0..15 {
         let user = format!("user{round}");

@@ -7,7 +7,7 @@ use reqwest::header::{HeaderName, HeaderValue, COOKIE};
 use support::*;
 
 /// A legacy app answer to `GET /me` with exactly this `Cookie` header (raw bytes).
-async fn me_with_cookie(proxy: &ProxyProcess, cookie: &[u8]) -> (u16, Option<String>) {
+async fn me_with_cookie(proxy: &impl RunningProxy, cookie: &[u8]) -> (u16, Option<String>) {
     let response = reqwest::Client::new()
         .get(proxy.url("/me"))
         .header(COOKIE, HeaderValue::from_bytes(cookie).unwrap())
@@ -51,7 +51,7 @@ async fn two_session_cookies_never_give_the_app_and_unstick_different_users() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = start_server(&config).await;
     let alice = test_app_login(&proxy, "alice").await;
     let bob = test_app_login(&proxy, "bob").await;
 
@@ -82,8 +82,8 @@ async fn duplicate_session_cookies_can_be_refused() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    config.session_extra = "duplicate_cookies = \"refuse\"".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.session.duplicate_cookies = Some("refuse".into());
+    let proxy = start_server(&config).await;
     let alice = test_app_login(&proxy, "alice").await;
     let bob = test_app_login(&proxy, "bob").await;
     let response = reqwest::Client::new()
@@ -103,7 +103,7 @@ async fn headers_only_unstick_may_set_never_reach_the_app() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = start_server(&config).await;
     let mut request = reqwest::Client::new().get(proxy.url("/echo"));
     let forged = [
         ("Forwarded", "for=6.6.6.6;proto=https"),
@@ -187,12 +187,9 @@ async fn a_clients_proxy_credentials_never_reach_the_app() {
 async fn a_trusted_proxy_in_front_may_send_forwarding_headers() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
-    let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    let toml = config.to_toml().replace(
-        "shutdown_grace = \"10s\"",
-        "shutdown_grace = \"10s\"\ntrust_forwarded_headers = true",
-    );
-    let proxy = ProxyProcess::start_toml(&toml).await;
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    config.listener.trust_forwarded_headers = true;
+    let proxy = start_server(&config).await;
     let seen = json_of(
         reqwest::Client::new()
             .get(proxy.url("/echo"))
@@ -218,7 +215,7 @@ async fn internal_headers_never_reach_the_client() {
     let app = TestApp::start().await;
     // Capture through whoami: the test app still sends X-Unstick-Identity on login.
     let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = start_server(&config).await;
     let response = reqwest::Client::new()
         .post(proxy.url("/login?user=alice"))
         .send()

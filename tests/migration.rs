@@ -9,7 +9,7 @@ use support::*;
 use unstick::demo::LegacyAppConfig;
 
 /// Every user sees exactly their own identity, several times.
-async fn everyone_still_logged_in(proxy: &ProxyProcess, users: &[(&str, &Browser)]) {
+async fn everyone_still_logged_in(proxy: &impl RunningProxy, users: &[(&str, &Browser)]) {
     for _ in 0..3 {
         for (name, browser) in users {
             let (status, user, instance) = browser.me(proxy).await;
@@ -40,7 +40,8 @@ async fn nobody_is_logged_out_from_legacy_through_overlap_to_redis_and_back() {
     // the instances (no binding is known yet), and the session is copied into Redis.
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a_address), ("b", b_address)]);
     whoami_old_store(&mut config);
-    config.mode = "overlap".into();
+    config.mode = Mode::Overlap;
+    // The binary: the mode changes below are reloads on SIGHUP.
     let proxy = ProxyProcess::start(&config).await;
     everyone_still_logged_in(&proxy, &users).await;
     assert_eq!(
@@ -62,7 +63,7 @@ async fn nobody_is_logged_out_from_legacy_through_overlap_to_redis_and_back() {
     everyone_still_logged_in(&proxy, &users).await;
 
     // Step 3: redis mode. Round robin now, identity from Redis only.
-    config.mode = "redis".into();
+    config.mode = Mode::Redis;
     proxy.reload(&config).await;
     everyone_still_logged_in(&proxy, &users).await;
     let instances: HashSet<_> = futures_util::future::join_all((0..6).map(|_| alice.me(&proxy)))
@@ -77,13 +78,13 @@ async fn nobody_is_logged_out_from_legacy_through_overlap_to_redis_and_back() {
     );
 
     // Step 4: rollback to legacy, then forward again. Still nobody logged out.
-    config.mode = "legacy".into();
+    config.mode = Mode::Legacy;
     proxy.reload(&config).await;
     everyone_still_logged_in(&proxy, &users).await;
-    config.mode = "overlap".into();
+    config.mode = Mode::Overlap;
     proxy.reload(&config).await;
     everyone_still_logged_in(&proxy, &users).await;
-    config.mode = "redis".into();
+    config.mode = Mode::Redis;
     proxy.reload(&config).await;
     everyone_still_logged_in(&proxy, &users).await;
 
@@ -113,8 +114,8 @@ async fn logout_during_overlap_is_not_undone_by_the_old_store() {
 
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
     whoami_old_store(&mut config);
-    config.mode = "overlap".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.mode = Mode::Overlap;
+    let proxy = start_server(&config).await;
     assert_eq!(alice.me(&proxy).await.1.as_deref(), Some("alice"));
 
     assert_eq!(alice.logout(&proxy).await, 200);
@@ -138,10 +139,12 @@ async fn the_previous_load_balancers_sticky_cookie_routes_to_the_owner() {
     bob.cookie = Some(format!("{}; SERVERID=s2", bob.cookie.unwrap()));
 
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
-    config.upstream_extra =
-        "lb_cookie = { name = \"SERVERID\", values = { s1 = \"a\", s2 = \"b\" } }".into();
-    config.mode = "legacy".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.upstream.lb_cookie = Some((
+        "SERVERID".into(),
+        vec![("s1".into(), "a".into()), ("s2".into(), "b".into())],
+    ));
+    config.mode = Mode::Legacy;
+    let proxy = start_server(&config).await;
     // Legacy: exactly as before, every request goes to b, which knows bob.
     for _ in 0..4 {
         let (_, user, instance) = bob.me(&proxy).await;
@@ -159,11 +162,10 @@ async fn a_junk_cookie_does_not_fan_out_on_every_request() {
     let two = TestApp::start().await;
     let mut config =
         ProxyConfig::for_test_app(&redis.url(), &[("one", one.address), ("two", two.address)]);
-    config.extra_tables =
-        "[[old_stores]]\nname = \"app\"\nkind = \"whoami\"\npath = \"/whoami\"\nmiss_ttl = \"10m\"\n".into();
-    config.route_extra = "old_stores = [\"app\"]".into();
-    config.mode = "overlap".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.route.logout_paths.clear();
+    config.use_old_store(OldStore::whoami("app", "/whoami").with("miss_ttl", "10m"));
+    config.mode = Mode::Overlap;
+    let proxy = start_server(&config).await;
 
     let http = reqwest::Client::new();
     for _ in 0..20 {
@@ -187,11 +189,10 @@ async fn a_slow_old_store_does_not_stall_requests() {
     let app = TestApp::start().await;
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("one", app.address)]);
     // The old store answers after a minute; its timeout is 300 ms.
-    config.extra_tables =
-        "[[old_stores]]\nname = \"slow\"\nkind = \"whoami\"\npath = \"/slow?ms=60000\"\ntimeout = \"300ms\"\n".into();
-    config.route_extra = "old_stores = [\"slow\"]".into();
-    config.mode = "overlap".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.route.logout_paths.clear();
+    config.use_old_store(OldStore::whoami("slow", "/slow?ms=60000").with("timeout", "300ms"));
+    config.mode = Mode::Overlap;
+    let proxy = start_server(&config).await;
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(20))
         .build()
@@ -235,17 +236,21 @@ async fn an_express_session_in_connect_redis_is_copied_forward_with_its_lifetime
 
     let app = TestApp::start().await;
     let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
-    config.cookie = "connect.sid".into();
-    config.id_format =
-        "id_format = \"express-signed\"\nsecrets = [\"new secret\", \"keyboard cat\"]".into();
-    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
-    config.extra_tables = format!(
-        "[[old_stores]]\nname = \"connect-redis\"\nkind = \"redis\"\nurl = \"{}\"\nkey = \"sess:{{id}}\"\nformat = \"json\"\nuser = \"/passport/user\"\n",
-        old_redis.url()
+    config.session.cookie = "connect.sid".into();
+    config.session.id_format = IdFormat::ExpressSigned {
+        secrets: vec!["new secret".into(), "keyboard cat".into()],
+    };
+    config.capture = Capture::whoami("/whoami");
+    config.route.logout_paths.clear();
+    config.use_old_store(
+        OldStore::new("connect-redis", "redis")
+            .with("url", &old_redis.url())
+            .with("key", "sess:{id}")
+            .with("format", "json")
+            .with("user", "/passport/user"),
     );
-    config.route_extra = "old_stores = [\"connect-redis\"]".into();
-    config.mode = "overlap".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.mode = Mode::Overlap;
+    let proxy = start_server(&config).await;
 
     let echo = echo(&proxy, Some(&format!("connect.sid={wire}"))).await;
     assert_eq!(echo["headers"]["x-auth-user"], serde_json::json!(["olga"]));
@@ -281,15 +286,12 @@ async fn a_php_file_session_is_copied_forward() {
     .unwrap();
     let app = TestApp::start().await;
     let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
-    config.cookie = "PHPSESSID".into();
-    config.capture = "source = \"whoami\"\nwhoami_path = \"/whoami\"".into();
-    config.extra_tables = format!(
-        "[[old_stores]]\nname = \"php\"\nkind = \"php-files\"\ndir = \"{}\"\ngc_maxlifetime = \"24m\"\n",
-        dir.path().display()
-    );
-    config.route_extra = "old_stores = [\"php\"]".into();
-    config.mode = "overlap".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.session.cookie = "PHPSESSID".into();
+    config.capture = Capture::whoami("/whoami");
+    config.route.logout_paths.clear();
+    config.use_old_store(OldStore::php_files("php", dir.path()).with("gc_maxlifetime", "24m"));
+    config.mode = Mode::Overlap;
+    let proxy = start_server(&config).await;
     assert_eq!(
         user_seen(&proxy, "PHPSESSID=abcdef0123456789")
             .await
@@ -330,21 +332,24 @@ async fn a_laravel_file_session_is_copied_forward_from_its_encrypted_cookie() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    config.cookie = "laravel_session".into();
-    config.id_format = format!(
-        "id_format = \"laravel\"\nsecrets = [\"{}\", \"{}\"]",
-        fixture["app_keys"]["current"].as_str().unwrap(),
-        fixture["app_keys"]["old"].as_str().unwrap()
+    config.session.cookie = "laravel_session".into();
+    config.session.id_format = IdFormat::Laravel {
+        app_keys: vec![
+            fixture["app_keys"]["current"].as_str().unwrap().into(),
+            fixture["app_keys"]["old"].as_str().unwrap().into(),
+        ],
+    };
+    config.use_old_store(
+        OldStore::php_files("laravel", dir.path())
+            .with("file_prefix", "")
+            .with("gc_maxlifetime", "2h")
+            .with(
+                "user",
+                "/login_web_59ba36addc2b2f9401580f014c7f58ea4e30989d",
+            ),
     );
-    config.extra_tables = format!(
-        "[[old_stores]]\nname = \"laravel\"\nkind = \"php-files\"\ndir = \"{}\"\n\
-         file_prefix = \"\"\ngc_maxlifetime = \"2h\"\n\
-         user = \"/login_web_59ba36addc2b2f9401580f014c7f58ea4e30989d\"\n",
-        dir.path().display()
-    );
-    config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"laravel\"]".into();
-    config.mode = "overlap".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.mode = Mode::Overlap;
+    let proxy = start_server(&config).await;
     for cookie in &same_id {
         let cookie = format!("laravel_session={}", cookie["value"].as_str().unwrap());
         assert_eq!(user_seen(&proxy, &cookie).await.as_deref(), Some("7"));
@@ -366,8 +371,8 @@ async fn a_laravel_file_session_is_copied_forward_from_its_encrypted_cookie() {
 async fn legacy_mode_keeps_a_new_login_on_its_instance_even_without_an_identity() {
     let (redis, _a, _b, proxy) = legacy_pair(|config| {
         // Day one: no usable identity source yet, and no sticky cookie from an old balancer.
-        config.capture = "source = \"whoami\"\nwhoami_path = \"/not-there\"".into();
-        config.mode = "legacy".into();
+        config.capture = Capture::whoami("/not-there");
+        config.mode = Mode::Legacy;
     })
     .await;
     let mut alice = Browser::new();
@@ -391,7 +396,7 @@ async fn legacy_mode_keeps_a_new_login_on_its_instance_even_without_an_identity(
 
 #[tokio::test]
 async fn legacy_mode_does_not_depend_on_redis() {
-    let (mut redis, _a, b, proxy) = legacy_pair(|config| config.mode = "legacy".into()).await;
+    let (mut redis, _a, b, proxy) = legacy_pair(|config| config.mode = Mode::Legacy).await;
     let mut alice = Browser::new();
     alice.login(&proxy, "alice").await;
     let bob = login_directly(b.address, "bob").await;

@@ -12,7 +12,7 @@ const TOKEN: &str = "test-admin-token-0123456789";
 
 fn test_app_config(redis: &RedisServer, app: &TestApp) -> ProxyConfig {
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    config.extra_tables = "[admin]\naddress = \"127.0.0.1:0\"\n".into();
+    config.admin = true;
     config
 }
 
@@ -207,7 +207,7 @@ async fn the_oldest_session_is_ended_beyond_the_cap() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = test_app_config(&redis, &app);
-    config.session_extra = "max_sessions_per_user = 2".into();
+    config.session.max_sessions_per_user = Some(2);
     let proxy = ProxyProcess::start(&config).await;
     let first = test_app_login(&proxy, "carol").await;
     let second = test_app_login(&proxy, "carol").await;
@@ -231,7 +231,7 @@ async fn a_users_index_holds_only_live_sessions_and_lives_as_long_as_the_longest
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = test_app_config(&redis, &app);
-    config.idle_timeout = "2s".into();
+    config.session.idle_timeout = "2s".into();
     let proxy =
         ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     let client = redis.client().await;
@@ -278,7 +278,7 @@ async fn a_users_index_holds_only_live_sessions_and_lives_as_long_as_the_longest
     assert!(bytes < 1_024, "index is {bytes} bytes for one session");
 
     // The cap counts live sessions only, and still ends the oldest live one.
-    config.session_extra = "max_sessions_per_user = 3".into();
+    config.session.max_sessions_per_user = Some(3);
     proxy.reload(&config).await;
     let third = test_app_login(&proxy, "erin").await;
     let fourth = test_app_login(&proxy, "erin").await;
@@ -411,7 +411,7 @@ async fn a_config_file_change_is_applied_and_a_broken_one_is_refused() {
     let a = legacy_app("a").await;
     let b = legacy_app("b").await;
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
-    config.mode = "legacy".into();
+    config.mode = Mode::Legacy;
     let proxy = ProxyProcess::start(&config).await;
     let mut alice = Browser::new();
     alice.login(&proxy, "alice").await;
@@ -441,8 +441,8 @@ async fn a_config_file_change_is_applied_and_a_broken_one_is_refused() {
     assert_eq!(alice.me(&proxy).await.1.as_deref(), Some("alice"));
 
     // A valid edit, noticed by watching the file (no signal): the next request uses it.
-    config.upstream_extra = "response_timeout = \"7s\"".into();
-    config.mode = "redis".into();
+    config.upstream.response_timeout = Some("7s".into());
+    config.mode = Mode::Redis;
     std::fs::write(proxy.config_path(), config.to_toml()).unwrap();
     for _ in 0..200 {
         if proxy.count_logs("config reloaded") > reloads {
@@ -487,13 +487,18 @@ async fn a_reload_keeps_health_marks_and_old_store_connections_it_did_not_change
     let a = legacy_app("a").await;
     let b = legacy_app("b").await;
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
-    config.mode = "overlap".into();
-    config.upstream_extra = "health_check = { path = \"/healthz\", interval = \"200ms\" }".into();
-    config.extra_tables = format!(
-        "[[old_stores]]\nname = \"connect-redis\"\nkind = \"redis\"\nurl = \"{}\"\nkey = \"sess:{{id}}\"\nformat = \"json\"\n",
-        old_redis.url()
+    config.mode = Mode::Overlap;
+    config.upstream.health_check = Some(HealthCheck {
+        path: "/healthz".into(),
+        interval: "200ms".into(),
+        timeout: None,
+    });
+    config.use_old_store(
+        OldStore::new("connect-redis", "redis")
+            .with("url", &old_redis.url())
+            .with("key", "sess:{id}")
+            .with("format", "json"),
     );
-    config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"connect-redis\"]".into();
     let proxy = ProxyProcess::start(&config).await;
     let old_store = old_redis.client().await;
 
@@ -503,7 +508,7 @@ async fn a_reload_keeps_health_marks_and_old_store_connections_it_did_not_change
 
     // Something else changes, twice.
     for idle_timeout in ["20m", "25m"] {
-        config.idle_timeout = idle_timeout.into();
+        config.session.idle_timeout = idle_timeout.into();
         proxy.reload(&config).await;
         for _ in 0..4 {
             let (status, _, instance) = Browser::new().me(&proxy).await;
@@ -527,9 +532,7 @@ async fn a_reload_keeps_health_marks_and_old_store_connections_it_did_not_change
     assert_eq!(connections_received(&old_store).await, connections);
 
     // The upstream itself changes: a new pool, whose health check finds b down anew.
-    config.upstream_extra =
-        "health_check = { path = \"/healthz\", interval = \"200ms\" }\nresponse_timeout = \"7s\""
-            .into();
+    config.upstream.response_timeout = Some("7s".into());
     proxy.reload(&config).await;
     wait_for_logs(&proxy, "instance health changed", 2).await;
     // The old store did not change: still no new connection.
@@ -555,7 +558,7 @@ async fn trusting_forwarded_headers_applies_on_reload_without_a_restart() {
     };
     assert_eq!(forwarded_for().await, serde_json::json!(["127.0.0.1"]));
 
-    config.listener_extra = "trust_forwarded_headers = true".into();
+    config.listener.trust_forwarded_headers = true;
     proxy.reload(&config).await;
     assert_eq!(
         forwarded_for().await,
@@ -563,7 +566,7 @@ async fn trusting_forwarded_headers_applies_on_reload_without_a_restart() {
     );
     assert_eq!(proxy.count_logs("takes a restart"), 0, "{}", proxy.logs());
 
-    config.listener_extra = "trust_forwarded_headers = true\nidle_timeout = \"2m\"".into();
+    config.listener.idle_timeout = Some("2m".into());
     proxy.reload(&config).await;
     assert_eq!(proxy.count_logs("takes a restart"), 1);
     let logs = proxy.logs();
@@ -603,12 +606,18 @@ async fn reloading_under_load_fails_no_request() {
         }));
     }
     // 100 reloads, each one swapping the route's mode while requests are in flight.
-    let modes = ["overlap", "redis", "legacy", "redis", "overlap", "redis"];
-    config.extra_tables =
-        "[[old_stores]]\nname = \"app\"\nkind = \"whoami\"\npath = \"/me\"\n".into();
-    config.route_extra = "old_stores = [\"app\"]".into();
+    let modes = [
+        Mode::Overlap,
+        Mode::Redis,
+        Mode::Legacy,
+        Mode::Redis,
+        Mode::Overlap,
+        Mode::Redis,
+    ];
+    config.route.logout_paths.clear();
+    config.use_old_store(OldStore::whoami("app", "/me"));
     for mode in modes.iter().cycle().take(100) {
-        config.mode = mode.to_string();
+        config.mode = *mode;
         proxy.reload(&config).await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -629,9 +638,7 @@ async fn signed_identity_verifies_with_the_shared_secret() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = test_app_config(&redis, &app);
-    config
-        .extra_tables
-        .push_str("\n[identity]\nsignature = { secret = \"0123456789abcdef0123\" }\n");
+    config.identity.signature_secret = Some("0123456789abcdef0123".into());
     let proxy = ProxyProcess::start(&config).await;
     let cookie = test_app_login(&proxy, "gina").await;
     let echo: serde_json::Value = json_of(

@@ -12,12 +12,6 @@ use unstick::demo::{LegacyApp, LegacyAppConfig};
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
-/// TOML array of quoted addresses.
-fn toml_list(addresses: &[String]) -> String {
-    let quoted: Vec<String> = addresses.iter().map(|a| format!("\"{a}\"")).collect();
-    format!("[{}]", quoted.join(", "))
-}
-
 /// What `unstick check` printed.
 async fn run_check(toml: &str) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -90,10 +84,9 @@ async fn cluster_master_killed_under_load_sessions_survive_and_no_request_passes
     let a = legacy_app("a").await;
     let b = legacy_app("b").await;
     let mut config = ProxyConfig::new("", &[("a", a.address), ("b", b.address)]);
-    config.redis_extra = format!(
-        "cluster_nodes = {}\nwait_replicas = 1\nwait_timeout = \"500ms\"",
-        toml_list(&cluster.seeds())
-    );
+    config.redis.cluster_nodes = cluster.seeds();
+    config.redis.wait_replicas = Some(1);
+    config.redis.wait_timeout = Some("500ms".into());
     let proxy = ProxyProcess::start(&config).await;
 
     let report = run_check(&config.to_toml()).await;
@@ -158,10 +151,10 @@ async fn sentinel_master_killed_under_load_sessions_survive_and_no_request_passe
     let a = legacy_app("a").await;
     let b = legacy_app("b").await;
     let mut config = ProxyConfig::new("", &[("a", a.address), ("b", b.address)]);
-    config.redis_extra = format!(
-        "sentinels = {}\nservice_name = \"{SERVICE}\"\nwait_replicas = 1\nwait_timeout = \"500ms\"",
-        toml_list(&service.sentinel_addresses())
-    );
+    config.redis.sentinels = service.sentinel_addresses();
+    config.redis.service_name = Some(SERVICE.into());
+    config.redis.wait_replicas = Some(1);
+    config.redis.wait_timeout = Some("500ms".into());
     let proxy = ProxyProcess::start(&config).await;
 
     let report = run_check(&config.to_toml()).await;
@@ -219,15 +212,12 @@ async fn planned_failovers_under_load_pass_no_request_anonymous_and_take_new_log
     let b = legacy_app("b").await;
     let apps = [("a", a.address), ("b", b.address)];
     let mut sentinel_config = ProxyConfig::new("", &apps);
-    sentinel_config.redis_extra = format!(
-        "sentinels = {}\nservice_name = \"{SERVICE}\"\nwait_replicas = 1",
-        toml_list(&service.sentinel_addresses())
-    );
+    sentinel_config.redis.sentinels = service.sentinel_addresses();
+    sentinel_config.redis.service_name = Some(SERVICE.into());
+    sentinel_config.redis.wait_replicas = Some(1);
     let mut cluster_config = ProxyConfig::new("", &apps);
-    cluster_config.redis_extra = format!(
-        "cluster_nodes = {}\nwait_replicas = 1",
-        toml_list(&cluster.seeds())
-    );
+    cluster_config.redis.cluster_nodes = cluster.seeds();
+    cluster_config.redis.wait_replicas = Some(1);
     let via_sentinel = ProxyProcess::start(&sentinel_config).await;
     let via_cluster = ProxyProcess::start(&cluster_config).await;
     let sentinel_users = log_users_in(&via_sentinel, 8).await;
@@ -303,12 +293,10 @@ async fn sentinels_and_master_with_their_own_passwords() {
     let a = legacy_app("a").await;
     let config_with = |sentinel_password: &str| {
         let mut config = ProxyConfig::new("", &[("a", a.address)]);
-        config.redis_extra = format!(
-            "sentinels = {}\nservice_name = \"{SERVICE}\"\npassword = \"{}\"\n\
-             sentinel_password = \"{sentinel_password}\"",
-            toml_list(&service.sentinel_addresses()),
-            passwords.data
-        );
+        config.redis.sentinels = service.sentinel_addresses();
+        config.redis.service_name = Some(SERVICE.into());
+        config.redis.password = Some(passwords.data.into());
+        config.redis.sentinel_password = Some(sentinel_password.into());
         config
     };
     let config = config_with(passwords.sentinels);
@@ -332,7 +320,7 @@ async fn sentinels_and_master_with_their_own_passwords() {
 #[tokio::test]
 async fn a_sentinel_config_without_its_service_name_is_refused_naming_the_key_and_line() {
     let mut config = ProxyConfig::new("", &[("a", "127.0.0.1:1".parse().unwrap())]);
-    config.redis_extra = "sentinels = [\"127.0.0.1:26379\", \"127.0.0.1\"]".into();
+    config.redis.sentinels = vec!["127.0.0.1:26379".into(), "127.0.0.1".into()];
     let toml = config.to_toml();
     let line = toml
         .lines()
@@ -349,7 +337,7 @@ async fn a_sentinel_config_without_its_service_name_is_refused_naming_the_key_an
         "{}",
         refused.stderr
     );
-    config.redis_extra = "sentinels = [\"127.0.0.1:26379\"]".into();
+    config.redis.sentinels = vec!["127.0.0.1:26379".into()];
     let refused = serve_expecting_exit(&config.to_toml()).await;
     assert!(
         refused
@@ -368,8 +356,9 @@ async fn a_login_that_no_replica_acknowledges_is_served_and_counted() {
         RedisServer::start_with(false, &["--replicaof", "127.0.0.1", &master_port]).await;
     let a = legacy_app("a").await;
     let mut config = ProxyConfig::new(&master.url(), &[("a", a.address)]);
-    config.redis_extra = "wait_replicas = 1\nwait_timeout = \"300ms\"".into();
-    config.extra_tables = "[admin]\naddress = \"127.0.0.1:0\"\n".into();
+    config.redis.wait_replicas = Some(1);
+    config.redis.wait_timeout = Some("300ms".into());
+    config.admin = true;
     let proxy =
         ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
     let timeouts = || async {
@@ -412,7 +401,7 @@ async fn a_login_that_no_replica_acknowledges_is_served_and_counted() {
 
 fn shared_config(redis: &RedisServer, a: SocketAddr, b: SocketAddr) -> String {
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a), ("b", b)]);
-    config.extra_tables = "[admin]\naddress = \"127.0.0.1:0\"\n".into();
+    config.admin = true;
     config.to_toml()
 }
 

@@ -75,7 +75,7 @@ async fn restarting_every_instance_keeps_the_login() {
     let a = legacy_app("a").await;
     let b = legacy_app("b").await;
     let (a_address, b_address) = (a.address, b.address);
-    let proxy = ProxyProcess::start(&ProxyConfig::new(
+    let proxy = start_server(&ProxyConfig::new(
         &redis.url(),
         &[("a", a_address), ("b", b_address)],
     ))
@@ -131,7 +131,7 @@ async fn logout_ends_the_session_everywhere() {
 #[tokio::test]
 async fn idle_sessions_expire_and_used_ones_slide() {
     let (redis, _a, _b, proxy) = legacy_pair(|config| {
-        config.idle_timeout = "2s".into();
+        config.session.idle_timeout = "2s".into();
     })
     .await;
     let mut alice = Browser::new();
@@ -166,9 +166,9 @@ async fn absolute_lifetime_ends_even_an_active_session() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    config.idle_timeout = "2s".into();
-    config.absolute_lifetime = "3s".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.session.idle_timeout = "2s".into();
+    config.session.absolute_lifetime = "3s".into();
+    let proxy = start_server(&config).await;
     let cookie = test_app_login(&proxy, "carol").await;
 
     assert_eq!(user_seen(&proxy, &cookie).await.as_deref(), Some("carol"));
@@ -187,7 +187,7 @@ async fn absolute_lifetime_ends_even_an_active_session() {
 async fn remember_me_keeps_the_cookie_lifetime() {
     let redis = RedisServer::start().await;
     let a = legacy_app("a").await;
-    let proxy = ProxyProcess::start(&ProxyConfig::new(&redis.url(), &[("a", a.address)])).await;
+    let proxy = start_server(&ProxyConfig::new(&redis.url(), &[("a", a.address)])).await;
     let response = Browser::new()
         .post(&proxy.url("/login"))
         .form(&[("user", "dave"), ("remember", "on")])
@@ -226,9 +226,10 @@ async fn express_signed_cookies_verify_with_old_secrets_and_reject_tampering() {
     )
     .await;
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
-    config.id_format =
-        "id_format = \"express-signed\"\nsecrets = [\"new secret\", \"old secret\"]".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.session.id_format = IdFormat::ExpressSigned {
+        secrets: vec!["new secret".into(), "old secret".into()],
+    };
+    let proxy = start_server(&config).await;
 
     let mut alice = Browser::new();
     alice.login(&proxy, "alice").await;
@@ -290,7 +291,7 @@ async fn spoofed_identity_headers_never_reach_the_app() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
-    let proxy = ProxyProcess::start(&config).await;
+    let proxy = start_server(&config).await;
     let http = reqwest::Client::new();
     let spoof = |request: reqwest::RequestBuilder| {
         request
@@ -348,10 +349,9 @@ async fn identity_from_a_response_header_is_captured_and_hidden_from_the_client(
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = ProxyConfig::new(&redis.url(), &[("t", app.address)]);
-    config.cookie = "sid".into();
-    config.capture =
-        "source = \"response-header\"\nresponse_header = \"X-Unstick-Identity\"".into();
-    let proxy = ProxyProcess::start(&config).await;
+    config.session.cookie = "sid".into();
+    config.capture = Capture::ResponseHeader("X-Unstick-Identity".into());
+    let proxy = start_server(&config).await;
     let http = reqwest::Client::new();
     let login = http
         .post(proxy.url("/login?user=frank"))

@@ -62,12 +62,13 @@ impl Stack for Django {
     }
 
     fn configure(&self, config: &mut ProxyConfig) {
-        config.extra_tables = format!(
-            "[[old_stores]]\nname = \"django\"\nkind = \"postgres\"\nformat = \"django\"\n\
-             url = \"{}\"\nsecret_keys = [\"{DJANGO_SECRET_KEY}\"]\nuser = \"/username\"\n",
-            self.database.url()
+        config.use_old_store(
+            OldStore::new("django", "postgres")
+                .with("format", "django")
+                .with("url", &self.database.url())
+                .with_list("secret_keys", &[DJANGO_SECRET_KEY])
+                .with("user", "/username"),
         );
-        config.route_extra = "logout_paths = [\"/logout\"]\nold_stores = [\"django\"]".into();
     }
 
     async fn clean_up(&self) {
@@ -94,8 +95,12 @@ impl Stack for Rails {
 
     fn configure(&self, config: &mut ProxyConfig) {
         // The cookie holds the bare id; Rails answers who is logged in at `/me`.
-        config.id_format = "id_format = \"plain\"".into();
-        config.capture = "source = \"whoami\"\nwhoami_path = \"/me\"\nuser = \"/user\"".into();
+        config.session.id_format = IdFormat::Plain;
+        config.capture = Capture::Whoami {
+            path: "/me".into(),
+            user: Some("/user".into()),
+            timeout: None,
+        };
         whoami_old_store(config);
     }
 }
@@ -134,28 +139,27 @@ impl Stack for Laravel {
     }
 
     fn configure(&self, config: &mut ProxyConfig) {
-        config.id_format = format!("id_format = \"laravel\"\nsecrets = [\"{LARAVEL_APP_KEY}\"]");
+        config.session.id_format = IdFormat::Laravel {
+            app_keys: vec![LARAVEL_APP_KEY.into()],
+        };
         // `lifetime` in the app's config/session.php: Laravel's idle timeout and cookie Max-Age.
-        config.idle_timeout = "120m".into();
-        config.session_extra = "app_cookie_lifetime = \"120m\"".into();
+        config.session.idle_timeout = "120m".into();
+        config.session.app_cookie_lifetime = Some("120m".into());
         // Who is logged in, from the app's `GET /me` on the instance that set the cookie.
-        config.capture = "source = \"whoami\"\nwhoami_path = \"/me\"\nuser = \"/user\"".into();
-        // configure runs before every start and reload: the tables are written afresh.
-        config.extra_tables = String::new();
-        let mut names = Vec::new();
+        config.capture = Capture::Whoami {
+            path: "/me".into(),
+            user: Some("/user".into()),
+            timeout: None,
+        };
         for instance in LARAVEL_OLD_INSTANCES {
             // gc_maxlifetime is that `lifetime` too; the login puts `user`.
-            config.extra_tables += &format!(
-                "[[old_stores]]\nname = \"laravel-{instance}\"\nkind = \"php-files\"\n\
-                 dir = \"{}\"\nfile_prefix = \"\"\ngc_maxlifetime = \"120m\"\nuser = \"/user\"\n\n",
-                self.sessions(instance).display()
+            config.use_old_store(
+                OldStore::php_files(&format!("laravel-{instance}"), &self.sessions(instance))
+                    .with("file_prefix", "")
+                    .with("gc_maxlifetime", "120m")
+                    .with("user", "/user"),
             );
-            names.push(format!("\"laravel-{instance}\""));
         }
-        config.route_extra = format!(
-            "logout_paths = [\"/logout\"]\nold_stores = [{}]",
-            names.join(", ")
-        );
     }
 
     async fn clean_up(&self) {
@@ -187,14 +191,13 @@ impl Stack for Tomcat {
     }
 
     fn configure(&self, config: &mut ProxyConfig) {
-        config.id_format = "id_format = \"jvm-route\"".into();
+        config.session.id_format = IdFormat::JvmRoute;
         whoami_old_store(config);
-        let routes: Vec<String> = config
+        config.upstream.jvm_routes = config
             .instances
             .iter()
-            .map(|(name, _)| format!("\"{}\" = \"{name}\"", jvm_route(name)))
+            .map(|(name, _)| (jvm_route(name), name.clone()))
             .collect();
-        config.upstream_extra += &format!("\njvm_routes = {{ {} }}", routes.join(", "));
     }
 }
 
@@ -249,14 +252,14 @@ async fn tomcat_migrates_with_nobody_logged_out() {
 /// not a login. Logs alice in through unstick in `mode`, visits such pages, logs out; returns
 /// the running stage and every cookie she held, the login's first.
 async fn tomcat_pages_that_make_sessions(
-    mode: &str,
+    mode: Mode,
 ) -> ((RedisServer, [TomcatApp; 2], ProxyProcess), Vec<String>) {
     let redis = RedisServer::start().await;
     let a = TomcatApp::start("a", None).await;
     let b = TomcatApp::start("b", None).await;
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
-    config.cookie = Tomcat::COOKIE.into();
-    config.mode = mode.into();
+    config.session.cookie = Tomcat::COOKIE.into();
+    config.mode = mode;
     Tomcat.configure(&mut config);
     let proxy = ProxyProcess::start(&config).await;
     let mut browser = Browser::for_cookie(Tomcat::COOKIE);
@@ -299,7 +302,7 @@ async fn assert_logged_out(proxy: &ProxyProcess, cookie: &str) {
 /// stays logged in, and the ids the pages issued end with the logout.
 #[tokio::test]
 async fn tomcat_pages_that_make_sessions_keep_users_logged_in() {
-    let ((_redis, _tomcats, proxy), cookies) = tomcat_pages_that_make_sessions("redis").await;
+    let ((_redis, _tomcats, proxy), cookies) = tomcat_pages_that_make_sessions(Mode::Redis).await;
     assert!(cookies.len() > 2, "the cookie did not move: {cookies:?}");
     // The login's own id is the test's below.
     for cookie in &cookies[1..] {
@@ -311,7 +314,7 @@ async fn tomcat_pages_that_make_sessions_keep_users_logged_in() {
 /// the logout reaches the app's own session (the way around the gap below).
 #[tokio::test]
 async fn tomcat_pages_that_make_sessions_keep_one_id_in_overlap() {
-    let ((_redis, _tomcats, proxy), cookies) = tomcat_pages_that_make_sessions("overlap").await;
+    let ((_redis, _tomcats, proxy), cookies) = tomcat_pages_that_make_sessions(Mode::Overlap).await;
     assert_eq!(cookies.len(), 1, "the cookie moved: {cookies:?}");
     assert_logged_out(&proxy, &cookies[0]).await;
 }
@@ -321,7 +324,7 @@ async fn tomcat_pages_that_make_sessions_keep_one_id_in_overlap() {
 /// takes its login id along, and unstick withholds an ended id from the app.
 #[tokio::test]
 async fn tomcat_login_id_stays_logged_out_after_the_cookie_moved() {
-    let ((_redis, _tomcats, proxy), cookies) = tomcat_pages_that_make_sessions("redis").await;
+    let ((_redis, _tomcats, proxy), cookies) = tomcat_pages_that_make_sessions(Mode::Redis).await;
     assert_logged_out(&proxy, &cookies[0]).await;
 }
 
@@ -345,11 +348,13 @@ async fn laravel_sessions_from_before_unstick_are_copied_from_their_instances_fi
     browser.login_directly(b.address, "ann").await;
     browser.sticky = Some("SERVERID=b".into());
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address), ("b", b.address)]);
-    config.cookie = Laravel::COOKIE.into();
+    config.session.cookie = Laravel::COOKIE.into();
     stack.configure(&mut config);
-    config.upstream_extra =
-        "lb_cookie = { name = \"SERVERID\", values = { a = \"a\", b = \"b\" } }".into();
-    config.mode = "legacy".into();
+    config.upstream.lb_cookie = Some((
+        "SERVERID".into(),
+        vec![("a".into(), "a".into()), ("b".into(), "b".into())],
+    ));
+    config.mode = Mode::Legacy;
     let proxy = ProxyProcess::start(&config).await;
     for _ in 0..3 {
         let (status, user, instance) = browser.refresh(&proxy).await;
@@ -361,7 +366,7 @@ async fn laravel_sessions_from_before_unstick_are_copied_from_their_instances_fi
     // Legacy leaves the session to the app: Laravel re-encrypting its cookie is no login.
     assert!(redis.keys("test:s:*").await.is_empty());
 
-    config.mode = "overlap".into();
+    config.mode = Mode::Overlap;
     proxy.reload(&config).await;
     let (status, user, _) = browser.refresh(&proxy).await;
     assert_eq!((status, user.as_deref()), (200, Some("ann")));

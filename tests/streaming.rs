@@ -13,19 +13,16 @@ use tokio_tungstenite::tungstenite::Message;
 
 const HUNDRED_MB: u64 = 100 * 1024 * 1024;
 
-/// The proxy in front of one [`TestApp`], with logins captured through its `/whoami`.
-async fn proxy_for(app: &TestApp, redis: &RedisServer) -> ProxyProcess {
-    ProxyProcess::start(&ProxyConfig::for_test_app(
-        &redis.url(),
-        &[("t", app.address)],
-    ))
-    .await
+/// The config for the proxy in front of one [`TestApp`], with logins captured through its
+/// `/whoami`.
+fn config_for(app: &TestApp, redis: &RedisServer) -> ProxyConfig {
+    ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)])
 }
 
 /// Opens `/ws` through the proxy (with the cookie, if any), checks that text and binary
 /// messages come back unchanged, and returns the `X-Echo-User` the app saw in the handshake.
-async fn websocket_round_trip(proxy: &ProxyProcess, cookie: Option<&str>) -> Option<String> {
-    let mut request = format!("ws://{}/ws", proxy.address)
+async fn websocket_round_trip(proxy: &impl RunningProxy, cookie: Option<&str>) -> Option<String> {
+    let mut request = format!("ws://{}/ws", proxy.address())
         .into_client_request()
         .unwrap();
     if let Some(cookie) = cookie {
@@ -65,7 +62,7 @@ async fn websocket_round_trip(proxy: &ProxyProcess, cookie: Option<&str>) -> Opt
 async fn websockets_pass_through_for_anonymous_and_logged_in_clients() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
-    let proxy = proxy_for(&app, &redis).await;
+    let proxy = start_server(&config_for(&app, &redis)).await;
 
     assert_eq!(websocket_round_trip(&proxy, None).await, None);
 
@@ -85,7 +82,8 @@ async fn websockets_pass_through_for_anonymous_and_logged_in_clients() {
 async fn hundred_megabyte_bodies_stream_both_ways_in_flat_memory() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
-    let proxy = proxy_for(&app, &redis).await;
+    // The binary: its resident memory is what is measured.
+    let proxy = ProxyProcess::start(&config_for(&app, &redis)).await;
     let http = reqwest::Client::new();
 
     // Upload: 1600 chunks of 64 KB, produced as they are sent (no length known up front).
@@ -130,7 +128,7 @@ async fn hundred_megabyte_bodies_stream_both_ways_in_flat_memory() {
 async fn http2_prior_knowledge_clients_are_served_with_host_and_session() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
-    let proxy = proxy_for(&app, &redis).await;
+    let proxy = start_server(&config_for(&app, &redis)).await;
 
     let stream = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
     let (mut sender, connection) =

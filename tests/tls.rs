@@ -256,22 +256,12 @@ struct HttpsProxy {
     _dir: tempfile::TempDir,
 }
 
-fn tls_table(cert_path: &Path, key_path: &Path) -> String {
-    format!(
-        "[listener.tls]\naddress = \"127.0.0.1:0\"\ncert = \"{}\"\nkey = \"{}\"\n",
-        cert_path.display(),
-        key_path.display()
-    )
-}
-
 async fn start_https(mut config: ProxyConfig, cert: &ServerCert) -> HttpsProxy {
     let dir = tempfile::tempdir().unwrap();
     let cert_path = dir.path().join("server.crt");
     let key_path = dir.path().join("server.key");
     install(cert, &cert_path, &key_path);
-    config
-        .extra_tables
-        .push_str(&tls_table(&cert_path, &key_path));
+    config.listener.tls = Some((cert_path.clone(), key_path.clone()));
     let proxy = ProxyProcess::start(&config).await;
     // Logged before "unstick listening", which start() waited for.
     let https = proxy
@@ -528,7 +518,7 @@ async fn an_unusable_certificate_stops_the_start_naming_the_file() {
     let key = dir.path().join("site.key");
     let config = |cert: &Path, key: &Path| -> String {
         let mut config = ProxyConfig::new("memory://", &[("a", "127.0.0.1:9".parse().unwrap())]);
-        config.extra_tables = tls_table(cert, key);
+        config.listener.tls = Some((cert.to_path_buf(), key.to_path_buf()));
         config.to_toml()
     };
 
@@ -708,7 +698,7 @@ async fn sessions_reach_a_redis_over_tls_as_an_acl_user() {
     let redis = TlsRedis::start(&ca);
     let a = legacy_app("a").await;
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address)]);
-    config.redis_extra = format!("ca_file = \"{}\"", redis.ca_file().display());
+    config.redis.ca_file = Some(redis.ca_file());
     let proxy = ProxyProcess::start(&config).await;
     assert!(
         proxy.count_logs("connected to Redis") >= 1,
@@ -757,10 +747,8 @@ async fn rediss_without_the_right_ca_does_not_connect() {
     let wrong_ca = dir.path().join("other-ca.crt");
     std::fs::write(&wrong_ca, stranger.pem()).unwrap();
     let mut config = ProxyConfig::new(&redis.url(), &[("a", a.address)]);
-    config.redis_extra = format!(
-        "ca_file = \"{}\"\nconnect_timeout = \"500ms\"",
-        wrong_ca.display()
-    );
+    config.redis.ca_file = Some(wrong_ca.clone());
+    config.redis.connect_timeout = Some("500ms".into());
     let proxy = ProxyProcess::start(&config).await;
     assert_eq!(
         proxy.count_logs("connected to Redis"),
@@ -771,7 +759,7 @@ async fn rediss_without_the_right_ca_does_not_connect() {
     assert!(proxy.count_logs("Redis not reachable yet") >= 1);
 
     // An unreadable CA file stops the start, naming the file.
-    config.redis_extra = "ca_file = \"/nonexistent/ca.pem\"".to_string();
+    config.redis.ca_file = Some("/nonexistent/ca.pem".into());
     let RefusedStart { status, stderr, .. } = serve_expecting_exit(&config.to_toml()).await;
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
@@ -799,17 +787,10 @@ async fn sessions_reach_a_sentinel_service_over_tls() {
     let service = support::redis_ha::RedisSentinel::start_with(None, Some(files.clone())).await;
     let a = legacy_app("a").await;
     let mut config = ProxyConfig::new("", &[("a", a.address)]);
-    let sentinels: Vec<String> = service
-        .sentinel_addresses()
-        .iter()
-        .map(|s| format!("\"{s}\""))
-        .collect();
-    config.redis_extra = format!(
-        "sentinels = [{}]\nservice_name = \"{}\"\ntls = true\nca_file = \"{}\"",
-        sentinels.join(", "),
-        support::redis_ha::SERVICE,
-        files.ca.display()
-    );
+    config.redis.sentinels = service.sentinel_addresses();
+    config.redis.service_name = Some(support::redis_ha::SERVICE.into());
+    config.redis.tls = true;
+    config.redis.ca_file = Some(files.ca.clone());
     let proxy = ProxyProcess::start(&config).await;
     let mut alice = Browser::new();
     alice.login(&proxy, "alice").await;
@@ -827,12 +808,9 @@ async fn sessions_reach_a_redis_cluster_over_tls() {
     let cluster = support::redis_ha::RedisCluster::start_with(Some(files.clone())).await;
     let a = legacy_app("a").await;
     let mut config = ProxyConfig::new("", &[("a", a.address)]);
-    let seeds: Vec<String> = cluster.seeds().iter().map(|s| format!("\"{s}\"")).collect();
-    config.redis_extra = format!(
-        "cluster_nodes = [{}]\ntls = true\nca_file = \"{}\"",
-        seeds.join(", "),
-        files.ca.display()
-    );
+    config.redis.cluster_nodes = cluster.seeds();
+    config.redis.tls = true;
+    config.redis.ca_file = Some(files.ca.clone());
     let proxy = ProxyProcess::start(&config).await;
 
     let mut alice = Browser::new();
@@ -852,7 +830,8 @@ async fn sessions_reach_a_redis_cluster_over_tls() {
     assert_eq!(found, 1, "the session is on one master of the TLS cluster");
 
     // Without tls the nodes do not answer: TLS is what was used.
-    config.redis_extra = format!("cluster_nodes = [{}]", seeds.join(", "));
+    config.redis.tls = false;
+    config.redis.ca_file = None;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("unstick.toml");
     std::fs::write(&path, config.to_toml()).unwrap();

@@ -23,4 +23,3 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     })?;
     parse_config(&source, path)
 }
-

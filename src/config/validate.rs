@@ -10,9 +10,9 @@ mod session;
 mod upstreams;
 
 use super::defaults;
+use super::error::ConfigError;
 use super::error::Problem;
 use super::raw::*;
-use super::error::ConfigError;
 use super::validated::*;
 use crate::config::values::Text;
 use http::HeaderName;

@@ -6,16 +6,9 @@ pub mod legacy_app;
 pub use legacy_app::{LegacyApp, LegacyAppConfig, UnknownSession};
 
 use crate::config::{parse_config, ConfigError};
-use crate::metrics::Metrics;
-use crate::proxy::Proxy;
-use crate::live::LiveState;
-use crate::server::{serve, shutdown_signal};
-use crate::session::old_store::OldStoreError;
-use crate::session::{SessionStore, StoreError};
+use crate::server::{shutdown_signal, start, StartError};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +21,7 @@ pub enum DemoError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    OldStore(#[from] OldStoreError),
+    Start(#[from] StartError),
 }
 
 /// The demo's config: a real config file's text, so what the demo runs is what an operator writes.
@@ -43,6 +34,7 @@ pub fn demo_config(
     format!(
         r#"[listener]
 address = "{listen}"
+shutdown_grace = "5s"
 
 [redis]
 url = "{store_url}"
@@ -95,27 +87,18 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
             address: loopback,
             source,
         })?;
-    let listener = bind(listen).await?;
-    let listen = listener.local_addr().unwrap_or(listen);
     let text = demo_config(listen, &store_url, app_a.address, app_b.address);
     let config = parse_config(&text, Path::new("<demo>"))?;
-    let metrics = Arc::new(Metrics::new());
-    let store = SessionStore::connect(&config.store)
-        .await?
-        .observed_by(metrics.clone());
-    let limits = crate::server::connections::ConnectionLimits::for_listener(
-        &config.listener,
-        crate::server::connections::raise_open_file_limit().map_or(1024, |l| l.soft),
-    );
-    let live = LiveState::build(config, store, metrics, None).await?;
-    let proxy = Proxy::new(live);
+    let shutdown = shutdown_signal();
+    let server = start(config, None).await?;
+    let listen = server.address();
 
     let store_note = if store_url == "memory://" {
         "process memory (set REDIS_URL=redis://127.0.0.1:6379 to use Redis)".to_string()
     } else {
         "Redis from REDIS_URL".to_string()
     };
-    println!(
+    let banner = format!(
         "\nunstick demo\n\
          \n  legacy app instance a: http://{a}  (keeps logins in its own memory)\
          \n  legacy app instance b: http://{b}\
@@ -132,14 +115,10 @@ pub async fn run_demo(listen: SocketAddr) -> Result<(), DemoError> {
         a = app_a.address,
         b = app_b.address,
     );
-    serve(
-        listener,
-        proxy,
-        shutdown_signal(),
-        Duration::from_secs(5),
-        limits,
-    )
-    .await;
+    // One write: a reader that stops at the address line (and closes the pipe) must not catch
+    // the rest half-written, and a closed stdout is no reason to stop the demo.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), banner.as_bytes());
+    server.serve_until(shutdown).await;
     app_a.stop().await;
     app_b.stop().await;
     Ok(())

@@ -32,8 +32,8 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use logging::logging;
 use request_filter::request_filter;
-use response::Answer;
 use resolve::resolve;
+use response::Answer;
 use response_filter::response_filter;
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,7 +76,8 @@ impl Proxy {
             Ok(filtered) => filtered,
             Err(answer) => return answer.into_response(),
         };
-        let span = tracing::info_span!("request", id = %context.request_id, route = %context.route.label);
+        let span =
+            tracing::info_span!("request", id = %context.request_id, route = %context.route.label);
         let mut response = match forward(&mut context, parts, body).instrument(span).await {
             Ok(response) => response,
             Err(answer) => answer.into_response(),

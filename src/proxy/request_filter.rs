@@ -117,4 +117,3 @@ fn request_host(request: &Request<Incoming>) -> Result<Option<String>, &'static 
         .ok_or("Bad Host header.\n")?;
     Ok(Some(authority.host().to_ascii_lowercase()))
 }
-

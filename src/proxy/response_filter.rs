@@ -40,8 +40,13 @@ pub async fn response_filter(
         // Boxed: a login or logout is rare, and its future would otherwise enlarge every
         // request's.
         let current = context.session.as_ref();
-        let recorded =
-            Box::pin(capture::apply(&recorder, signals, current, &context.session_ids)).await;
+        let recorded = Box::pin(capture::apply(
+            &recorder,
+            signals,
+            current,
+            &context.session_ids,
+        ))
+        .await;
         if let Err(e) = recorded {
             if !route.mode().capture_error_is_fatal() {
                 // A route that does not depend on Redis: the app's answer goes out as before.

@@ -23,7 +23,11 @@ pub fn upstream_request_filter(
     let config = &context.live.config;
     let identity = &config.identity;
     if let Some(session) = &context.session {
-        headers::inject_identity(&mut parts.headers, &identity.headers, &session.record.identity);
+        headers::inject_identity(
+            &mut parts.headers,
+            &identity.headers,
+            &session.record.identity,
+        );
         if let Some(signature) = &identity.signature {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

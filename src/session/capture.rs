@@ -170,7 +170,8 @@ pub async fn apply(
         if let Some(session) = current {
             let remember = sessions.settings.absolute_lifetime;
             let ended =
-                users::revoke_user(&sessions.store, &session.record.identity.user, remember).await?;
+                users::revoke_user(&sessions.store, &session.record.identity.user, remember)
+                    .await?;
             sessions.metrics.sessions_revoked.inc_by(ended as u64);
             // The current session is among them; a new cookie in this response starts afresh.
             current = None;
@@ -395,7 +396,13 @@ async fn end_current(
     route: &SessionRoute,
     current: &ResolvedSession,
 ) -> Result<(), StoreError> {
-    end_sessions(sessions, route, std::slice::from_ref(&current.id), Some(current)).await
+    end_sessions(
+        sessions,
+        route,
+        std::slice::from_ref(&current.id),
+        Some(current),
+    )
+    .await
 }
 
 /// Ends the request's sessions, the ids the current one replaced, and the other live ids of

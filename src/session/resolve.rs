@@ -126,8 +126,7 @@ async fn find_in_store(sessions: &Sessions, ids: &[SessionId]) -> Result<Found, 
     let touch = sessions.settings.touch_interval();
     for id in ids {
         let hash = id.hash();
-        match sessions.store.load(&hash, now_ms(), touch).await?
-        {
+        match sessions.store.load(&hash, now_ms(), touch).await? {
             Loaded::Live(record) => {
                 return Ok(Found::Live(Box::new(ResolvedSession {
                     id: id.clone(),

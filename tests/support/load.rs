@@ -3,7 +3,7 @@
 //! carries a session is answered as its own user or with "retry later", never as anonymous or
 //! as somebody else.
 
-use super::ProxyProcess;
+use super::RunningProxy;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,7 +62,11 @@ pub struct SessionLoad {
 impl SessionLoad {
     /// Starts `loops` loops over the `(user, cookie)` pairs: each cycles through its share of
     /// the users (with more loops than users, several loops share a user).
-    pub fn start(proxy: &ProxyProcess, users: &[(String, String)], loops: usize) -> SessionLoad {
+    pub fn start(
+        proxy: &impl RunningProxy,
+        users: &[(String, String)],
+        loops: usize,
+    ) -> SessionLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let url = proxy.url("/me");
         let http = reqwest::Client::builder()
@@ -139,7 +143,7 @@ pub async fn me_as(
 /// Polls every user's `/me` until all are answered as themselves (bounded by `within`);
 /// returns when that was.
 pub async fn every_user_served(
-    proxy: &ProxyProcess,
+    proxy: &impl RunningProxy,
     users: &[(String, String)],
     within: Duration,
 ) -> Option<Instant> {

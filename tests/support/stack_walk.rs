@@ -7,7 +7,7 @@
 //! A stack's app answers `POST /login` (form `user`), `POST /logout` and `GET /me` with
 //! `{"user", "instance"}`, trusting unstick's `X-Auth-User` when it has no login of its own.
 
-use super::{Browser, ProxyConfig, ProxyProcess, RedisServer};
+use super::{Browser, Mode, ProxyConfig, ProxyProcess, RedisServer, RunningProxy};
 use std::future::Future;
 use std::net::SocketAddr;
 
@@ -40,10 +40,9 @@ pub trait Stack {
     /// Starts instance `name`, on `address` when it is a restart.
     fn start(&self, name: &str, address: Option<SocketAddr>) -> impl Future<Output = Instance>;
 
-    /// The stack's unstick settings: `id_format`, capture, old stores (the route lists them
-    /// in `route_extra` with its logout path). Mode and instances are the walk's, set before
-    /// each call (before every start and reload); `upstream_extra` holds the walk's
-    /// `lb_cookie` line (if any), to append to.
+    /// The stack's unstick settings: `id_format`, capture, old stores. Mode, instances and the
+    /// upstream's `lb_cookie` are the walk's, set before each call (before every start and
+    /// reload).
     fn configure(&self, config: &mut ProxyConfig);
 
     /// The migration's last step: the old store is emptied (a session table, session files).
@@ -91,7 +90,7 @@ pub async fn walk_migration<S: Stack>(stack: &S) -> Walked {
         });
     }
     let mut config = ProxyConfig::new(&redis.url(), &[]);
-    config.cookie = S::COOKIE.into();
+    config.session.cookie = S::COOKIE.into();
     let mut walk = Walk {
         stack,
         redis,
@@ -103,13 +102,13 @@ pub async fn walk_migration<S: Stack>(stack: &S) -> Walked {
         logged_out: Vec::new(),
     };
 
-    walk.set_mode("legacy").await;
+    walk.set_mode(Mode::Legacy).await;
     walk.check("adopted in legacy").await;
-    walk.set_mode("overlap").await;
+    walk.set_mode(Mode::Overlap).await;
     walk.check("overlap").await;
-    walk.set_mode("legacy").await;
+    walk.set_mode(Mode::Legacy).await;
     walk.check("rolled back to legacy").await;
-    walk.set_mode("overlap").await;
+    walk.set_mode(Mode::Overlap).await;
     walk.check("overlap again").await;
     for i in 0..walk.instances.len() {
         walk.restart(i).await;
@@ -122,7 +121,7 @@ pub async fn walk_migration<S: Stack>(stack: &S) -> Walked {
     }
     walk.apply().await;
     walk.check("scaled to 4").await;
-    walk.set_mode("redis").await;
+    walk.set_mode(Mode::Redis).await;
     walk.check("redis").await;
     for i in 0..walk.instances.len() {
         walk.restart(i).await;
@@ -140,8 +139,8 @@ pub async fn walk_migration<S: Stack>(stack: &S) -> Walked {
 }
 
 impl<S: Stack> Walk<'_, S> {
-    async fn set_mode(&mut self, mode: &str) {
-        self.config.mode = mode.into();
+    async fn set_mode(&mut self, mode: Mode) {
+        self.config.mode = mode;
         self.apply().await;
     }
 
@@ -152,11 +151,12 @@ impl<S: Stack> Walk<'_, S> {
             .iter()
             .map(|i| (i.name.clone(), i.address))
             .collect();
-        self.config.upstream_extra = if S::LB_COOKIE {
-            "lb_cookie = { name = \"SERVERID\", values = { a = \"a\", b = \"b\" } }".into()
-        } else {
-            String::new()
-        };
+        self.config.upstream.lb_cookie = S::LB_COOKIE.then(|| {
+            (
+                "SERVERID".into(),
+                vec![("a".into(), "a".into()), ("b".into(), "b".into())],
+            )
+        });
         self.stack.configure(&mut self.config);
         match &self.proxy {
             Some(proxy) => proxy.reload(&self.config).await,

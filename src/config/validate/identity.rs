@@ -4,10 +4,10 @@
 use super::super::defaults;
 use super::super::error::{ConfigError, Problem};
 use super::super::raw::{RawCapture, RawCaptureSource, RawIdentity, RawSignature};
-use super::super::values::Text;
 use super::super::validated::{
     CaptureSource, IdentityConfig, IdentityHeaders, IdentityMapping, SignatureConfig,
 };
+use super::super::values::Text;
 use super::{pointer, Validator};
 use http::HeaderName;
 use std::collections::BTreeMap;

@@ -4,8 +4,8 @@
 use super::super::defaults;
 use super::super::error::{ConfigError, Problem};
 use super::super::raw::{RawAdmin, RawListener};
-use super::super::values::{HumanDuration, Text};
 use super::super::validated::{AdminConfig, ListenerConfig, TlsListenerConfig};
+use super::super::values::{HumanDuration, Text};
 use super::Validator;
 use std::net::SocketAddr;
 use std::path::PathBuf;

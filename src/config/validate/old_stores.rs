@@ -6,10 +6,10 @@ use super::super::error::{ConfigError, Problem};
 use super::super::raw::{
     RawOldStore, RawOldStoreKeys, RawPhpFilesStore, RawPostgresStore, RawRedisStore, RawWhoamiStore,
 };
-use super::super::values::Text;
 use super::super::validated::{
     ForeignRedisFormat, IdentityMapping, OldStoreConfig, OldStoreKind, PostgresFormat,
 };
+use super::super::values::Text;
 use super::{pointer, Validator};
 use std::ops::Range;
 use std::path::PathBuf;

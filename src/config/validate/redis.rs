@@ -4,10 +4,10 @@
 use super::super::defaults;
 use super::super::error::{ConfigError, NodeAddressFault, Problem};
 use super::super::raw::RawRedis;
-use super::super::values::{HumanDuration, Text};
 use super::super::validated::{
     ClusterTarget, NodeAddress, NodeAuth, SentinelTarget, StoreConfig, StoreUrl,
 };
+use super::super::values::{HumanDuration, Text};
 use super::Validator;
 use std::path::PathBuf;
 use std::time::Duration;

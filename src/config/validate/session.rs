@@ -4,8 +4,8 @@
 use super::super::defaults;
 use super::super::error::{ConfigError, Problem};
 use super::super::raw::{RawDuplicateCookies, RawIdFormat, RawSession};
-use super::super::values::Text;
 use super::super::validated::{DuplicateCookies, IdFormat, LaravelKey, SessionConfig};
+use super::super::values::Text;
 use super::Validator;
 use toml::Spanned;
 

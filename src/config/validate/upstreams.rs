@@ -4,9 +4,7 @@
 use super::super::defaults;
 use super::super::error::{ConfigError, Problem};
 use super::super::raw::{RawHealthCheck, RawInstance, RawLbCookie, RawUpstream};
-use super::super::validated::{
-    HealthCheckConfig, InstanceConfig, LbCookieConfig, UpstreamConfig,
-};
+use super::super::validated::{HealthCheckConfig, InstanceConfig, LbCookieConfig, UpstreamConfig};
 use super::Validator;
 use std::collections::BTreeMap;
 use toml::Spanned;

@@ -3,9 +3,9 @@
 //! round trip per lookup, always bounded by the store's timeout.
 
 use super::php_serialize;
-use crate::session::old_store::{found, invalid, timed_out, unavailable, unreadable};
 use crate::config::IdentityMapping;
 use crate::session::cookie::SessionId;
+use crate::session::old_store::{found, invalid, timed_out, unavailable, unreadable};
 use crate::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -4,9 +4,9 @@
 //! would accept become a path; anything else is a miss without touching the disk.
 
 use super::php_serialize;
-use crate::session::old_store::{found, unavailable, unreadable};
 use crate::config::IdentityMapping;
 use crate::session::cookie::SessionId;
+use crate::session::old_store::{found, unavailable, unreadable};
 use crate::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};
 use async_trait::async_trait;
 use std::fs::File;

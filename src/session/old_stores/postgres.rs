@@ -3,9 +3,9 @@
 //! lazily and again after it drops; statements prepared once per connection; every call bounded.
 
 use super::django::{DjangoError, DjangoSigner};
-use crate::session::old_store::{found, invalid, timed_out, unavailable, unreadable};
 use crate::config::IdentityMapping;
 use crate::session::cookie::SessionId;
+use crate::session::old_store::{found, invalid, timed_out, unavailable, unreadable};
 use crate::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};
 use async_trait::async_trait;
 use serde_json::Value;
