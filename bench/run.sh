@@ -22,7 +22,8 @@
 #   TARGETS="direct nginx unstick nosession"   subset/order of targets; `nosession` is unstick
 #                     again with a cookie of another name: no Redis lookup, so the table splits
 #                     unstick's cost into proxying and the session lookup
-#   UNSTICK_BIN=target/release/unstick   binary to use; NO_BUILD=1 skips `cargo build --release`
+#   UNSTICK_BIN=target/dist/unstick   binary to use; NO_BUILD=1 skips `cargo build --profile dist`
+#                     (the shipped build: fat LTO, about 10 minutes on 2 cores the first time)
 #   KEEP_TMP=1        keep the temp dir (configs, logs, raw wrk output) after the run
 #   BENCH_UPSTREAM=demo   `stub` = nginx `return 200` stand-in upstream. Only for testing
 #                         this harness while the binary is unavailable; implies no unstick target.
@@ -37,7 +38,7 @@ THREADS="${THREADS:-2}"
 WARMUP="${WARMUP:-2}"
 PROXY_WORKERS="${PROXY_WORKERS:-1}"
 BENCH_UPSTREAM="${BENCH_UPSTREAM:-demo}"
-UNSTICK_BIN="${UNSTICK_BIN:-$REPO_DIR/target/release/unstick}"
+UNSTICK_BIN="${UNSTICK_BIN:-$REPO_DIR/target/dist/unstick}"
 NO_BUILD="${NO_BUILD:-0}"
 KEEP_TMP="${KEEP_TMP:-0}"
 if [[ "$BENCH_UPSTREAM" == stub ]]; then
@@ -426,8 +427,9 @@ fi
 
 if [[ "$BENCH_UPSTREAM" == demo ]]; then
     if [[ "$NO_BUILD" != 1 ]]; then
-        log "cargo build --release"
-        (cd "$REPO_DIR" && cargo build --release --quiet) >&2 || die "cargo build --release failed"
+        # The dist profile is what ships (Dockerfile, cargo install): measure that binary.
+        log "cargo build --profile dist (the shipped build; the first one takes about 10 minutes on 2 cores)"
+        (cd "$REPO_DIR" && cargo build --profile dist --quiet) >&2 || die "cargo build --profile dist failed"
     fi
     [[ -x "$UNSTICK_BIN" ]] || die "no unstick binary at $UNSTICK_BIN"
     "$UNSTICK_BIN" demo-app --help >/dev/null 2>&1 ||

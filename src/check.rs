@@ -5,11 +5,11 @@
 //! logout.
 //!
 //! Every problem is a [`Finding`] in the [`Report`], never an early error: the operator sees
-//! everything that is wrong in one run. [`Report::passed`] is `true` only with no error and no
-//! warning.
+//! everything that is wrong in one run. [`Report::passed`] is `false` with an error; a warning
+//! (a risk the operator may knowingly accept) fails it only when strict.
 
 use crate::config::{
-    load_config, Config, IdentityConfig, SessionConfig, StoreConfig, StoreUrl,
+    load_config, Config, ConfigError, IdentityConfig, SessionConfig, StoreConfig, StoreUrl,
     UnexplainedCookieChange,
 };
 use crate::session::store::RedisStore;
@@ -105,25 +105,33 @@ impl Report {
         self.findings.iter().filter(|f| f.level == level).count()
     }
 
-    /// `true` when there is no error and no warning: safe to deploy.
-    pub fn passed(&self) -> bool {
-        self.findings.iter().all(|f| f.level == Level::Ok)
+    /// `true` without errors and, when `strict`, without warnings: safe to deploy. A warning
+    /// is a risk the operator may knowingly accept, so it fails the check only when strict.
+    pub fn passed(&self, strict: bool) -> bool {
+        self.count(Level::Error) == 0 && !(strict && self.count(Level::Warning) > 0)
     }
 
     /// One line for the end of the output.
-    pub fn summary(&self) -> String {
+    pub fn summary(&self, strict: bool) -> String {
         let (errors, warnings, ok) = (
             self.count(Level::Error),
             self.count(Level::Warning),
             self.count(Level::Ok),
         );
-        if self.passed() {
-            format!("check passed: {ok} ok, no warnings, no errors")
-        } else {
-            format!(
-                "check failed: {errors} error(s), {warnings} warning(s), {ok} ok; \
-                 fix them (or knowingly accept the warnings) before deploying"
-            )
+        match (self.passed(strict), warnings) {
+            (true, 0) => format!("check passed: {ok} ok, no warnings, no errors"),
+            (true, _) => format!(
+                "check passed with {warnings} warning(s), {ok} ok: read each warning and fix it \
+                 or knowingly accept it (--strict fails on warnings)"
+            ),
+            (false, _) if errors == 0 => format!(
+                "check failed (--strict): {warnings} warning(s), {ok} ok; fix them before \
+                 deploying, or run without --strict to accept them"
+            ),
+            (false, _) => format!(
+                "check failed: {errors} error(s), {warnings} warning(s), {ok} ok; fix the errors \
+                 before deploying"
+            ),
         }
     }
 
@@ -153,10 +161,33 @@ pub async fn check_file(path: &Path) -> Report {
             findings: vec![Finding::error(
                 "config",
                 one_line(&e.to_string()),
-                "correct the key named above; nothing else was checked",
+                config_fix(&e),
             )],
         },
     }
+}
+
+/// What to do about a config that does not load, by what went wrong: only a validation error
+/// names a key.
+fn config_fix(error: &ConfigError) -> String {
+    let fix = match error {
+        ConfigError::Io { .. } => {
+            "check the path (--config or UNSTICK_CONFIG) and that this user can read the file"
+                .to_string()
+        }
+        ConfigError::Invalid { key, line, .. } => format!("correct `{key}` on line {line}"),
+        ConfigError::Parse { message, .. } if message.contains("environment variable") => {
+            "set the variable in unstick's environment (an EnvironmentFile, docker -e), or give \
+             it a default with ${VAR:-default}"
+                .to_string()
+        }
+        ConfigError::Parse { .. } => {
+            "correct the file at the line and column shown (TOML syntax, a key's name or its \
+             value)"
+                .to_string()
+        }
+    };
+    format!("{fix}; nothing else was checked")
 }
 
 /// The checks of a validated config: store, lifetimes, identity header names.
@@ -762,13 +793,51 @@ mod tests {
     }
 
     #[test]
-    fn report_passes_only_without_warnings_and_errors() {
+    fn warnings_pass_unless_strict_and_errors_never_pass() {
         let mut report = Report::default();
         report.push(Finding::ok("config", "valid"));
-        assert!(report.passed());
+        assert!(report.passed(false) && report.passed(true));
+        assert!(report.summary(true).contains("no warnings, no errors"));
         report.push(Finding::warning("redis", "w", "f"));
-        assert!(!report.passed());
-        assert!(report.summary().contains("1 warning(s)"));
+        assert!(report.passed(false));
+        assert!(!report.passed(true));
+        assert!(report
+            .summary(false)
+            .starts_with("check passed with 1 warning(s)"));
+        assert!(report
+            .summary(true)
+            .starts_with("check failed (--strict): 1 warning(s)"));
         assert_eq!(report.findings[1].to_string(), "warning  redis: w. Fix: f");
+        report.push(Finding::error("redis", "e", "f"));
+        assert!(!report.passed(false) && !report.passed(true));
+        assert!(report.summary(false).contains("1 error(s), 1 warning(s)"));
+    }
+
+    #[test]
+    fn a_config_error_fix_names_only_what_the_error_names() {
+        let path = std::path::PathBuf::from("u.toml");
+        let invalid = ConfigError::Invalid {
+            path: path.clone(),
+            line: 7,
+            key: "redis.key_prefix".into(),
+            problem: crate::config::Problem::NotPositive,
+        };
+        assert_eq!(
+            config_fix(&invalid),
+            "correct `redis.key_prefix` on line 7; nothing else was checked"
+        );
+        let io = ConfigError::Io {
+            path: path.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert!(config_fix(&io).starts_with("check the path"));
+        let env = ConfigError::Parse {
+            path,
+            message: "line 3: environment variable SESSION_SECRET is not set".into(),
+        };
+        assert!(config_fix(&env).starts_with("set the variable"));
+        for error in [io, env] {
+            assert!(!config_fix(&error).contains("key named"));
+        }
     }
 }

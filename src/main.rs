@@ -1,7 +1,8 @@
 //! Command-line entry: wiring only.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use unstick::config::{load_config, StoreUrl};
@@ -10,13 +11,38 @@ use unstick::server::connections::raise_open_file_limit;
 use unstick::server::shutdown_signal;
 use unstick::session::{users, SessionHash, SessionStore};
 
+/// `--version`: the version, then how this binary was built (set by build.rs).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit:  ",
+    env!("UNSTICK_BUILD_COMMIT"),
+    "\ntarget:  ",
+    env!("UNSTICK_BUILD_TARGET"),
+    "\nprofile: ",
+    env!("UNSTICK_BUILD_PROFILE"),
+    "\nrustc:   ",
+    env!("UNSTICK_BUILD_RUSTC"),
+);
+
 #[derive(Parser)]
 #[command(
     version,
+    long_version = LONG_VERSION,
     about = "A reverse proxy that moves a legacy app's sessions into Redis without logging anyone out"
 )]
 struct Cli {
-    /// Log format.
+    /// The config file (TOML) of serve, check and sessions. Accepted before or after the
+    /// subcommand.
+    #[arg(
+        long,
+        short,
+        global = true,
+        value_name = "FILE",
+        env = "UNSTICK_CONFIG"
+    )]
+    config: Option<PathBuf>,
+    /// Log format on stderr: text (coloured only on a terminal) or json (one object per line,
+    /// with the request id).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "UNSTICK_LOG_FORMAT")]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -33,59 +59,84 @@ enum LogFormat {
 enum SessionsAction {
     /// A user's sessions as JSON (hashed ids, device, IP, created, last seen).
     List {
-        #[arg(long)]
+        /// The user id, as the identity header carries it (e.g. alice).
+        #[arg(long, value_name = "USER")]
         user: String,
     },
     /// End one session, named by its id hash (as listed).
-    Revoke { id_hash: String },
+    Revoke {
+        /// The session's id hash: 64 hex characters, the `id_hash` field of `sessions list`.
+        #[arg(value_name = "ID_HASH")]
+        id_hash: String,
+    },
     /// End every session of a user ("log out everywhere").
-    RevokeUser { user: String },
+    RevokeUser {
+        /// The user id, as the identity header carries it (e.g. alice).
+        #[arg(value_name = "USER")]
+        user: String,
+    },
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the proxy.
-    Serve {
-        #[arg(long, short)]
-        config: PathBuf,
-    },
+    /// Run the proxy (reloads the config on SIGHUP and when the file changes).
+    Serve,
     /// Preflight: validate the config, reach Redis, check eviction policy, persistence,
-    /// lifetimes and identity header names. Exit 0 only without errors and warnings.
+    /// lifetimes and identity header names. Exit 1 on an error (or, with --strict, a
+    /// warning), 0 otherwise.
     Check {
-        #[arg(long, short)]
-        config: PathBuf,
+        /// Exit 1 on warnings too, not only on errors (a deploy gate that accepts nothing).
+        #[arg(long)]
+        strict: bool,
     },
     /// List or revoke sessions in the store of a config (the admin API does the same over HTTP).
     Sessions {
-        #[arg(long, short)]
-        config: PathBuf,
         #[command(subcommand)]
         action: SessionsAction,
     },
     /// Run the self-contained demo: a sticky legacy app on two instances behind unstick.
     Demo {
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        /// Address the demo proxy listens on.
+        #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
     /// Run one instance of the bundled legacy app (for benchmarks and docker-compose).
     DemoApp {
-        #[arg(long)]
+        /// Address the app listens on.
+        #[arg(long, value_name = "ADDRESS")]
         listen: SocketAddr,
+        /// The instance's name, shown in its answers.
         #[arg(long, default_value = "a")]
         name: String,
+        /// The name of the app's session cookie.
         #[arg(long, default_value = "demo.sid")]
         cookie: String,
         /// Sign cookies as express-session does, with this secret.
-        #[arg(long, env = "DEMO_APP_SECRET")]
+        #[arg(long, env = "DEMO_APP_SECRET", hide_env_values = true)]
         secret: Option<String>,
     },
+}
+
+/// The config path, which serve, check and sessions need: a usage error (exit 2) without it.
+fn required_config(config: Option<PathBuf>) -> PathBuf {
+    match config {
+        Some(path) => path,
+        None => Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "this command needs a config file: pass --config FILE or set UNSTICK_CONFIG",
+            )
+            .exit(),
+    }
 }
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only on a terminal: a log file or journald gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -114,30 +165,33 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let Cli {
+        config,
+        log_format,
+        command,
+    } = Cli::parse();
+    init_logging(log_format);
     unstick::install_crypto_provider();
-    match cli.command {
-        Command::Serve {
-            config: config_path,
-        } => {
+    match command {
+        Command::Serve => {
+            let config_path = required_config(config);
             let config = load_config(&config_path)?;
             raise_open_file_limit_logged();
             let shutdown = shutdown_signal();
             let server = unstick::server::start(config, Some(&config_path)).await?;
             server.serve_until(shutdown).await;
         }
-        Command::Check { config: path } => {
-            let report = unstick::check::check_file(&path).await;
+        Command::Check { strict } => {
+            let report = unstick::check::check_file(&required_config(config)).await;
             for finding in &report.findings {
                 println!("{finding}");
             }
-            println!("{}", report.summary());
-            if !report.passed() {
+            println!("{}", report.summary(strict));
+            if !report.passed(strict) {
                 std::process::exit(1);
             }
         }
-        Command::Sessions { config, action } => manage_sessions(&config, action).await?,
+        Command::Sessions { action } => manage_sessions(&required_config(config), action).await?,
         Command::Demo { listen } => {
             raise_open_file_limit_logged();
             run_demo(listen).await?
@@ -218,4 +272,36 @@ async fn manage_sessions(path: &std::path::Path, action: SessionsAction) -> anyh
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every argument of every subcommand says what it is in `--help`.
+    #[test]
+    fn every_argument_has_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_about().is_none() {
+                    missing.push(format!("{path} {}", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "unstick", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:?}");
+    }
 }
