@@ -365,7 +365,7 @@ async fn old_store_key_of_another_kind_names_key_and_line() {
     assert!(
         errors[0].contains(&format!(
             ":{line}: `old_stores.old.dir`: a key of kind = \"php-files\", not of kind = \"redis\""
-        )) && errors[0].contains("Fix: correct the key named above"),
+        )) && errors[0].contains(&format!("Fix: correct `old_stores.old.dir` on line {line}")),
         "{}",
         run.explain()
     );
