@@ -83,17 +83,8 @@ async fn metrics_parse_and_move_with_requests() {
         &[("UNSTICK_ADMIN_TOKEN", TOKEN)],
     )
     .await;
-    let scrape = || async {
-        admin(&proxy, reqwest::Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
 
-    let before = scrape().await;
+    let before = admin_metrics(&proxy, TOKEN).await;
     assert!(
         before.ends_with("# EOF\n"),
         "OpenMetrics text ends with # EOF"
@@ -115,7 +106,7 @@ async fn metrics_parse_and_move_with_requests() {
         .await
         .unwrap();
 
-    let after = scrape().await;
+    let after = admin_metrics(&proxy, TOKEN).await;
     assert_eq!(
         metric(
             &after,
