@@ -169,6 +169,12 @@ async fn the_demo_runs_without_redis_and_explains_unsticks_side_of_each_request(
         "{direct}"
     );
     assert!(direct.contains("Not logged in"), "{direct}");
+    assert!(
+        direct.contains(&format!(
+            "Your login is in instance <b>{took_login}</b>'s memory"
+        )),
+        "{direct}"
+    );
 
     // The session shown by its hash is the one the admin listener lists, with the token only.
     let admin = dashboard.trim_end_matches("/dashboard");

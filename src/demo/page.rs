@@ -172,6 +172,14 @@ fn you(html: &mut String, facts: &PageFacts<'_>) {
                     ""
                 }
             );
+            if let (false, Some(holder), Some(tour)) = (facts.via_proxy, holder(facts), facts.tour)
+            {
+                let proxy = escape(&tour.proxy_url);
+                let _ = write!(
+                    html,
+                    "<p class=warn>Your login is in instance <b>{holder}</b>'s memory, so                      {instance} alone does not know you. Through unstick at                      <a href='{proxy}/'>{proxy}</a> every instance knows you.</p>"
+                );
+            }
         }
     }
     html.push_str("</section>");
@@ -220,11 +228,7 @@ fn unstick_side(html: &mut String, facts: &PageFacts<'_>) {
 }
 
 fn holders(html: &mut String, facts: &PageFacts<'_>) {
-    let holder = facts
-        .holders
-        .iter()
-        .find(|(_, user)| user.is_some())
-        .map(|(instance, _)| escape(&instance.name));
+    let holder = holder(facts);
     html.push_str(
         "<section class=wide><h2>Which instance holds your login in its own memory</h2><table>\
          <tr><th>Instance</th><th>In its memory</th><th>Opened directly, without unstick</th></tr>",
@@ -271,6 +275,15 @@ fn holders(html: &mut String, facts: &PageFacts<'_>) {
         );
     }
     html.push_str("</section>");
+}
+
+/// The instance that holds the login in its memory, escaped.
+fn holder(facts: &PageFacts<'_>) -> Option<String> {
+    facts
+        .holders
+        .iter()
+        .find(|(_, user)| user.is_some())
+        .map(|(instance, _)| escape(&instance.name))
 }
 
 fn try_this(html: &mut String, facts: &PageFacts<'_>) {
