@@ -591,7 +591,8 @@ mode = "redis"
         let cases = [
             ("name = \"w\"\nkind = \"whoami\"\nfoo = 1", "unstick.toml:25: `old_stores.w.foo`: unknown field `foo` for kind = \"whoami\", \
                  expected one of `name`, `kind`, `timeout`, `user`, `roles`, `email`, `attributes`, \
-                 `path`, `fanout_concurrency`, `miss_ttl`"),
+                 `path`, `fanout_concurrency`, `miss_ttl`, `format`, `user_selector`, `user_pattern`, \
+                 `roles_selector`, `roles_pattern`, `email_selector`, `email_pattern`"),
             ("name = \"w\"\nkind = \"mongo\"", "unstick.toml:24: `old_stores.w.kind`: unknown variant `mongo`"),
             ("name = \"w\"", "unstick.toml:22: `old_stores.w`: missing field `kind`"),
             ("name = \"w\"\nkind = \"whoami\"\nmiss_ttl = \"soon\"", "unstick.toml:25: `old_stores.w.miss_ttl`: \"soon\" is not a duration"),

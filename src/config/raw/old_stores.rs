@@ -100,6 +100,8 @@ pub enum RawOldStoreKeys {
 #[serde(deny_unknown_fields)]
 pub struct RawWhoamiStore {
     pub path: Option<Text>,
+    pub fanout_concurrency: Option<usize>,
+    pub miss_ttl: Option<HumanDuration>,
     /// "json" (read with `user`, `roles`, `email`) or "html" (with the keys below).
     pub format: Option<Spanned<String>>,
     /// With the "html" format: a CSS selector or a pattern (with a capture group) per field.
@@ -109,8 +111,6 @@ pub struct RawWhoamiStore {
     pub roles_pattern: Option<Spanned<String>>,
     pub email_selector: Option<Spanned<String>>,
     pub email_pattern: Option<Spanned<String>>,
-    pub fanout_concurrency: Option<usize>,
-    pub miss_ttl: Option<HumanDuration>,
 }
 
 impl RawWhoamiStore {
