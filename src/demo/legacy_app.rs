@@ -320,9 +320,11 @@ impl AppState {
         };
         let user = own.as_deref().or(header_user);
         let tour = self.config.tour.as_deref();
-        // The tour's cookies are plain ids; the page shows only unstick's hash of them.
+        // The page shows only unstick's hash of the id, never the id; a signed cookie's id
+        // is hashed after unstick verifies it, which this page does not repeat.
         let cookie = request_cookies(headers, &self.config.cookie_name).next();
         let session_hash = cookie
+            .filter(|_| self.config.signing_secret.is_none())
             .and_then(|value| parse_session_cookie(value, &IdFormat::Plain))
             .map(|id| id.hash());
         let id = cookie.and_then(|value| self.session_id_in(value));
