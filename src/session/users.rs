@@ -5,7 +5,7 @@
 use super::context::Sessions;
 use super::cookie::SessionHash;
 use super::record::{now_ms, SessionRecord};
-use super::store::{SessionStore, StoreError};
+use super::store::{IfAbsent, SessionStore, StoreError};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -258,6 +258,38 @@ pub async fn store_session(
     .await?;
     sessions.metrics.sessions_evicted.inc_by(evicted as u64);
     Ok(())
+}
+
+/// Stores a session copied ahead of its first use (the bulk pre-copy) unless the store holds
+/// that id already, live or ended, and indexes it under its user as [`store_session`] does.
+/// Unlike a login it ends no other session: the per-user cap applies at the user's next login.
+///
+/// The key lives, if unused, no longer than `lasts` (what the session had left in the old
+/// store), so an abandoned session vanishes when it would have there. Its last renewal is
+/// set a touch interval back, so the first request renews it as a copy-forward would be.
+/// `check_only`: answers what it would do and writes nothing.
+pub async fn store_session_if_absent(
+    sessions: &Sessions,
+    hash: &SessionHash,
+    record: &SessionRecord,
+    lasts: Option<Duration>,
+    check_only: bool,
+) -> Result<IfAbsent, StoreError> {
+    let touch = sessions.settings.touch_interval();
+    let now = now_ms();
+    let ttl = record.ttl_ms(now, touch);
+    let ttl = lasts
+        .map_or(ttl, |lasts| ttl.min(lasts.as_millis() as u64))
+        .max(1);
+    let seen = now.saturating_sub(touch.as_millis() as u64);
+    let written = sessions
+        .store
+        .save_if_absent(hash, record, seen, ttl, check_only)
+        .await?;
+    if written == IfAbsent::Written && !check_only {
+        register(&sessions.store, hash, record, 0, Duration::ZERO, touch).await?;
+    }
+    Ok(written)
 }
 
 #[cfg(test)]
