@@ -356,16 +356,20 @@ impl Pace {
     }
 
     async fn wait(&mut self) {
-        let Some(period) = self.period else {
-            return;
-        };
-        let now = Instant::now();
-        if self.next > now {
-            tokio::time::sleep_until(self.next).await;
-        } else if now - self.next > Self::CATCH_UP {
+        if let Some(at) = self.slot(Instant::now()) {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    /// When the next session may start, given the time now (`None`: at once), and books it.
+    fn slot(&mut self, now: Instant) -> Option<Instant> {
+        let period = self.period?;
+        if now > self.next + Self::CATCH_UP {
             self.next = now - Self::CATCH_UP;
         }
+        let at = self.next;
         self.next += period;
+        (at > now).then_some(at)
     }
 }
 
@@ -373,23 +377,19 @@ impl Pace {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn pace_keeps_the_rate() {
+    #[test]
+    fn pace_spaces_sessions_and_catches_up_only_a_little() {
         let mut pace = Pace::new(100);
-        let started = Instant::now();
-        for _ in 0..200 {
-            pace.wait().await;
-        }
-        let took = started.elapsed();
-        assert!(
-            took >= Duration::from_millis(1980) && took <= Duration::from_millis(2020),
-            "{took:?}"
-        );
+        let start = pace.next;
+        let slots: Vec<Option<Instant>> = (0..200).map(|_| pace.slot(start)).collect();
+        assert_eq!(slots[0], None, "the first starts at once");
+        assert_eq!(slots[1], Some(start + Duration::from_millis(10)));
+        assert_eq!(slots[199], Some(start + Duration::from_millis(1990)));
+        // Far behind schedule (a slow store): a few sessions at once, then the rate again.
+        let late = start + Duration::from_secs(10);
+        let at_once = (0..20).take_while(|_| pace.slot(late).is_none()).count();
+        assert_eq!(at_once, 6, "the one due now and 50 ms of catching up at 100/s");
         let mut unlimited = Pace::new(0);
-        let started = Instant::now();
-        for _ in 0..1000 {
-            unlimited.wait().await;
-        }
-        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert!((0..1000).all(|_| unlimited.slot(start).is_none()));
     }
 }

@@ -83,6 +83,9 @@ enum FileState {
     Live(Vec<u8>, Duration),
 }
 
+/// Session files read by the walk: id, and the file's state or why it could not be read.
+type FilePage = Vec<(String, io::Result<FileState>)>;
+
 /// Walks `dir` and sends the session files in it, read, `batch` at a time; stops early when
 /// the receiver is gone. Blocking: runs on its own thread.
 fn walk_sessions(
@@ -90,7 +93,7 @@ fn walk_sessions(
     prefix: &str,
     gc_maxlifetime: Duration,
     batch: usize,
-    pages: &tokio::sync::mpsc::Sender<io::Result<Vec<(String, io::Result<FileState>)>>>,
+    pages: &tokio::sync::mpsc::Sender<io::Result<FilePage>>,
 ) {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
