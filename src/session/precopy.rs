@@ -388,7 +388,10 @@ mod tests {
         // Far behind schedule (a slow store): a few sessions at once, then the rate again.
         let late = start + Duration::from_secs(10);
         let at_once = (0..20).take_while(|_| pace.slot(late).is_none()).count();
-        assert_eq!(at_once, 6, "the one due now and 50 ms of catching up at 100/s");
+        assert_eq!(
+            at_once, 6,
+            "the one due now and 50 ms of catching up at 100/s"
+        );
         let mut unlimited = Pace::new(0);
         assert!((0..1000).all(|_| unlimited.slot(start).is_none()));
     }
