@@ -99,8 +99,8 @@ pub trait OldStore: Send + Sync {
     }
 
     /// Every session the store holds, in batches of about `batch`, each read as
-    /// [`OldStore::lookup`] reads it (for the bulk pre-copy). `None`: the store cannot be
-    /// listed, which is the default.
+    /// [`OldStore::lookup`] reads it (for the bulk pre-copy). Nothing is read until the
+    /// listing is polled. `None`: the store cannot be listed, which is the default.
     fn list(&self, _batch: usize) -> Option<Listing<'_>> {
         None
     }

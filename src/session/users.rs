@@ -322,6 +322,74 @@ mod tests {
         SessionHash::parse(&format!("{n:064x}")).expect("64 hex digits")
     }
 
+    fn sessions(store: &SessionStore) -> Sessions {
+        let settings = crate::config::parse_config(
+            "[listener]\naddress = \"127.0.0.1:0\"\n[redis]\nurl = \"memory://\"\n\
+             [session]\ncookie = \"sid\"\nid_format = \"plain\"\nidle_timeout = \"30m\"\nabsolute_lifetime = \"12h\"\n\
+             [[upstreams]]\nname = \"app\"\ninstances = [{ name = \"a\", url = \"http://127.0.0.1:1\" }]\n\
+             [[routes]]\nupstream = \"app\"\nmode = \"redis\"\n",
+            std::path::Path::new("test.toml"),
+        )
+        .expect("a valid config");
+        Sessions {
+            store: store.clone(),
+            settings: std::sync::Arc::new(settings.session),
+            identity: std::sync::Arc::new(settings.identity),
+            metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+        }
+    }
+
+    /// A copy made ahead of use lands only where the store holds nothing for the id (no
+    /// session, no end marker), and a check writes nothing.
+    #[tokio::test]
+    async fn a_copy_if_absent_never_replaces_a_session_or_an_ended_id() {
+        let store = SessionStore::Memory(MemoryStore::default());
+        let sessions = sessions(&store);
+        let copy = record(now_ms(), 3_600_000);
+        let ten_minutes = Some(Duration::from_secs(600));
+        let put = |n: u8, check_only: bool| {
+            let (sessions, copy) = (sessions.clone(), copy.clone());
+            async move {
+                store_session_if_absent(&sessions, &hash(n), &copy, ten_minutes, check_only)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(put(1, true).await, IfAbsent::Written);
+        assert_eq!(
+            store.peek(&hash(1)).await.unwrap(),
+            None,
+            "a check writes nothing"
+        );
+        assert_eq!(put(1, false).await, IfAbsent::Written);
+        assert_eq!(list(&store, "erin").await.unwrap().len(), 1, "indexed");
+        assert_eq!(put(1, false).await, IfAbsent::Present);
+
+        let mut newer = record(now_ms(), 60_000);
+        newer.user_agent = Some("the proxy's own".into());
+        store
+            .save(&hash(2), &newer, now_ms(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(put(2, false).await, IfAbsent::Present);
+        let (kept, _) = store.peek(&hash(2)).await.unwrap().unwrap();
+        assert_eq!(kept, newer);
+
+        store
+            .end(&hash(3), now_ms(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(put(3, true).await, IfAbsent::Ended);
+        assert_eq!(put(3, false).await, IfAbsent::Ended);
+        assert_eq!(
+            store
+                .load(&hash(3), now_ms(), Duration::from_secs(1))
+                .await
+                .unwrap(),
+            crate::session::store::Loaded::Ended
+        );
+    }
+
     /// The memory store keeps the Redis semantics: ended entries are pruned and never count
     /// towards the cap; the oldest live session is the one ended.
     #[tokio::test]
