@@ -334,35 +334,7 @@ async fn migrate(
     };
     let summary = precopy.run(options, &progress, shutdown_signal()).await;
     bar.finish_and_clear();
-    let counts = summary.counts;
-    let verb = if options.dry_run {
-        "would copy"
-    } else {
-        "copied"
-    };
-    println!(
-        "pre-copy of route {}{}",
-        precopy.route,
-        if options.dry_run {
-            " (dry run: nothing written)"
-        } else {
-            ""
-        }
-    );
-    for (label, value) in [
-        ("listed", counts.listed),
-        (verb, counts.copied),
-        ("already present", counts.already_present),
-        ("ended (logged out)", counts.ended),
-        ("expired", counts.expired),
-        ("unreadable", counts.unreadable),
-        ("anonymous (no user)", counts.anonymous),
-    ] {
-        println!("  {:<20}{value}", format!("{label}:"));
-    }
-    for reason in &precopy.unlisted {
-        println!("  not listed: {reason}");
-    }
+    print!("{}", precopy.report(&summary.counts, options.dry_run));
     match summary.end {
         PrecopyEnd::Finished => Ok(()),
         PrecopyEnd::Interrupted => {

@@ -195,6 +195,32 @@ impl Precopy {
         })
     }
 
+    /// The summary for the operator: one line per count, then the old stores not read.
+    pub fn report(&self, counts: &PrecopyCounts, dry_run: bool) -> String {
+        let mut text = format!("pre-copy of route {}", self.route);
+        text.push_str(if dry_run {
+            " (dry run: nothing written)\n"
+        } else {
+            "\n"
+        });
+        let copied = if dry_run { "would copy" } else { "copied" };
+        for (label, value) in [
+            ("listed", counts.listed),
+            (copied, counts.copied),
+            ("already present", counts.already_present),
+            ("ended (logged out)", counts.ended),
+            ("expired", counts.expired),
+            ("unreadable", counts.unreadable),
+            ("anonymous (no user)", counts.anonymous),
+        ] {
+            text.push_str(&format!("  {:<20}{value}\n", format!("{label}:")));
+        }
+        for reason in &self.unlisted {
+            text.push_str(&format!("  not listed: {reason}\n"));
+        }
+        text
+    }
+
     /// Copies every listed session, in the route's order of old stores (a session in two is
     /// taken from the first, as a lookup would). `progress` is told the counts as they change;
     /// when `stop` completes, no new session is started, the ones being written finish, and
