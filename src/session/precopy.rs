@@ -65,18 +65,6 @@ pub struct PrecopyCounts {
     pub anonymous: u64,
 }
 
-impl PrecopyCounts {
-    /// Sessions whose fate is known (listed ones still being written are not).
-    pub fn settled(&self) -> u64 {
-        self.copied
-            + self.already_present
-            + self.ended
-            + self.expired
-            + self.unreadable
-            + self.anonymous
-    }
-}
-
 /// How a run ended; the counts say how far it got.
 #[derive(Debug)]
 pub enum PrecopyEnd {
