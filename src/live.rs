@@ -81,10 +81,7 @@ impl LiveState {
             .iter()
             .filter_map(|r| {
                 Some(Arc::new(Route {
-                    label: match &r.host {
-                        Some(host) => Arc::new(format!("{host}{}", r.path_prefix)),
-                        None => Arc::new(r.path_prefix.clone()),
-                    },
+                    label: Arc::new(r.label()),
                     sessions: Arc::new(SessionRoute {
                         config: r.clone(),
                         pool: pools.get(r.upstream.as_str())?.clone(),

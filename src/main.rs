@@ -9,6 +9,7 @@ use unstick::config::{load_config, StoreUrl};
 use unstick::demo::{run_demo, LegacyApp, LegacyAppConfig};
 use unstick::server::connections::raise_open_file_limit;
 use unstick::server::shutdown_signal;
+use unstick::session::precopy::{self, Precopy, PrecopyCounts, PrecopyEnd, PrecopyOptions};
 use unstick::session::{users, SessionHash, SessionStore};
 
 /// `--version`: the version, then how this binary was built (set by build.rs).
@@ -31,8 +32,8 @@ const LONG_VERSION: &str = concat!(
     about = "A reverse proxy that moves a legacy app's sessions into Redis without logging anyone out"
 )]
 struct Cli {
-    /// The config file (TOML) of serve, check and sessions. Accepted before or after the
-    /// subcommand.
+    /// The config file (TOML) of serve, check, sessions and migrate. Accepted before or after
+    /// the subcommand.
     #[arg(
         long,
         short,
@@ -93,6 +94,20 @@ enum Command {
     Sessions {
         #[command(subcommand)]
         action: SessionsAction,
+    },
+    /// Copy every live session of a route's old stores that can be listed into Redis, before
+    /// the cutover. Never overwrites a session Redis holds, never revives a logout; rerun it
+    /// to finish an interrupted run.
+    Migrate {
+        /// The route, by host and path prefix as metrics name it (e.g. `/`, `shop.example/`).
+        #[arg(long, value_name = "ROUTE")]
+        route: String,
+        /// Count what would be copied; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Sessions read per second, so neither store is flooded (0: no limit).
+        #[arg(long, value_name = "N", default_value_t = precopy::DEFAULT_RATE)]
+        rate: u32,
     },
     /// Run the self-contained demo: a sticky legacy app on two instances behind unstick.
     Demo {
@@ -196,6 +211,18 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Sessions { action } => manage_sessions(&required_config(config), action).await?,
+        Command::Migrate {
+            route,
+            dry_run,
+            rate,
+        } => {
+            let options = PrecopyOptions {
+                dry_run,
+                rate,
+                ..PrecopyOptions::default()
+            };
+            migrate(&required_config(config), &route, options).await?
+        }
         Command::Demo { listen, admin } => {
             raise_open_file_limit_logged();
             run_demo(listen, admin).await?
@@ -276,6 +303,53 @@ async fn manage_sessions(path: &std::path::Path, action: SessionsAction) -> anyh
         }
     }
     Ok(())
+}
+
+/// `unstick migrate`: the pre-copy with a progress bar on a terminal, then its summary on
+/// stdout. Exit 130 when interrupted, 1 when a store failed.
+async fn migrate(
+    path: &std::path::Path,
+    route: &str,
+    options: PrecopyOptions,
+) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let precopy = Precopy::open(&config, route).await?;
+    for reason in &precopy.unlisted {
+        tracing::info!("{reason}");
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new_spinner()
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {pos} sessions ({per_sec}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let progress = |counts: &PrecopyCounts| {
+        bar.set_position(counts.listed);
+        bar.set_message(format!(
+            "{} copied, {} already present",
+            counts.copied, counts.already_present
+        ));
+    };
+    let summary = precopy.run(options, &progress, shutdown_signal()).await;
+    bar.finish_and_clear();
+    print!("{}", precopy.report(&summary.counts, options.dry_run));
+    match summary.end {
+        PrecopyEnd::Finished => Ok(()),
+        PrecopyEnd::Interrupted => {
+            eprintln!(
+                "interrupted: what was copied is complete; run the same command again to finish"
+            );
+            std::process::exit(130);
+        }
+        PrecopyEnd::Failed(e) => Err(anyhow::Error::new(e)
+            .context("pre-copy stopped; what was copied is complete, run it again to go on")),
+    }
 }
 
 #[cfg(test)]

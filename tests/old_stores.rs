@@ -8,13 +8,16 @@ mod support;
 use base64::Engine;
 use fred::interfaces::KeysInterface;
 use fred::types::Expiration;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use support::{PgDatabase, RedisServer};
 use unstick::config::{IdFormat, IdentityMapping, UpstreamConfig};
 use unstick::session::cookie::parse_session_cookie;
-use unstick::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};
+use unstick::session::old_store::{
+    Decoded, Listed, LookupContext, OldSession, OldStore, OldStoreError,
+};
 use unstick::session::old_stores::django::DjangoSigner;
 use unstick::session::old_stores::php_serialize;
 use unstick::session::old_stores::{
@@ -980,4 +983,121 @@ async fn postgres_rejects_settings_that_cannot_work() {
     )
     .await;
     assert!(matches!(bad_url, Err(OldStoreError::Invalid { .. })));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listing (the bulk pre-copy): every session, read as its lookup reads it
+
+/// Every session the store lists, in small pages so that paging is exercised.
+async fn listed(store: &dyn OldStore) -> Vec<Listed> {
+    let mut listing = store.list(2).expect("a store that can be listed");
+    let mut all = Vec::new();
+    while let Some(page) = listing.next().await {
+        all.extend(page.expect("a page"));
+    }
+    all
+}
+
+/// Each listed session reads as a lookup of its id does: the same identity and about the same
+/// remaining lifetime for a session, a miss for anything else. Returns the listed users.
+async fn listed_as_looked_up(store: &dyn OldStore) -> Vec<String> {
+    let mut users = Vec::new();
+    for entry in listed(store).await {
+        let looked_up = lookup(store, entry.id.id()).await.expect("lookup answered");
+        match (entry.session, looked_up) {
+            (Decoded::Session(listed), Some(found)) => {
+                assert_eq!(listed.identity, found.identity);
+                let (a, b) = (listed.remaining.unwrap(), found.remaining.unwrap());
+                assert!(a.abs_diff(b) < Duration::from_secs(5), "{a:?} vs {b:?}");
+                users.push(listed.identity.user);
+            }
+            (other, None) => assert!(!matches!(other, Decoded::Session(_)), "{other:?}"),
+            (other, found) => panic!("listed {other:?}, looked up {found:?}"),
+        }
+    }
+    users.sort();
+    users
+}
+
+#[tokio::test]
+async fn django_listing_reads_rows_as_lookups_do() {
+    let db = PgDatabase::create();
+    db.exec(DJANGO_TABLE);
+    let (doc, sessions) = django_fixture();
+    for session in &sessions {
+        db.exec(&format!(
+            "INSERT INTO django_session VALUES ('{}', '{}', now() + interval '2 weeks')",
+            session["session_key"].as_str().unwrap(),
+            session["session_data"].as_str().unwrap(),
+        ));
+    }
+    let store = pg_store(
+        &db,
+        django_store_format(&[&doc["secret_key"], &doc["old_secret_key"]]),
+        "/_auth_user_id",
+    )
+    .await;
+    let mut expected: Vec<String> = sessions
+        .iter()
+        .filter(|s| matches!(s["signed_with"].as_str(), Some("current" | "old")))
+        .map(|s| s["user_id"].as_str().unwrap().to_string())
+        .collect();
+    expected.sort();
+    assert!(expected.len() >= 2);
+    assert_eq!(listed_as_looked_up(&store).await, expected);
+    assert_eq!(listed(&store).await.len(), sessions.len());
+}
+
+#[tokio::test]
+async fn phpredis_listing_scans_the_key_template_only() {
+    let redis = RedisServer::start().await;
+    let client = redis.client().await;
+    let template = "PHPREDIS_SESSION:[app]:{id}";
+    for (key, payload) in [
+        (
+            "PHPREDIS_SESSION:[app]:php1",
+            php_payload("plain_login", "php"),
+        ),
+        (
+            "PHPREDIS_SESSION:[app]:php2",
+            php_payload("plain_login", "php_serialize"),
+        ),
+        ("PHPREDIS_SESSION:[app]:junk", b"user|s:99:\"x".to_vec()),
+        // Matched by the template read as a glob, but not by the template itself.
+        ("PHPREDIS_SESSION:a:php3", php_payload("plain_login", "php")),
+        ("other:php4", php_payload("plain_login", "php")),
+    ] {
+        let _: () = client
+            .set(
+                key,
+                bytes::Bytes::from(payload),
+                Some(Expiration::EX(1440)),
+                None,
+                false,
+            )
+            .await
+            .unwrap();
+    }
+    let store = foreign_redis(&redis, template, ForeignFormat::Php, "/user_id").await;
+    assert_eq!(listed_as_looked_up(&store).await, ["42", "42"]);
+    let all = listed(&store).await;
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all
+        .iter()
+        .any(|l| l.id.id() == "junk" && matches!(l.session, Decoded::Unreadable(_))));
+}
+
+#[tokio::test]
+async fn a_custom_postgres_query_cannot_be_listed() {
+    let db = PgDatabase::create();
+    let store = pg_store(
+        &db,
+        PgFormat::Custom {
+            lookup: "SELECT '{}'::text, NULL::float8 WHERE $1::text IS NULL".into(),
+            delete: None,
+        },
+        "/user",
+    )
+    .await;
+    assert!(store.list(10).is_none());
 }

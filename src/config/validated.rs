@@ -437,6 +437,16 @@ pub struct RouteConfig {
     pub unexplained_cookie_change: UnexplainedCookieChange,
 }
 
+impl RouteConfig {
+    /// `host` + `path_prefix`: how metrics, logs and `unstick migrate --route` name the route.
+    pub fn label(&self) -> String {
+        match &self.host {
+            Some(host) => format!("{host}{}", self.path_prefix),
+            None => self.path_prefix.clone(),
+        }
+    }
+}
+
 /// How a route reads the app clearing or replacing the cookie of a session unstick holds,
 /// when no logout path or logout header says it is a logout and the app names no user for a
 /// new id. Frameworks do this as housekeeping (Django deletes a cookie it has no session for,

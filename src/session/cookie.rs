@@ -26,6 +26,16 @@ pub struct SessionId {
 }
 
 impl SessionId {
+    /// An id as an old store keeps it (read from a listing, not a cookie): no route, no
+    /// cookie value.
+    pub fn stored(id: String) -> SessionId {
+        SessionId {
+            id,
+            route: None,
+            cookie_value: String::new(),
+        }
+    }
+
     /// The id's SHA-256, hex: the Redis key and the handle used in logs and the admin API.
     pub fn hash(&self) -> SessionHash {
         SessionHash(crate::hex_string(&Sha256::digest(self.id.as_bytes())))

@@ -2,7 +2,8 @@
 //! session ([`record`]) and where ([`store`]), how a request's session is found ([`resolve`])
 //! and how responses begin and end it ([`capture`]), where identity comes from ([`mapping`],
 //! [`whoami`], old stores: [`old_store`] and its kinds in [`old_stores`]), and a user's
-//! sessions: index, revocation, cap ([`users`]). Resolve and capture take only what
+//! sessions: index, revocation, cap ([`users`]); copying an old store's sessions ahead of
+//! the cutover ([`precopy`]). Resolve and capture take only what
 //! [`context`] holds; this layer knows nothing of the proxy or the live config.
 
 pub mod capture;
@@ -11,6 +12,7 @@ pub mod cookie;
 pub mod mapping;
 pub mod old_store;
 pub mod old_stores;
+pub mod precopy;
 pub mod record;
 pub mod resolve;
 pub mod store;

@@ -9,6 +9,7 @@ use super::whoami::WhoamiError;
 use crate::config::IdentityMapping;
 use crate::upstream::UpstreamPool;
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 use serde_json::Value;
 use std::fmt::Display;
 use std::time::Duration;
@@ -33,6 +34,42 @@ pub enum OldStoreError {
     #[error("old store {store}: invalid setting: {reason}")]
     Invalid { store: String, reason: String },
 }
+
+/// What a stored session reads as: one reading for a lookup and for a listing.
+#[derive(Debug)]
+pub enum Decoded {
+    Session(OldSession),
+    /// A session nobody is logged in to: it names no user.
+    Anonymous,
+    /// Past its lifetime in the old store (or gone since it was listed).
+    Expired,
+    /// Cannot be read; the reason never holds the id.
+    Unreadable(String),
+}
+
+impl Decoded {
+    /// As a lookup answers: a session, or a miss (an unreadable one is logged first).
+    pub(super) fn into_lookup(self, store: &str, id: &SessionId) -> Option<OldSession> {
+        match self {
+            Decoded::Session(session) => Some(session),
+            Decoded::Unreadable(reason) => {
+                unreadable(store, id, reason);
+                None
+            }
+            Decoded::Anonymous | Decoded::Expired => None,
+        }
+    }
+}
+
+/// One session of a store's listing: its id (a credential: never logged) and its reading.
+#[derive(Debug)]
+pub struct Listed {
+    pub id: SessionId,
+    pub session: Decoded,
+}
+
+/// A store's sessions in batches, read in the store's own order.
+pub type Listing<'a> = BoxStream<'a, Result<Vec<Listed>, OldStoreError>>;
 
 /// What a lookup may use besides the session id.
 pub struct LookupContext<'a> {
@@ -60,6 +97,13 @@ pub trait OldStore: Send + Sync {
     async fn delete(&self, _id: &SessionId) -> Result<(), OldStoreError> {
         Ok(())
     }
+
+    /// Every session the store holds, in batches of about `batch`, each read as
+    /// [`OldStore::lookup`] reads it (for the bulk pre-copy). Nothing is read until the
+    /// listing is polled. `None`: the store cannot be listed, which is the default.
+    fn list(&self, _batch: usize) -> Option<Listing<'_>> {
+        None
+    }
 }
 
 pub(super) fn unavailable(store: &str, reason: impl Display) -> OldStoreError {
@@ -80,18 +124,21 @@ pub(super) fn timed_out(store: &str, timeout: Duration) -> OldStoreError {
     unavailable(store, format_args!("no answer within {timeout:?}"))
 }
 
-/// The mapped identity of a decoded session; `None` (a miss) when it names no user, which is a
-/// session the app has but nobody logged in to.
+/// The mapped identity of a decoded session; [`Decoded::Anonymous`] when it names no user,
+/// which is a session the app has but nobody logged in to.
 pub(super) fn found(
     doc: &Value,
     mapping: &IdentityMapping,
     remaining: Option<Duration>,
-) -> Option<OldSession> {
-    identity_from_json(doc, mapping).map(|identity| OldSession {
-        identity,
-        remaining,
-        origin: None,
-    })
+) -> Decoded {
+    match identity_from_json(doc, mapping) {
+        Some(identity) => Decoded::Session(OldSession {
+            identity,
+            remaining,
+            origin: None,
+        }),
+        None => Decoded::Anonymous,
+    }
 }
 
 /// A stored session we cannot read is not an identity: logged, then treated as a miss. The

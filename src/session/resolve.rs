@@ -8,6 +8,7 @@ use super::old_store::{LookupContext, OldSession};
 use super::record::{now_ms, SessionRecord};
 use super::store::{Loaded, StoreError};
 use super::users::store_session;
+use crate::config::SessionConfig;
 use http::HeaderMap;
 use std::sync::Arc;
 
@@ -217,8 +218,33 @@ async fn ask_old_stores(
     Ok(None)
 }
 
-/// Writes an old store's session into the session store. It keeps at least the lifetime it
-/// had left there, so no migrated session expires earlier than it would have without unstick.
+/// The record of an old store's session copied into the session store, from `now_ms` on. It
+/// keeps at least the lifetime it had left there, so no migrated session expires earlier
+/// than it would have without unstick.
+pub fn copied_record(
+    settings: &SessionConfig,
+    old: OldSession,
+    now_ms: u64,
+    origin: Option<&str>,
+    user_agent: Option<String>,
+    client_ip: Option<String>,
+) -> SessionRecord {
+    let remaining = old.remaining.unwrap_or_default();
+    SessionRecord {
+        identity: old.identity,
+        created_ms: now_ms,
+        expires_ms: now_ms + settings.absolute_lifetime.max(remaining).as_millis() as u64,
+        idle_ms: settings.idle_timeout.max(remaining).as_millis() as u64,
+        origin: old.origin.or_else(|| origin.map(String::from)),
+        user_agent,
+        client_ip,
+        rotated_from: None,
+        retires_ms: None,
+        family: None,
+    }
+}
+
+/// Writes an old store's session into the session store (see [`copied_record`]).
 async fn copy_forward(
     sessions: &Sessions,
     id: &SessionId,
@@ -226,21 +252,14 @@ async fn copy_forward(
     origin: Option<&str>,
     facts: &RequestFacts,
 ) -> Result<ResolvedSession, StoreError> {
-    let settings = &sessions.settings;
-    let now = now_ms();
-    let remaining = old.remaining.unwrap_or_default();
-    let record = SessionRecord {
-        identity: old.identity,
-        created_ms: now,
-        expires_ms: now + settings.absolute_lifetime.max(remaining).as_millis() as u64,
-        idle_ms: settings.idle_timeout.max(remaining).as_millis() as u64,
-        origin: old.origin.or_else(|| origin.map(String::from)),
-        user_agent: facts.user_agent.clone(),
-        client_ip: Some(facts.client_ip.to_string()),
-        rotated_from: None,
-        retires_ms: None,
-        family: None,
-    };
+    let record = copied_record(
+        &sessions.settings,
+        old,
+        now_ms(),
+        origin,
+        facts.user_agent.clone(),
+        Some(facts.client_ip.to_string()),
+    );
     let hash = id.hash();
     store_session(sessions, &hash, &record).await?;
     Ok(ResolvedSession {

@@ -5,7 +5,7 @@
 use super::context::Sessions;
 use super::cookie::SessionHash;
 use super::record::{now_ms, SessionRecord};
-use super::store::{SessionStore, StoreError};
+use super::store::{IfAbsent, SessionStore, StoreError};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -260,6 +260,38 @@ pub async fn store_session(
     Ok(())
 }
 
+/// Stores a session copied ahead of its first use (the bulk pre-copy) unless the store holds
+/// that id already, live or ended, and indexes it under its user as [`store_session`] does.
+/// Unlike a login it ends no other session: the per-user cap applies at the user's next login.
+///
+/// The key lives, if unused, no longer than `lasts` (what the session had left in the old
+/// store), so an abandoned session vanishes when it would have there. Its last renewal is
+/// set a touch interval back, so the first request renews it as a copy-forward would be.
+/// `check_only`: answers what it would do and writes nothing.
+pub async fn store_session_if_absent(
+    sessions: &Sessions,
+    hash: &SessionHash,
+    record: &SessionRecord,
+    lasts: Option<Duration>,
+    check_only: bool,
+) -> Result<IfAbsent, StoreError> {
+    let touch = sessions.settings.touch_interval();
+    let now = now_ms();
+    let ttl = record.ttl_ms(now, touch);
+    let ttl = lasts
+        .map_or(ttl, |lasts| ttl.min(lasts.as_millis() as u64))
+        .max(1);
+    let seen = now.saturating_sub(touch.as_millis() as u64);
+    let written = sessions
+        .store
+        .save_if_absent(hash, record, seen, ttl, check_only)
+        .await?;
+    if written == IfAbsent::Written && !check_only {
+        register(&sessions.store, hash, record, 0, Duration::ZERO, touch).await?;
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +320,74 @@ mod tests {
 
     fn hash(n: u8) -> SessionHash {
         SessionHash::parse(&format!("{n:064x}")).expect("64 hex digits")
+    }
+
+    fn sessions(store: &SessionStore) -> Sessions {
+        let settings = crate::config::parse_config(
+            "[listener]\naddress = \"127.0.0.1:0\"\n[redis]\nurl = \"memory://\"\n\
+             [session]\ncookie = \"sid\"\nid_format = \"plain\"\nidle_timeout = \"30m\"\nabsolute_lifetime = \"12h\"\n\
+             [[upstreams]]\nname = \"app\"\ninstances = [{ name = \"a\", url = \"http://127.0.0.1:1\" }]\n\
+             [[routes]]\nupstream = \"app\"\nmode = \"redis\"\n",
+            std::path::Path::new("test.toml"),
+        )
+        .expect("a valid config");
+        Sessions {
+            store: store.clone(),
+            settings: std::sync::Arc::new(settings.session),
+            identity: std::sync::Arc::new(settings.identity),
+            metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+        }
+    }
+
+    /// A copy made ahead of use lands only where the store holds nothing for the id (no
+    /// session, no end marker), and a check writes nothing.
+    #[tokio::test]
+    async fn a_copy_if_absent_never_replaces_a_session_or_an_ended_id() {
+        let store = SessionStore::Memory(MemoryStore::default());
+        let sessions = sessions(&store);
+        let copy = record(now_ms(), 3_600_000);
+        let ten_minutes = Some(Duration::from_secs(600));
+        let put = |n: u8, check_only: bool| {
+            let (sessions, copy) = (sessions.clone(), copy.clone());
+            async move {
+                store_session_if_absent(&sessions, &hash(n), &copy, ten_minutes, check_only)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(put(1, true).await, IfAbsent::Written);
+        assert_eq!(
+            store.peek(&hash(1)).await.unwrap(),
+            None,
+            "a check writes nothing"
+        );
+        assert_eq!(put(1, false).await, IfAbsent::Written);
+        assert_eq!(list(&store, "erin").await.unwrap().len(), 1, "indexed");
+        assert_eq!(put(1, false).await, IfAbsent::Present);
+
+        let mut newer = record(now_ms(), 60_000);
+        newer.user_agent = Some("the proxy's own".into());
+        store
+            .save(&hash(2), &newer, now_ms(), Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(put(2, false).await, IfAbsent::Present);
+        let (kept, _) = store.peek(&hash(2)).await.unwrap().unwrap();
+        assert_eq!(kept, newer);
+
+        store
+            .end(&hash(3), now_ms(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(put(3, true).await, IfAbsent::Ended);
+        assert_eq!(put(3, false).await, IfAbsent::Ended);
+        assert_eq!(
+            store
+                .load(&hash(3), now_ms(), Duration::from_secs(1))
+                .await
+                .unwrap(),
+            crate::session::store::Loaded::Ended
+        );
     }
 
     /// The memory store keeps the Redis semantics: ended entries are pruned and never count

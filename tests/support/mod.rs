@@ -33,7 +33,9 @@ pub use self::django::DjangoApp;
 pub use self::laravel::LaravelApp;
 pub use self::load::{every_user_served, me_as, Outcomes, SessionLoad};
 pub use self::postgres::PgDatabase;
-pub use self::process::{serve_expecting_exit, signal, ProxyProcess, RefusedStart};
+pub use self::process::{
+    run_unstick, serve_expecting_exit, signal, CommandRun, OneShot, ProxyProcess, RefusedStart,
+};
 pub use self::rails::RailsApp;
 pub use self::redis::{connections_received, RedisServer};
 pub use self::server::{start_server, TestServer};

@@ -261,3 +261,72 @@ pub async fn serve_expecting_exit(toml: &str) -> RefusedStart {
     let _ = child.wait();
     panic!("unstick accepted the config and kept running:\n{toml}");
 }
+
+/// What a one-shot `unstick` command (not `serve`) printed, and how it exited.
+#[derive(Debug)]
+pub struct CommandRun {
+    /// `None` when ended by a signal.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CommandRun {
+    /// Everything it printed, for assertion messages.
+    pub fn explain(&self) -> String {
+        format!(
+            "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A one-shot `unstick <args> --config <file>` under way, with its config file.
+pub struct OneShot {
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl OneShot {
+    /// Starts `unstick <args> --config <file holding toml>` with unstick's own debug logs on
+    /// (they are checked for raw session ids) and stdin closed.
+    pub fn start(toml: &str, args: &[&str]) -> OneShot {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("unstick.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_unstick"))
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info,unstick=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start unstick");
+        OneShot { child, _dir: dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Waits (at most a minute) for it to exit.
+    pub async fn finish(self) -> CommandRun {
+        let output = tokio::time::timeout(Duration::from_secs(60), self.child.wait_with_output())
+            .await
+            .expect("unstick still running after a minute")
+            .expect("wait for unstick");
+        CommandRun {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `unstick <args> --config <file holding toml>` to its end.
+pub async fn run_unstick(toml: &str, args: &[&str]) -> CommandRun {
+    OneShot::start(toml, args).finish().await
+}

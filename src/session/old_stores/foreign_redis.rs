@@ -1,12 +1,15 @@
 //! The app's own Redis, read as its session library wrote it: connect-redis (`sess:<id>`, the
 //! session as JSON) or phpredis (`PHPREDIS_SESSION:<id>`, PHP session format). One GET+PTTL
-//! round trip per lookup, always bounded by the store's timeout.
+//! round trip per lookup, always bounded by the store's timeout. Listed (for the pre-copy) by
+//! SCAN over the key template, never KEYS, with each page's values read in one round trip.
 
 use super::php_serialize;
 use crate::config::IdentityMapping;
 use crate::session::cookie::SessionId;
-use crate::session::old_store::{found, invalid, timed_out, unavailable, unreadable};
-use crate::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};
+use crate::session::old_store::{found, invalid, timed_out, unavailable};
+use crate::session::old_store::{
+    Decoded, Listed, Listing, LookupContext, OldSession, OldStore, OldStoreError,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use fred::prelude::*;
@@ -97,21 +100,15 @@ impl ForeignRedisStore {
         pipeline.all().await
     }
 
-    fn decode(&self, raw: &[u8], pttl: i64, id: &SessionId) -> Option<OldSession> {
+    fn decode(&self, raw: &[u8], pttl: i64) -> Decoded {
         let doc: Value = match self.format {
             ForeignFormat::Json => match serde_json::from_slice(raw) {
                 Ok(doc) => doc,
-                Err(e) => {
-                    unreadable(&self.name, id, e);
-                    return None;
-                }
+                Err(e) => return Decoded::Unreadable(e.to_string()),
             },
             ForeignFormat::Php => match php_serialize::decode_session(raw) {
                 Ok(doc) => doc,
-                Err(e) => {
-                    unreadable(&self.name, id, e);
-                    return None;
-                }
+                Err(e) => return Decoded::Unreadable(e.to_string()),
             },
         };
         let remaining = match pttl {
@@ -120,16 +117,93 @@ impl ForeignRedisStore {
             -1 if self.format == ForeignFormat::Json => match cookie_expires(&doc) {
                 Some(expires) => match expires.duration_since(SystemTime::now()) {
                     Ok(left) => Some(left),
-                    Err(_) => return None,
+                    Err(_) => return Decoded::Expired,
                 },
                 None => None,
             },
             -1 => None,
             // Expired between GET and PTTL.
-            _ => return None,
+            _ => return Decoded::Expired,
         };
         found(&doc, &self.mapping, remaining)
     }
+
+    /// `SCAN MATCH` pattern of the key template, and the text around `{id}` in it.
+    fn scan_pattern(&self) -> Option<(String, &str, &str)> {
+        let (prefix, suffix) = self.key_template.split_once("{id}")?;
+        Some((
+            format!("{}*{}", glob_escaped(prefix), glob_escaped(suffix)),
+            prefix,
+            suffix,
+        ))
+    }
+
+    /// One page of the listing: SCAN from `cursor`, then every key's value and TTL in one
+    /// pipelined round trip. Returns the page and the next cursor (`None` at the end).
+    async fn list_page(
+        &self,
+        cursor: String,
+        batch: usize,
+    ) -> Result<(Vec<Listed>, Option<String>), OldStoreError> {
+        let Some((pattern, prefix, suffix)) = self.scan_pattern() else {
+            return Err(invalid(&self.name, "key template must contain {id}"));
+        };
+        let bounded = |e: Error| unavailable(&self.name, e);
+        let count = Some(batch.clamp(1, 10_000) as u32);
+        let (next, keys): (String, Vec<Bytes>) = self
+            .client
+            .scan_page(cursor, pattern, count, None)
+            .await
+            .map_err(bounded)?;
+        // Keys that are not UTF-8 cannot come from a cookie: no request could use them.
+        let ids: Vec<(String, String)> = keys
+            .iter()
+            .filter_map(|key| std::str::from_utf8(key).ok())
+            .filter_map(|key| {
+                let id = key.strip_prefix(prefix)?.strip_suffix(suffix)?;
+                (!id.is_empty()).then(|| (key.to_string(), id.to_string()))
+            })
+            .collect();
+        let mut listed = Vec::with_capacity(ids.len());
+        if !ids.is_empty() {
+            let pipeline = self.client.pipeline();
+            for (key, _) in &ids {
+                let () = pipeline.get(key.as_str()).await.map_err(bounded)?;
+                let () = pipeline.pttl(key.as_str()).await.map_err(bounded)?;
+            }
+            // One answer per command: a key of another type fails alone, not the page.
+            let mut answers = pipeline.try_all::<fred::types::Value>().await.into_iter();
+            for (_, id) in ids {
+                let (value, pttl) = (answers.next(), answers.next());
+                let session = match (value, pttl) {
+                    (Some(Ok(value)), Some(Ok(pttl))) => match value.as_bytes() {
+                        Some(raw) => self.decode(raw, pttl.as_i64().unwrap_or(-2)),
+                        // Gone (expired or deleted) since the SCAN.
+                        None => Decoded::Expired,
+                    },
+                    (Some(Err(e)), _) | (_, Some(Err(e))) => Decoded::Unreadable(e.to_string()),
+                    _ => Decoded::Unreadable("no answer for the key".into()),
+                };
+                listed.push(Listed {
+                    id: SessionId::stored(id),
+                    session,
+                });
+            }
+        }
+        Ok((listed, (next != "0").then_some(next)))
+    }
+}
+
+/// `text` matched literally by a Redis glob pattern.
+fn glob_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
 }
 
 /// connect-redis keeps `cookie.expires` as an ISO 8601 date (JavaScript `toISOString`).
@@ -154,7 +228,7 @@ impl OldStore for ForeignRedisStore {
             .await
             .map_err(|_| timed_out(&self.name, self.timeout))?
             .map_err(|e| unavailable(&self.name, e))?;
-        Ok(raw.and_then(|raw| self.decode(&raw, pttl, id)))
+        Ok(raw.and_then(|raw| self.decode(&raw, pttl).into_lookup(&self.name, id)))
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), OldStoreError> {
@@ -164,6 +238,21 @@ impl OldStore for ForeignRedisStore {
             .map_err(|_| timed_out(&self.name, self.timeout))?
             .map_err(|e| unavailable(&self.name, e))?;
         Ok(())
+    }
+
+    fn list(&self, batch: usize) -> Option<Listing<'_>> {
+        let pages =
+            futures_util::stream::try_unfold(Some("0".to_string()), move |cursor| async move {
+                let Some(cursor) = cursor else {
+                    return Ok(None);
+                };
+                let (listed, next) =
+                    tokio::time::timeout(self.timeout * 4, self.list_page(cursor, batch))
+                        .await
+                        .map_err(|_| timed_out(&self.name, self.timeout * 4))??;
+                Ok(Some((listed, next)))
+            });
+        Some(Box::pin(pages))
     }
 }
 
@@ -195,5 +284,11 @@ mod tests {
             cookie_expires(&json!({"cookie": {"expires": "soon"}})),
             None
         );
+    }
+
+    #[test]
+    fn scan_patterns_match_the_template_literally() {
+        assert_eq!(glob_escaped("sess:"), "sess:");
+        assert_eq!(glob_escaped("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 }

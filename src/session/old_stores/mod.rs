@@ -15,7 +15,7 @@ pub use postgres::{PgFormat, PostgresStore};
 pub use whoami::WhoamiStore;
 
 use super::cookie::SessionId;
-use super::old_store::{timed_out, LookupContext, OldSession, OldStore, OldStoreError};
+use super::old_store::{timed_out, Listing, LookupContext, OldSession, OldStore, OldStoreError};
 use crate::config::{OldStoreConfig, OldStoreKind, PostgresFormat};
 use std::future::Future;
 use std::sync::Arc;
@@ -44,6 +44,12 @@ impl OldStoreHandle {
 
     pub async fn delete(&self, id: &SessionId) -> Result<(), OldStoreError> {
         self.bounded(self.store.delete(id)).await
+    }
+
+    /// Every session of the store, in batches (see [`OldStore::list`]); `None` when the store
+    /// cannot be listed. Each call to the store within is bounded by the store itself.
+    pub fn list(&self, batch: usize) -> Option<Listing<'_>> {
+        self.store.list(batch)
     }
 
     async fn bounded<T>(

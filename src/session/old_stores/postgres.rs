@@ -1,12 +1,15 @@
 //! Sessions in the app's PostgreSQL: connect-pg-simple's `session` table, Django's
 //! `django_session` (signed payload), or a query of the operator's own. One connection, opened
 //! lazily and again after it drops; statements prepared once per connection; every call bounded.
+//! The two known tables are listed (for the pre-copy) in key order, one page after another.
 
 use super::django::{DjangoError, DjangoSigner};
 use crate::config::IdentityMapping;
 use crate::session::cookie::SessionId;
-use crate::session::old_store::{found, invalid, timed_out, unavailable, unreadable};
-use crate::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};
+use crate::session::old_store::{found, invalid, timed_out, unavailable};
+use crate::session::old_store::{
+    Decoded, Listed, Listing, LookupContext, OldSession, OldStore, OldStoreError,
+};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::str::FromStr;
@@ -59,6 +62,7 @@ struct Connection {
     client: Client,
     lookup: Statement,
     delete: Option<Statement>,
+    list: Option<Statement>,
     /// Drives the socket; aborted with the connection so a hung server leaks nothing.
     task: JoinHandle<()>,
 }
@@ -74,6 +78,8 @@ pub struct PostgresStore {
     config: tokio_postgres::Config,
     lookup_sql: String,
     delete_sql: Option<String>,
+    /// A page of (id, payload, seconds left) after the id `$1`, at most `$2` rows, live or not.
+    list_sql: Option<String>,
     payload: Payload,
     mapping: IdentityMapping,
     timeout: Duration,
@@ -154,7 +160,7 @@ impl PostgresStore {
             quote_table(table).ok_or_else(|| invalid(name, format_args!("table name {table:?}")))
         };
         // Expiry is compared in the database, on its clock, as the apps themselves do.
-        let (lookup_sql, delete_sql, payload) = match format {
+        let (lookup_sql, delete_sql, list_sql, payload) = match format {
             PgFormat::ConnectPgSimple { table: t } => {
                 let t = table(&t)?;
                 (
@@ -163,6 +169,10 @@ impl PostgresStore {
                          FROM {t} WHERE sid = $1 AND expire >= now()"
                     ),
                     Some(format!("DELETE FROM {t} WHERE sid = $1")),
+                    Some(format!(
+                        "SELECT sid, sess::text, EXTRACT(EPOCH FROM (expire - now()))::float8 \
+                         FROM {t} WHERE sid > $1 ORDER BY sid LIMIT $2"
+                    )),
                     Payload::Json,
                 )
             }
@@ -181,16 +191,23 @@ impl PostgresStore {
                          FROM {t} WHERE session_key = $1 AND expire_date > now()"
                     ),
                     Some(format!("DELETE FROM {t} WHERE session_key = $1")),
+                    Some(format!(
+                        "SELECT session_key, session_data::text, \
+                         EXTRACT(EPOCH FROM (expire_date - now()))::float8 \
+                         FROM {t} WHERE session_key > $1 ORDER BY session_key LIMIT $2"
+                    )),
                     Payload::Django(DjangoSigner::for_sessions(&secret_keys)),
                 )
             }
-            PgFormat::Custom { lookup, delete } => (lookup, delete, Payload::Json),
+            // The operator's query finds one id; there is no query to list them all.
+            PgFormat::Custom { lookup, delete } => (lookup, delete, None, Payload::Json),
         };
         let store = PostgresStore {
             name: name.to_string(),
             config,
             lookup_sql,
             delete_sql,
+            list_sql,
             payload,
             mapping,
             timeout,
@@ -236,10 +253,14 @@ impl PostgresStore {
                 Some(sql) => Some(client.prepare(sql).await?),
                 None => None,
             };
-            Ok::<_, tokio_postgres::Error>((lookup, delete))
+            let list = match &self.list_sql {
+                Some(sql) => Some(client.prepare(sql).await?),
+                None => None,
+            };
+            Ok::<_, tokio_postgres::Error>((lookup, delete, list))
         }
         .await;
-        let (lookup, delete) = match prepared {
+        let (lookup, delete, list) = match prepared {
             Ok(statements) => statements,
             Err(e) => {
                 task.abort();
@@ -253,6 +274,7 @@ impl PostgresStore {
             client,
             lookup,
             delete,
+            list,
             task,
         });
         *slot = Some(connection.clone());
@@ -302,32 +324,75 @@ impl PostgresStore {
         }
     }
 
-    fn decode(&self, text: &str, id: &SessionId) -> Option<Value> {
+    fn decode(&self, text: &str) -> Result<Value, String> {
         match &self.payload {
-            Payload::Json => match serde_json::from_str(text) {
-                Ok(doc) => Some(doc),
-                Err(e) => {
-                    unreadable(&self.name, id, e);
-                    None
+            Payload::Json => serde_json::from_str(text).map_err(|e| e.to_string()),
+            Payload::Django(signer) => signer.decode(text).map_err(|e| match e {
+                // Forged, or signed with a key that is not configured (rotated away).
+                DjangoError::BadSignature => {
+                    "Django session signature matches no configured secret key".to_string()
                 }
-            },
-            Payload::Django(signer) => match signer.decode(text) {
-                Ok(doc) => Some(doc),
-                Err(DjangoError::BadSignature) => {
-                    // Forged, or signed with a key that is not configured (rotated away).
-                    tracing::warn!(
-                        store = self.name,
-                        session = id.hash().short(),
-                        "Django session signature matches no configured secret key; treating it as a miss"
-                    );
-                    None
-                }
-                Err(e) => {
-                    unreadable(&self.name, id, e);
-                    None
-                }
-            },
+                e => e.to_string(),
+            }),
         }
+    }
+
+    /// One row, as a lookup and a listing read it: the payload and the seconds it has left
+    /// by the database's clock (`None`: the store does not say).
+    fn read_row(&self, text: Option<String>, seconds_left: Option<f64>) -> Decoded {
+        let remaining = match seconds_left {
+            Some(seconds) => match Duration::try_from_secs_f64(seconds) {
+                Ok(left) if !left.is_zero() => Some(left),
+                // Expired (or at its last instant) by the database's clock.
+                _ => return Decoded::Expired,
+            },
+            None => None,
+        };
+        let Some(text) = text else {
+            return Decoded::Unreadable("the row holds no session data".into());
+        };
+        match self.decode(&text) {
+            Ok(doc) => found(&doc, &self.mapping, remaining),
+            Err(reason) => Decoded::Unreadable(reason),
+        }
+    }
+
+    /// The page of rows after the id `after`, and the last id in it (`None` at the end).
+    async fn list_page(
+        &self,
+        after: String,
+        batch: usize,
+    ) -> Result<(Vec<Listed>, Option<String>), OldStoreError> {
+        let limit = batch.clamp(1, 10_000) as i64;
+        let after = after.as_str();
+        let rows = self
+            .with_connection(|connection| async move {
+                let Some(list) = &connection.list else {
+                    return Ok(Vec::new());
+                };
+                let rows = connection.client.query(list, &[&after, &limit]).await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get::<_, String>(0)?,
+                            row.try_get::<_, Option<String>>(1)?,
+                            row.try_get::<_, Option<f64>>(2)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+            })
+            .await?;
+        let last = (rows.len() as i64 == limit)
+            .then(|| rows.last().map(|(id, _, _)| id.clone()))
+            .flatten();
+        let listed = rows
+            .into_iter()
+            .map(|(id, text, seconds_left)| Listed {
+                session: self.read_row(text, seconds_left),
+                id: SessionId::stored(id),
+            })
+            .collect();
+        Ok((listed, last))
     }
 }
 
@@ -361,17 +426,9 @@ impl OldStore for PostgresStore {
         let Some((Some(text), seconds_left)) = row else {
             return Ok(None);
         };
-        let remaining = match seconds_left {
-            Some(seconds) => match Duration::try_from_secs_f64(seconds) {
-                Ok(left) if !left.is_zero() => Some(left),
-                // Expired (or at its last instant) by the database's clock.
-                _ => return Ok(None),
-            },
-            None => None,
-        };
         Ok(self
-            .decode(&text, id)
-            .and_then(|doc| found(&doc, &self.mapping, remaining)))
+            .read_row(Some(text), seconds_left)
+            .into_lookup(&self.name, id))
     }
 
     async fn delete(&self, id: &SessionId) -> Result<(), OldStoreError> {
@@ -387,6 +444,20 @@ impl OldStore for PostgresStore {
         })
         .await?;
         Ok(())
+    }
+
+    fn list(&self, batch: usize) -> Option<Listing<'_>> {
+        self.list_sql.as_ref()?;
+        // Keyset pages: each starts after the last id of the one before (ids are non-empty).
+        let pages =
+            futures_util::stream::try_unfold(Some(String::new()), move |after| async move {
+                let Some(after) = after else {
+                    return Ok(None);
+                };
+                let (listed, last) = self.list_page(after, batch).await?;
+                Ok(Some((listed, last)))
+            });
+        Some(Box::pin(pages))
     }
 }
 

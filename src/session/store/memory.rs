@@ -1,6 +1,6 @@
 //! `memory://`: sessions in this process only. Lost on restart, not shared between proxies.
 
-use super::results::Loaded;
+use super::results::{IfAbsent, Loaded};
 use crate::session::cookie::SessionHash;
 use crate::session::record::SessionRecord;
 use std::collections::HashMap;
@@ -87,6 +87,31 @@ impl MemoryStore {
             entries.retain(|_, e| e.expires_at_ms > now_ms);
         }
         entries.insert(hash.clone(), entry);
+    }
+
+    pub fn save_if_absent(
+        &self,
+        hash: &SessionHash,
+        record: &SessionRecord,
+        seen_ms: u64,
+        ttl_ms: u64,
+        check_only: bool,
+    ) -> IfAbsent {
+        let now = super::super::record::now_ms();
+        let mut entries = self.entries();
+        match entries.get(hash).filter(|e| e.expires_at_ms > now) {
+            Some(Entry { record: None, .. }) => return IfAbsent::Ended,
+            Some(_) => return IfAbsent::Present,
+            None if check_only => return IfAbsent::Written,
+            None => {}
+        }
+        let entry = Entry {
+            record: Some(record.clone()),
+            seen_ms,
+            expires_at_ms: now + ttl_ms,
+        };
+        entries.insert(hash.clone(), entry);
+        IfAbsent::Written
     }
 
     pub fn delete(&self, hash: &SessionHash) -> bool {

@@ -9,7 +9,7 @@ mod results;
 
 pub use self::memory::MemoryStore;
 pub use self::redis::{tls_client_config, RedisStore};
-pub use self::results::{Loaded, StoreError};
+pub use self::results::{IfAbsent, Loaded, StoreError};
 
 use super::cookie::SessionHash;
 use super::record::SessionRecord;
@@ -122,6 +122,33 @@ impl SessionStore {
             SessionStore::Memory(store) => {
                 store.save(hash, record, now_ms, touch_interval);
                 Ok(None)
+            }
+        }
+    }
+
+    /// Writes a session unless the store holds that id already, live or ended, in one atomic
+    /// step: a copy made ahead of use never replaces a newer session nor revives a logout.
+    /// The key lives `ttl_ms` if unused; `seen_ms` is its last renewal. `check_only`: says
+    /// what it would do, writes nothing.
+    pub async fn save_if_absent(
+        &self,
+        hash: &SessionHash,
+        record: &SessionRecord,
+        seen_ms: u64,
+        ttl_ms: u64,
+        check_only: bool,
+    ) -> Result<IfAbsent, StoreError> {
+        match self {
+            SessionStore::Redis(store) => {
+                store
+                    .observed(
+                        "save_if_absent",
+                        store.save_if_absent(hash, record, seen_ms, ttl_ms, check_only),
+                    )
+                    .await
+            }
+            SessionStore::Memory(store) => {
+                Ok(store.save_if_absent(hash, record, seen_ms, ttl_ms, check_only))
             }
         }
     }

@@ -19,7 +19,7 @@
 //! the old index's TTL, which outlasted all its sessions.
 
 use super::health::Health;
-use super::results::{Loaded, StoreError};
+use super::results::{IfAbsent, Loaded, StoreError};
 use crate::config::{NodeAddress, StoreConfig, StoreUrl};
 use crate::metrics::Metrics;
 use crate::session::cookie::SessionHash;
@@ -818,4 +818,54 @@ fn probe_until_up(pool: Pool, health: Weak<Health>, probe: Probe) {
             }
         }
     });
+}
+
+/// Writes a session only where the key holds nothing: not a session (newer, written by the
+/// proxy) and not the marker of an id that ended. Returns 1 written (or, with ARGV[6] = 1,
+/// would be written: nothing is), 0 present, 2 ended. Single key, like [`SAVE`], which it
+/// runs for the write. ARGV: as [`SAVE`] (rec, seen_ms, abs_ms, idle_ms, ttl_ms), check_only.
+fn save_if_absent_script() -> String {
+    format!(
+        "if redis.call('HEXISTS', KEYS[1], 'gone') == 1 then return 2 end\n\
+         if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n\
+         if ARGV[6] == '1' then return 1 end\n{SAVE}"
+    )
+}
+
+static SAVE_IF_ABSENT: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(save_if_absent_script()));
+
+impl RedisStore {
+    /// See [`super::SessionStore::save_if_absent`].
+    pub async fn save_if_absent(
+        &self,
+        hash: &SessionHash,
+        record: &SessionRecord,
+        seen_ms: u64,
+        ttl_ms: u64,
+        check_only: bool,
+    ) -> Result<IfAbsent, StoreError> {
+        let json =
+            serde_json::to_string(record).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let answer: i64 = SAVE_IF_ABSENT
+            .evalsha_with_reload(
+                self.pool.next(),
+                self.key(hash),
+                vec![
+                    json,
+                    seen_ms.to_string(),
+                    record.expires_ms.to_string(),
+                    record.idle_ms.to_string(),
+                    ttl_ms.max(1).to_string(),
+                    u8::from(check_only).to_string(),
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(match answer {
+            1 => IfAbsent::Written,
+            2 => IfAbsent::Ended,
+            _ => IfAbsent::Present,
+        })
+    }
 }

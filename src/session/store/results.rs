@@ -28,6 +28,15 @@ impl StoreError {
     }
 }
 
+/// What a write of a session "if absent" found: nothing (so it wrote, or in a check would
+/// write), a session of that id already, or the marker of an id that ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfAbsent {
+    Written,
+    Present,
+    Ended,
+}
+
 /// What the store holds for a session id.
 // `Live` is what nearly every lookup returns: boxing it would cost an allocation per request.
 #[allow(clippy::large_enum_variant)]
