@@ -332,6 +332,7 @@ fn near_cache(
         &config.near_cache,
         client,
         store.session_key_prefix(),
+        config.command_timeout,
     )))
 }
 

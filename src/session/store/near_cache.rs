@@ -25,9 +25,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 /// Where Redis sends tracking messages to a RESP2 connection.
 const INVALIDATION_CHANNEL: &str = "__redis__:invalidate";
-/// How often the invalidation connection is checked: a connection that silently stopped
-/// delivering would leave entries in use that Redis can no longer invalidate.
-const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the invalidation connection is checked: one that silently stopped delivering (a
+/// network black hole, a frozen Redis) would leave entries in use that Redis can no longer
+/// invalidate. With the default command timeout, such a fault is acted on within 350 ms.
+const PING_INTERVAL: Duration = Duration::from_millis(100);
 /// Invalidations of different keys in flight at once that a read can tell apart (see
 /// [`Ticket`]); more only means a read is sometimes not cached for another key's change.
 const STRIPES: usize = 1024;
@@ -114,7 +115,13 @@ impl NearCache {
 
     /// Starts following Redis's invalidations on `client` (not connected yet) for keys that
     /// start with `prefix`. Entries are used once it tracks.
-    pub fn start(config: &NearCacheConfig, client: Client, prefix: String) -> Arc<NearCache> {
+    /// `answer_within`: how long a PING of that connection may take before it is not trusted.
+    pub fn start(
+        config: &NearCacheConfig,
+        client: Client,
+        prefix: String,
+        answer_within: Duration,
+    ) -> Arc<NearCache> {
         let cache = Arc::new(NearCache::new(config));
         let weak = Arc::downgrade(&cache);
         let invalidations = client.invalidation_rx();
@@ -129,7 +136,7 @@ impl NearCache {
                 reconnects,
                 prefix,
             )),
-            tokio::spawn(check_connection(weak, client.clone())),
+            tokio::spawn(check_connection(weak, client.clone(), answer_within)),
         ];
         client.connect();
         *cache.tasks.lock().unwrap_or_else(|p| p.into_inner()) =
@@ -399,10 +406,10 @@ async fn track(client: &Client, prefix: &str) -> Result<(), Error> {
     client.subscribe(INVALIDATION_CHANNEL).await
 }
 
-/// PINGs the invalidation connection every [`PING_INTERVAL`]: one that stopped answering is
-/// not trusted (entries unused) and re-established.
-async fn check_connection(cache: Weak<NearCache>, client: Client) {
-    let timeout = PING_INTERVAL;
+/// PINGs the invalidation connection every [`PING_INTERVAL`]: one that does not answer within
+/// `timeout` is not trusted (entries unused, so lookups fail closed as without the cache) and
+/// is re-established.
+async fn check_connection(cache: Weak<NearCache>, client: Client, timeout: Duration) {
     loop {
         tokio::time::sleep(PING_INTERVAL).await;
         let Some(state) = cache.upgrade() else {
