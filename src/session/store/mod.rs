@@ -289,7 +289,7 @@ impl SessionStore {
     /// Sessions held by the near cache.
     pub fn near_cache_entries(&self) -> usize {
         match self {
-            SessionStore::Redis(_, Some(near)) => near.len(),
+            SessionStore::Redis(_, Some(near)) => near.entry_count(),
             _ => 0,
         }
     }

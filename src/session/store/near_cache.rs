@@ -72,6 +72,8 @@ pub struct Ticket {
 }
 
 /// What the cache answers for a session key.
+// A hit is what nearly every lookup returns: boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub enum Lookup {
     /// The record, and whether this request renews the session (its last renewal is a touch
     /// interval old; this process renews it once).
@@ -155,7 +157,7 @@ impl NearCache {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn entry_count(&self) -> usize {
         self.entries.len()
     }
 
