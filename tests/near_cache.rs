@@ -33,33 +33,8 @@ async fn counter(proxy: &ProxyProcess, name: &str) -> f64 {
     metric(&admin_metrics(proxy, TOKEN).await, name, &[])
 }
 
-/// Uses the session through `proxy` until the proxy answers it from its near cache.
 async fn cache_on(proxy: &ProxyProcess, cookie: &str, user: &str) {
-    let hits = counter(proxy, "unstick_near_cache_hits_total").await;
-    let started = Instant::now();
-    loop {
-        assert_eq!(user_seen(proxy, cookie).await.as_deref(), Some(user));
-        if counter(proxy, "unstick_near_cache_hits_total").await > hits {
-            return;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{user}'s session never cached"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Polls until `proxy` no longer passes the session's user to the app.
-async fn until_refused(proxy: &impl RunningProxy, cookie: &str, what: &str) {
-    let started = Instant::now();
-    while user_seen(proxy, cookie).await.is_some() {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{what}: the session is still served"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_near_cached(proxy, TOKEN, cookie, user).await;
 }
 
 fn session_key(cookie: &str) -> String {
