@@ -89,8 +89,10 @@ impl Drop for NearCache {
             task.abort();
         }
         let client = self.client.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(client) = client.take() {
-            tokio::spawn(async move {
+        // Outside a runtime (the process ending) the connection just closes with it.
+        if let (Some(client), Ok(runtime)) = (client.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
                 let _ = client.quit().await;
             });
         }
@@ -168,6 +170,9 @@ impl NearCache {
     /// The cached session at `key`, if it may be used as of `now_ms`.
     pub fn lookup(&self, key: &str, now_ms: u64, touch: Duration) -> Lookup {
         if !self.tracking.load(Ordering::Acquire) {
+            self.count(|m| {
+                m.near_cache_misses.inc();
+            });
             return Lookup::Miss(None);
         }
         let key = key.as_bytes();
