@@ -427,16 +427,17 @@ async fn check_connection(cache: Weak<NearCache>, client: Client, timeout: Durat
         }
         // A subscribed RESP2 connection answers PING with an array.
         match tokio::time::timeout(timeout, client.ping::<Value>(None)).await {
-            Ok(Ok(_)) => state.mark_up(),
-            Ok(Err(error)) => {
-                state.lost(&format!("PING failed: {error}"));
-                let _ = client.force_reconnection().await;
+            Ok(Ok(_)) => {
+                state.mark_up();
+                continue;
             }
-            Err(_) => {
-                state.lost("PING not answered in time");
-                let _ = client.force_reconnection().await;
-            }
+            Ok(Err(error)) => state.lost(&format!("PING failed: {error}")),
+            Err(_) => state.lost("PING not answered in time"),
         }
+        // Not holding the cache while Redis may take long to answer again: a reload that
+        // replaced the store ends this task and the connection.
+        drop(state);
+        let _ = client.force_reconnection().await;
     }
 }
 
