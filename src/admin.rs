@@ -163,6 +163,9 @@ impl Admin {
         self.metrics
             .store_up
             .set(i64::from(live.sessions.store.down_for().is_none()));
+        self.metrics
+            .near_cache_entries
+            .set(live.sessions.store.near_cache_entries() as i64);
         self.metrics.upstream_healthy.clear();
         for route in &live.routes {
             for instance in route.pool().instances() {

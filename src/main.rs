@@ -277,7 +277,10 @@ async fn manage_sessions(path: &std::path::Path, action: SessionsAction) -> anyh
             "the memory:// store lives inside the running proxy; use its admin API instead"
         );
     }
-    let store = SessionStore::connect(&config.store).await?;
+    // A command's few lookups gain nothing from a near cache and its extra connection.
+    let mut store_config = config.store.clone();
+    store_config.near_cache.enabled = false;
+    let store = SessionStore::connect(&store_config).await?;
     let remember = config.session.absolute_lifetime;
     match action {
         SessionsAction::List { user } => {

@@ -94,6 +94,12 @@ pub struct Metrics {
     pub accept_errors: Counter,
     /// New sessions that `redis.wait_replicas` replicas did not acknowledge in time.
     pub replica_wait_timeouts: Counter,
+    pub near_cache_hits: Counter,
+    pub near_cache_misses: Counter,
+    pub near_cache_invalidations: Counter,
+    pub near_cache_flushes: Counter,
+    /// Sessions held by the near cache (set when scraped).
+    pub near_cache_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -125,6 +131,11 @@ impl Metrics {
             client_connection_waits: Counter::default(),
             accept_errors: Counter::default(),
             replica_wait_timeouts: Counter::default(),
+            near_cache_hits: Counter::default(),
+            near_cache_misses: Counter::default(),
+            near_cache_invalidations: Counter::default(),
+            near_cache_flushes: Counter::default(),
+            near_cache_entries: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -225,6 +236,32 @@ impl Metrics {
             "New sessions served although redis.wait_replicas replicas did not acknowledge them \
              within redis.wait_timeout (lost if the master fails before they replicate)",
             metrics.replica_wait_timeouts.clone(),
+        );
+        registry.register(
+            "near_cache_hits",
+            "Session lookups answered from process memory without asking Redis",
+            metrics.near_cache_hits.clone(),
+        );
+        registry.register(
+            "near_cache_misses",
+            "Session lookups the near cache could not answer (asked Redis)",
+            metrics.near_cache_misses.clone(),
+        );
+        registry.register(
+            "near_cache_invalidations",
+            "Near cache entries dropped because their session changed (in Redis or here)",
+            metrics.near_cache_invalidations.clone(),
+        );
+        registry.register(
+            "near_cache_flushes",
+            "Times the whole near cache was dropped (invalidation connection lost or regained, \
+             Redis flushed, invalidations missed)",
+            metrics.near_cache_flushes.clone(),
+        );
+        registry.register(
+            "near_cache_entries",
+            "Sessions held in the near cache",
+            metrics.near_cache_entries.clone(),
         );
         Metrics {
             registry,

@@ -6,7 +6,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::redis_ha::{RedisCluster, RedisSentinel, SentinelPasswords, SERVICE};
+use support::redis_ha::{wait_until, RedisCluster, RedisSentinel, SentinelPasswords, SERVICE};
 use support::*;
 use unstick::demo::{LegacyApp, LegacyAppConfig};
 
@@ -88,6 +88,12 @@ async fn cluster_master_killed_under_load_sessions_survive_and_no_request_passes
     config.redis.wait_replicas = Some(1);
     config.redis.wait_timeout = Some("500ms".into());
     let proxy = ProxyProcess::start(&config).await;
+    assert_eq!(
+        proxy.count_logs("redis.near_cache is not used with a Redis Cluster"),
+        1,
+        "{}",
+        proxy.logs()
+    );
 
     let report = run_check(&config.to_toml()).await;
     assert!(
@@ -460,4 +466,71 @@ async fn two_proxies_on_one_redis_share_logins_logouts_and_revocations() {
         let (status, user, _) = bob.me(proxy).await;
         assert_eq!((status, user), (200, None), "bob's cookie after the revoke");
     }
+}
+
+#[tokio::test]
+async fn with_sentinel_the_near_caches_follow_the_master_across_a_failover() {
+    let mut service = RedisSentinel::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::for_test_app("", &[("t", app.address)]);
+    config.redis.sentinels = service.sentinel_addresses();
+    config.redis.service_name = Some(SERVICE.into());
+    // Bob's session must be on the replica when the master dies.
+    config.redis.wait_replicas = Some(1);
+    config.redis.wait_timeout = Some("2s".into());
+    config.admin = true;
+    let env = [("UNSTICK_ADMIN_TOKEN", TOKEN)];
+    let one = ProxyProcess::start_with_env(&config.to_toml(), &env).await;
+    let two = ProxyProcess::start_with_env(&config.to_toml(), &env).await;
+
+    let alice = test_app_login(&one, "alice").await;
+    until_near_cached(&two, TOKEN, &alice, "alice").await;
+    let revoked = reqwest::Client::new()
+        .delete(one.admin_url("/sessions?user=alice"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(revoked.status(), 200);
+    until_refused(&two, &alice, "revoke through the other proxy").await;
+
+    // The master dies; the promoted replica tracks for both proxies.
+    let bob = test_app_login(&one, "bob").await;
+    until_near_cached(&two, TOKEN, &bob, "bob").await;
+    let flushes = metric(
+        &admin_metrics(&two, TOKEN).await,
+        "unstick_near_cache_flushes_total",
+        &[],
+    );
+    service.master.kill();
+    wait_until(Duration::from_secs(30), "the replica promoted", || async {
+        service.reported_master_port().await == Some(service.replica.port)
+    })
+    .await;
+    for proxy in [&one, &two] {
+        wait_until(Duration::from_secs(30), "bob served again", || async {
+            let answer = reqwest::Client::new()
+                .get(proxy.url("/echo"))
+                .header("cookie", &bob)
+                .send()
+                .await;
+            matches!(answer, Ok(answer) if answer.status() == 200)
+        })
+        .await;
+    }
+    until_near_cached(&two, TOKEN, &bob, "bob").await;
+    let after = metric(
+        &admin_metrics(&two, TOKEN).await,
+        "unstick_near_cache_flushes_total",
+        &[],
+    );
+    assert!(after > flushes, "the cache was dropped on the switch");
+    let logout = reqwest::Client::new()
+        .post(one.url("/logout"))
+        .header("cookie", &bob)
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(logout.status(), 200);
+    until_refused(&two, &bob, "logout after the failover").await;
 }

@@ -27,6 +27,13 @@ pub const WAIT_REPLICAS_MAX: u32 = 16;
 pub const WAIT_TIMEOUT: Duration = Duration::from_millis(100);
 pub const WAIT_TIMEOUT_MAX: Duration = Duration::from_secs(10);
 
+// [redis.near_cache]
+pub const NEAR_CACHE_ENABLED: bool = true;
+pub const NEAR_CACHE_MAX_ENTRIES: usize = 100_000;
+pub const NEAR_CACHE_MAX_ENTRIES_MAX: usize = 10_000_000;
+pub const NEAR_CACHE_MAX_AGE: Duration = Duration::from_secs(300);
+pub const NEAR_CACHE_SERVE_STALE_FOR: Duration = Duration::ZERO;
+
 // [session]
 pub const IDLE_TIMEOUT_MIN: Duration = Duration::from_secs(1);
 

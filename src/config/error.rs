@@ -77,6 +77,8 @@ pub enum Problem {
     BadKeyPrefix,
     #[error("must be between 1 and {max}")]
     PoolSizeOutOfRange { max: usize },
+    #[error("must be between 1 and {max} (set enabled = false to turn the near cache off)")]
+    NearCacheSizeOutOfRange { max: usize },
     #[error("at most {max} (the replicas of one master that must hold a new session)")]
     TooManyReplicas { max: u32 },
     #[error("memory:// has no replicas; remove it or use Redis")]

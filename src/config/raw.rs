@@ -91,6 +91,17 @@ pub struct RawRedis {
     pub retry_after: Option<HumanDuration>,
     /// CA bundle (PEM) that signs the server certificate of a `rediss://` Redis.
     pub ca_file: Option<Spanned<Text>>,
+    pub near_cache: Option<RawNearCache>,
+}
+
+/// `[redis.near_cache]`: recently used sessions kept in process memory.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNearCache {
+    pub enabled: Option<bool>,
+    pub max_entries: Option<Spanned<usize>>,
+    pub max_age: Option<Spanned<HumanDuration>>,
+    pub serve_stale_for: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

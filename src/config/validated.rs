@@ -173,6 +173,20 @@ pub struct StoreConfig {
     pub wait_replicas: u32,
     /// How long a login waits for them; past it the login is served anyway and counted.
     pub wait_timeout: Duration,
+    pub near_cache: NearCacheConfig,
+}
+
+/// `[redis.near_cache]`: recently used sessions in process memory, dropped when Redis
+/// reports a change to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NearCacheConfig {
+    pub enabled: bool,
+    pub max_entries: usize,
+    /// An entry older than this is read again from Redis (defence in depth).
+    pub max_age: Duration,
+    /// While Redis is unreachable, cached sessions are served this long after it was last
+    /// known up (zero: not at all).
+    pub serve_stale_for: Duration,
 }
 
 /// How the session id is written in the app's cookie.

@@ -435,6 +435,40 @@ pub async fn admin_metrics(proxy: &ProxyProcess, token: &str) -> String {
         .unwrap()
 }
 
+/// Uses the session through `proxy` (`UNSTICK_ADMIN_TOKEN=token`) until the proxy answers it
+/// from its near cache (its hit counter moves).
+pub async fn until_near_cached(proxy: &ProxyProcess, token: &str, cookie: &str, user: &str) {
+    let hits = || async {
+        let text = admin_metrics(proxy, token).await;
+        metric(&text, "unstick_near_cache_hits_total", &[])
+    };
+    let before = hits().await;
+    let started = std::time::Instant::now();
+    loop {
+        assert_eq!(user_seen(proxy, cookie).await.as_deref(), Some(user));
+        if hits().await > before {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{user}'s session never cached"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls (bounded) until `proxy` no longer passes the session's user to the app.
+pub async fn until_refused(proxy: &impl RunningProxy, cookie: &str, what: &str) {
+    let started = std::time::Instant::now();
+    while user_seen(proxy, cookie).await.is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{what}: the session is still served"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// The sum of the samples of `name` whose labels include `labels`, in a Prometheus text scrape.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()

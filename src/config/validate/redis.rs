@@ -3,9 +3,9 @@
 
 use super::super::defaults;
 use super::super::error::{ConfigError, NodeAddressFault, Problem};
-use super::super::raw::RawRedis;
+use super::super::raw::{RawNearCache, RawRedis};
 use super::super::validated::{
-    ClusterTarget, NodeAddress, NodeAuth, SentinelTarget, StoreConfig, StoreUrl,
+    ClusterTarget, NearCacheConfig, NodeAddress, NodeAuth, SentinelTarget, StoreConfig, StoreUrl,
 };
 use super::super::values::{HumanDuration, Text};
 use super::Validator;
@@ -226,6 +226,32 @@ impl Validator<'_> {
         Ok((wait_replicas, wait_timeout))
     }
 
+    fn near_cache(&self, raw: Option<RawNearCache>) -> Result<NearCacheConfig, ConfigError> {
+        let raw = raw.unwrap_or_default();
+        let max_entries = match raw.max_entries {
+            Some(n) if *n.get_ref() == 0 || *n.get_ref() > defaults::NEAR_CACHE_MAX_ENTRIES_MAX => {
+                let problem = Problem::NearCacheSizeOutOfRange {
+                    max: defaults::NEAR_CACHE_MAX_ENTRIES_MAX,
+                };
+                return Err(self.err(n.span(), "redis.near_cache.max_entries", problem));
+            }
+            Some(n) => *n.get_ref(),
+            None => defaults::NEAR_CACHE_MAX_ENTRIES,
+        };
+        Ok(NearCacheConfig {
+            enabled: raw.enabled.unwrap_or(defaults::NEAR_CACHE_ENABLED),
+            max_entries,
+            max_age: self.positive(
+                raw.max_age,
+                "redis.near_cache.max_age",
+                defaults::NEAR_CACHE_MAX_AGE,
+            )?,
+            serve_stale_for: raw
+                .serve_stale_for
+                .map_or(defaults::NEAR_CACHE_SERVE_STALE_FOR, |d| d.0),
+        })
+    }
+
     pub(super) fn store(&self, spanned: Spanned<RawRedis>) -> Result<StoreConfig, ConfigError> {
         let url = self.store_target(&spanned)?;
         let raw = spanned.into_inner();
@@ -251,6 +277,7 @@ impl Validator<'_> {
             ca_file: raw.ca_file.map(|f| PathBuf::from(f.into_inner().0)),
             wait_replicas,
             wait_timeout,
+            near_cache: self.near_cache(raw.near_cache)?,
         })
     }
 }

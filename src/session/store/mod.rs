@@ -4,10 +4,12 @@
 
 mod health;
 mod memory;
+mod near_cache;
 mod redis;
 mod results;
 
 pub use self::memory::MemoryStore;
+pub use self::near_cache::NearCache;
 pub use self::redis::{tls_client_config, RedisStore};
 pub use self::results::{IfAbsent, Loaded, StoreError};
 
@@ -21,7 +23,8 @@ use std::time::Duration;
 /// The session store of a running proxy (one per process, shared by all routes).
 #[derive(Clone)]
 pub enum SessionStore {
-    Redis(RedisStore),
+    /// With the near cache, unless `[redis.near_cache]` turned it off (or on a Cluster).
+    Redis(RedisStore, Option<Arc<NearCache>>),
     Memory(MemoryStore),
 }
 
@@ -31,7 +34,9 @@ impl SessionStore {
     pub async fn connect(config: &StoreConfig) -> Result<SessionStore, StoreError> {
         match &config.url {
             StoreUrl::Redis(_) | StoreUrl::Sentinel(_) | StoreUrl::Cluster(_) => {
-                Ok(SessionStore::Redis(RedisStore::connect(config).await?))
+                let store = RedisStore::connect(config).await?;
+                let near = near_cache(config, &store)?;
+                Ok(SessionStore::Redis(store, near))
             }
             StoreUrl::Memory => {
                 tracing::warn!(
@@ -52,7 +57,10 @@ impl SessionStore {
         touch_interval: Duration,
     ) -> Result<Loaded, StoreError> {
         match self {
-            SessionStore::Redis(store) => {
+            SessionStore::Redis(store, Some(near)) => {
+                Box::pin(load_through(store, near, hash, now_ms, touch_interval)).await
+            }
+            SessionStore::Redis(store, None) => {
                 store
                     .observed("load", store.load(hash, now_ms, touch_interval))
                     .await
@@ -70,8 +78,10 @@ impl SessionStore {
         remember_for: Duration,
     ) -> Result<(), StoreError> {
         match self {
-            SessionStore::Redis(store) => {
-                store.observed("end", store.end(hash, remember_for)).await
+            SessionStore::Redis(store, near) => {
+                let ended = store.observed("end", store.end(hash, remember_for)).await;
+                forget(store, near, hash);
+                ended
             }
             SessionStore::Memory(store) => {
                 store.end(hash, now_ms, remember_for);
@@ -89,10 +99,12 @@ impl SessionStore {
         touch_interval: Duration,
     ) -> Result<(), StoreError> {
         match self {
-            SessionStore::Redis(store) => {
-                store
+            SessionStore::Redis(store, near) => {
+                let saved = store
                     .observed("save", store.save(hash, record, now_ms, touch_interval))
-                    .await
+                    .await;
+                forget(store, near, hash);
+                saved
             }
             SessionStore::Memory(store) => {
                 store.save(hash, record, now_ms, touch_interval);
@@ -111,13 +123,15 @@ impl SessionStore {
         touch_interval: Duration,
     ) -> Result<Option<bool>, StoreError> {
         match self {
-            SessionStore::Redis(store) => {
-                store
+            SessionStore::Redis(store, near) => {
+                let saved = store
                     .observed(
                         "save_acknowledged",
                         store.save_acknowledged(hash, record, now_ms, touch_interval),
                     )
-                    .await
+                    .await;
+                forget(store, near, hash);
+                saved
             }
             SessionStore::Memory(store) => {
                 store.save(hash, record, now_ms, touch_interval);
@@ -139,13 +153,15 @@ impl SessionStore {
         check_only: bool,
     ) -> Result<IfAbsent, StoreError> {
         match self {
-            SessionStore::Redis(store) => {
-                store
+            SessionStore::Redis(store, near) => {
+                let saved = store
                     .observed(
                         "save_if_absent",
                         store.save_if_absent(hash, record, seen_ms, ttl_ms, check_only),
                     )
-                    .await
+                    .await;
+                forget(store, near, hash);
+                saved
             }
             SessionStore::Memory(store) => {
                 Ok(store.save_if_absent(hash, record, seen_ms, ttl_ms, check_only))
@@ -156,7 +172,11 @@ impl SessionStore {
     /// Deletes a session; `true` when it existed.
     pub async fn delete(&self, hash: &SessionHash) -> Result<bool, StoreError> {
         match self {
-            SessionStore::Redis(store) => store.observed("delete", store.delete(hash)).await,
+            SessionStore::Redis(store, near) => {
+                let deleted = store.observed("delete", store.delete(hash)).await;
+                forget(store, near, hash);
+                deleted
+            }
             SessionStore::Memory(store) => Ok(store.delete(hash)),
         }
     }
@@ -167,7 +187,7 @@ impl SessionStore {
         hash: &SessionHash,
     ) -> Result<Option<(SessionRecord, u64)>, StoreError> {
         match self {
-            SessionStore::Redis(store) => store.observed("peek", store.peek(hash)).await,
+            SessionStore::Redis(store, _) => store.observed("peek", store.peek(hash)).await,
             SessionStore::Memory(store) => Ok(store.peek(hash, super::record::now_ms())),
         }
     }
@@ -184,7 +204,7 @@ impl SessionStore {
     ) -> Result<usize, StoreError> {
         let user_key = user_key(user);
         match self {
-            SessionStore::Redis(store) => {
+            SessionStore::Redis(store, _) => {
                 store
                     .observed(
                         "index_add",
@@ -200,7 +220,7 @@ impl SessionStore {
         let user_key = user_key(user);
         let now = super::record::now_ms();
         match self {
-            SessionStore::Redis(store) => {
+            SessionStore::Redis(store, _) => {
                 store
                     .observed("index_remove", store.index_remove(&user_key, hash, now))
                     .await
@@ -218,7 +238,7 @@ impl SessionStore {
         let user_key = user_key(user);
         let now = super::record::now_ms();
         match self {
-            SessionStore::Redis(store) => {
+            SessionStore::Redis(store, _) => {
                 store
                     .observed("index_list", store.index_list(&user_key, now))
                     .await
@@ -230,7 +250,7 @@ impl SessionStore {
     pub async fn index_drop(&self, user: &str) -> Result<(), StoreError> {
         let user_key = user_key(user);
         match self {
-            SessionStore::Redis(store) => {
+            SessionStore::Redis(store, _) => {
                 store
                     .observed("index_drop", store.index_drop(&user_key))
                     .await
@@ -251,7 +271,7 @@ impl SessionStore {
         keep: Duration,
     ) -> Result<(), StoreError> {
         match self {
-            SessionStore::Redis(store) => {
+            SessionStore::Redis(store, _) => {
                 store
                     .observed("bind", store.bind(hash, instance, keep))
                     .await
@@ -269,7 +289,7 @@ impl SessionStore {
 
     pub async fn binding(&self, hash: &SessionHash) -> Result<Option<String>, StoreError> {
         match self {
-            SessionStore::Redis(store) => store.observed("binding", store.binding(hash)).await,
+            SessionStore::Redis(store, _) => store.observed("binding", store.binding(hash)).await,
             SessionStore::Memory(store) => Ok(store.binding(hash, super::record::now_ms())),
         }
     }
@@ -277,7 +297,7 @@ impl SessionStore {
     /// Round-trip time to the store.
     pub async fn ping(&self) -> Result<Duration, StoreError> {
         match self {
-            SessionStore::Redis(store) => store.observed("ping", store.ping()).await,
+            SessionStore::Redis(store, _) => store.observed("ping", store.ping()).await,
             SessionStore::Memory(_) => Ok(Duration::ZERO),
         }
     }
@@ -285,8 +305,21 @@ impl SessionStore {
     /// Counts command latency and errors in `metrics` from now on.
     pub fn observed_by(self, metrics: Arc<Metrics>) -> SessionStore {
         match self {
-            SessionStore::Redis(store) => SessionStore::Redis(store.observed_by(metrics)),
+            SessionStore::Redis(store, near) => {
+                if let Some(near) = &near {
+                    near.observed_by(metrics.clone());
+                }
+                SessionStore::Redis(store.observed_by(metrics), near)
+            }
             memory => memory,
+        }
+    }
+
+    /// Sessions held by the near cache.
+    pub fn near_cache_entries(&self) -> usize {
+        match self {
+            SessionStore::Redis(_, Some(near)) => near.entry_count(),
+            _ => 0,
         }
     }
 
@@ -294,7 +327,7 @@ impl SessionStore {
     /// asking it), if it is.
     pub fn down_for(&self) -> Option<Duration> {
         match self {
-            SessionStore::Redis(store) => store.down_for(),
+            SessionStore::Redis(store, _) => store.down_for(),
             SessionStore::Memory(_) => None,
         }
     }
@@ -302,9 +335,108 @@ impl SessionStore {
     /// Whether the store can take commands now.
     pub fn is_connected(&self) -> bool {
         match self {
-            SessionStore::Redis(store) => store.is_connected(),
+            SessionStore::Redis(store, _) => store.is_connected(),
             SessionStore::Memory(_) => true,
         }
+    }
+}
+
+/// The near cache of `[redis.near_cache]`, following Redis's invalidations of session keys.
+fn near_cache(
+    config: &StoreConfig,
+    store: &RedisStore,
+) -> Result<Option<Arc<NearCache>>, StoreError> {
+    if !config.near_cache.enabled {
+        return Ok(None);
+    }
+    if let StoreUrl::Cluster(_) = config.url {
+        tracing::warn!(
+            "redis.near_cache is not used with a Redis Cluster (each node would need its own \
+             invalidation connection): every request with a session asks Redis"
+        );
+        return Ok(None);
+    }
+    let client = redis::invalidation_client(config)?;
+    Ok(Some(NearCache::start(
+        &config.near_cache,
+        client,
+        store.session_key_prefix(),
+        config.command_timeout,
+    )))
+}
+
+/// A session lookup through the near cache: a hit asks Redis nothing (but still renews the
+/// session once per touch interval); a miss reads Redis and caches a live session. While
+/// Redis is unreachable, a cached session may be served (`serve_stale_for`).
+async fn load_through(
+    store: &RedisStore,
+    near: &Arc<NearCache>,
+    hash: &SessionHash,
+    now_ms: u64,
+    touch: Duration,
+) -> Result<Loaded, StoreError> {
+    let key = store.key(hash);
+    let ticket = match near.lookup(&key, now_ms, touch) {
+        near_cache::Lookup::Hit(record, renew) => {
+            if renew {
+                renew_cached(store, near, hash, &record, key, now_ms, touch);
+            }
+            return Ok(Loaded::Live(record));
+        }
+        near_cache::Lookup::Miss(ticket) => ticket,
+    };
+    let read = store.observed("load", store.read(hash, now_ms)).await;
+    let (loaded, seen) = match read {
+        Ok(read) => read,
+        Err(
+            error @ (StoreError::Unavailable(_) | StoreError::Repeated(_) | StoreError::Down(_)),
+        ) => {
+            return match near.stale(&key, now_ms, touch) {
+                Some(record) => Ok(Loaded::Live(record)),
+                None => Err(error),
+            };
+        }
+        Err(error) => return Err(error),
+    };
+    if let Loaded::Live(record) = &loaded {
+        let due = now_ms.saturating_sub(seen) >= touch.as_millis() as u64;
+        if let Some(ticket) = ticket {
+            near.insert(ticket, record, if due { now_ms } else { seen });
+        }
+        if due {
+            renew_cached(store, near, hash, record, key, now_ms, touch);
+        }
+    }
+    Ok(loaded)
+}
+
+/// Sends a session's renewal beside the request; if it fails, the cached entry (which
+/// counts the session as renewed) is dropped.
+fn renew_cached(
+    store: &RedisStore,
+    near: &Arc<NearCache>,
+    hash: &SessionHash,
+    record: &SessionRecord,
+    key: String,
+    now_ms: u64,
+    touch: Duration,
+) {
+    let renewal = store.renewal(hash, record, now_ms, touch);
+    let near = Arc::downgrade(near);
+    tokio::spawn(async move {
+        if !renewal.await {
+            if let Some(near) = near.upgrade() {
+                near.renewal_failed(key.as_bytes());
+            }
+        }
+    });
+}
+
+/// After this process changed a session in Redis: its entry is dropped now rather than when
+/// Redis's message arrives, so that the next request here sees the change.
+fn forget(store: &RedisStore, near: &Option<Arc<NearCache>>, hash: &SessionHash) {
+    if let Some(near) = near {
+        near.invalidate(store.key(hash).as_bytes());
     }
 }
 

@@ -296,12 +296,6 @@ fn build_pool(
     longest: Duration,
 ) -> Result<Pool, StoreError> {
     let clustered = redis_config.server.is_clustered();
-    let reconnect = ReconnectPolicy::new_exponential(
-        0,
-        config.reconnect_min.as_millis().max(1) as u32,
-        config.reconnect_max.as_millis().max(1) as u32,
-        2,
-    );
     Builder::from_config(redis_config)
         .with_performance_config(|perf: &mut PerformanceConfig| {
             perf.default_command_timeout = config.command_timeout;
@@ -320,8 +314,33 @@ fn build_pool(
             // with one, the first command to each moved slot failed.
             conn.max_command_attempts = if clustered { 2 } else { 1 };
         })
-        .set_policy(reconnect)
+        .set_policy(reconnect_policy(config))
         .build_pool(config.pool_size)
+        .map_err(unavailable)
+}
+
+fn reconnect_policy(config: &StoreConfig) -> ReconnectPolicy {
+    ReconnectPolicy::new_exponential(
+        0,
+        config.reconnect_min.as_millis().max(1) as u32,
+        config.reconnect_max.as_millis().max(1) as u32,
+        2,
+    )
+}
+
+/// One connection of its own (not connected yet) to the pool's Redis, for the near cache's
+/// invalidation messages: it is put in subscriber mode, so it can take no other commands.
+pub(super) fn invalidation_client(config: &StoreConfig) -> Result<Client, StoreError> {
+    let mut redis_config = client_config(config)?;
+    redis_config.fail_fast = false;
+    Builder::from_config(redis_config)
+        .with_connection_config(|conn: &mut ConnectionConfig| {
+            conn.connection_timeout = config.connect_timeout;
+            conn.internal_command_timeout = config.command_timeout.max(Duration::from_secs(1));
+            conn.max_command_attempts = 1;
+        })
+        .set_policy(reconnect_policy(config))
+        .build()
         .map_err(unavailable)
 }
 
@@ -466,6 +485,12 @@ impl RedisStore {
         self.prefixed("s:", hash.as_str())
     }
 
+    /// What every session key starts with (and no other key of unstick's): the prefix the
+    /// near cache asks Redis to report changes under.
+    pub fn session_key_prefix(&self) -> String {
+        self.prefixed("s:", "")
+    }
+
     fn binding_key(&self, hash: &SessionHash) -> String {
         self.prefixed("b:", hash.as_str())
     }
@@ -491,6 +516,22 @@ impl RedisStore {
         now_ms: u64,
         touch: Duration,
     ) -> Result<Loaded, StoreError> {
+        let (loaded, seen) = self.read(hash, now_ms).await?;
+        if let Loaded::Live(record) = &loaded {
+            if now_ms.saturating_sub(seen) >= touch.as_millis() as u64 {
+                tokio::spawn(self.renewal(hash, record, now_ms, touch));
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// A session as of `now_ms` and when it was last renewed (ms; 0 if never), without
+    /// renewing it. One HMGET.
+    pub(super) async fn read(
+        &self,
+        hash: &SessionHash,
+        now_ms: u64,
+    ) -> Result<(Loaded, u64), StoreError> {
         let key = self.key(hash);
         let (rec, seen, gone): SessionFields = self
             .pool
@@ -498,59 +539,71 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         let Some(rec) = rec else {
-            return Ok(if gone.is_some() {
+            let loaded = if gone.is_some() {
                 Loaded::Ended
             } else {
                 Loaded::Missing
-            });
+            };
+            return Ok((loaded, 0));
         };
         let record: SessionRecord = match serde_json::from_str(&rec) {
             Ok(record) => record,
             Err(e) => {
                 // Unreadable (written by an incompatible version, or by hand): treat as no session.
                 tracing::warn!(session = hash.short(), error = %e, "unreadable session record; ignoring it");
-                return Ok(Loaded::Missing);
+                return Ok((Loaded::Missing, 0));
             }
         };
         if now_ms >= record.ends_ms() {
             // Past its absolute lifetime (or retired); its TTL, capped at that instant, removes
             // the key.
-            return Ok(Loaded::Missing);
+            return Ok((Loaded::Missing, 0));
         }
-        let touch_ms = touch.as_millis() as u64;
-        if now_ms.saturating_sub(seen.unwrap_or(0)) >= touch_ms {
-            let ttl = record.ttl_ms(now_ms, touch).max(1);
-            // A retired id left its user's index when the app replaced it.
-            let index = record
-                .retires_ms
-                .is_none()
-                .then(|| self.user_key(&super::user_key(&record.identity.user)));
-            let member = hash.to_string();
-            let (script, client) = (self.touch_script.clone(), self.pool.next().clone());
-            let index_script = self.index_touch_script.clone();
-            tokio::spawn(async move {
-                if let Some(index) = index {
-                    let ends = (now_ms + ttl).to_string();
-                    let indexed: Result<i64, _> = index_script
-                        .evalsha_with_reload(&client, index, vec![member, now_ms.to_string(), ends])
-                        .await;
-                    if let Err(e) = indexed {
-                        // The session is not renewed either, so that it cannot outlive its
-                        // index entry; its TTL carries a touch interval of slack.
-                        tracing::debug!(error = %e, "session index renewal failed");
-                        return;
-                    }
-                }
-                let renewed: Result<i64, _> = script
-                    .evalsha_with_reload(&client, key, vec![now_ms.to_string(), ttl.to_string()])
+        Ok((Loaded::Live(record), seen.unwrap_or(0)))
+    }
+
+    /// Renews a session's idle TTL as of `now_ms` (and its user-index entry first); `false`
+    /// when it may not have been renewed. Sent beside the request: the caller spawns it.
+    pub(super) fn renewal(
+        &self,
+        hash: &SessionHash,
+        record: &SessionRecord,
+        now_ms: u64,
+        touch: Duration,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let key = self.key(hash);
+        let ttl = record.ttl_ms(now_ms, touch).max(1);
+        // A retired id left its user's index when the app replaced it.
+        let index = record
+            .retires_ms
+            .is_none()
+            .then(|| self.user_key(&super::user_key(&record.identity.user)));
+        let member = hash.to_string();
+        let (script, client) = (self.touch_script.clone(), self.pool.next().clone());
+        let index_script = self.index_touch_script.clone();
+        async move {
+            if let Some(index) = index {
+                let ends = (now_ms + ttl).to_string();
+                let indexed: Result<i64, _> = index_script
+                    .evalsha_with_reload(&client, index, vec![member, now_ms.to_string(), ends])
                     .await;
-                if let Err(e) = renewed {
-                    // The TTL carries a touch interval of slack; the next request retries.
-                    tracing::debug!(error = %e, "session renewal failed");
+                if let Err(e) = indexed {
+                    // The session is not renewed either, so that it cannot outlive its
+                    // index entry; its TTL carries a touch interval of slack.
+                    tracing::debug!(error = %e, "session index renewal failed");
+                    return false;
                 }
-            });
+            }
+            let renewed: Result<i64, _> = script
+                .evalsha_with_reload(&client, key, vec![now_ms.to_string(), ttl.to_string()])
+                .await;
+            if let Err(e) = renewed {
+                // The TTL carries a touch interval of slack; the next request retries.
+                tracing::debug!(error = %e, "session renewal failed");
+                return false;
+            }
+            true
         }
-        Ok(Loaded::Live(record))
     }
 
     pub async fn save(
