@@ -741,7 +741,7 @@ mod tests {
 
     #[test]
     fn every_header_the_proxy_strips_as_hop_by_hop_is_refused_for_identity() {
-        for name in crate::proxy::headers::HOP_BY_HOP {
+        for name in &crate::proxy::headers::HOP_BY_HOP {
             let risks = header_name_risks(name.as_str());
             assert!(
                 risks.iter().any(|r| r.contains("hop-by-hop")),

@@ -26,6 +26,7 @@ fn restart_only_changes(running: &ListenerConfig, new: &ListenerConfig) -> Vec<&
         header_timeout,
         idle_timeout,
         max_connections,
+        runtime,
         tls,
     } = new;
     [
@@ -46,6 +47,7 @@ fn restart_only_changes(running: &ListenerConfig, new: &ListenerConfig) -> Vec<&
             "listener.max_connections",
             running.max_connections == *max_connections,
         ),
+        ("listener.runtime", running.runtime == *runtime),
         ("listener.tls", running.tls == *tls),
     ]
     .into_iter()

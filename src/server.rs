@@ -3,6 +3,7 @@
 //! flight finish within the grace period. The HTTPS listener is in [`tls`].
 
 pub mod connections;
+mod per_core;
 mod running;
 pub mod tls;
 

@@ -732,3 +732,62 @@ async fn every_request_carries_a_request_id_and_logs_never_hold_session_ids() {
         "raw session id in the logs"
     );
 }
+
+/// `listener.runtime = "per-core"`: a worker thread per core, each accepting on its own
+/// listener on the one address. Every connection (fresh ones may land on any worker) gets the
+/// session from Redis, a reload reaches every worker, and SIGTERM stops every listener and
+/// lets the requests in flight on all of them finish before exit 0.
+#[tokio::test]
+async fn per_core_workers_serve_sessions_reload_together_and_drain_on_sigterm() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = test_app_config(&redis, &app);
+    config.listener.runtime = Some("per-core".into());
+    let mut proxy = ProxyProcess::start(&config).await;
+
+    let alice = test_app_login(&proxy, "alice").await;
+    for _ in 0..8 {
+        let seen = echo(&proxy, Some(&alice)).await;
+        assert_eq!(seen["headers"]["x-auth-user"], serde_json::json!(["alice"]));
+    }
+
+    config.listener.trust_forwarded_headers = true;
+    proxy.reload(&config).await;
+    for _ in 0..8 {
+        let seen = json_of(
+            reqwest::Client::new()
+                .get(proxy.url("/echo"))
+                .header("X-Forwarded-For", "203.0.113.7"),
+        )
+        .await;
+        assert_eq!(
+            seen["headers"]["x-forwarded-for"],
+            serde_json::json!(["203.0.113.7, 127.0.0.1"])
+        );
+    }
+
+    // Slow requests on connections of their own, so that they are spread over the workers.
+    let slow: Vec<_> = (0..6)
+        .map(|_| {
+            let url = proxy.url("/slow?ms=2000");
+            tokio::spawn(async move {
+                let response = reqwest::Client::new().get(url).send().await.unwrap();
+                (response.status(), response.text().await.unwrap())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(slow.iter().all(|request| !request.is_finished()));
+
+    signal(proxy.pid(), "TERM");
+    assert!(
+        stops_accepting(proxy.address).await,
+        "still accepting connections after SIGTERM"
+    );
+    for request in slow {
+        let (status, body) = request.await.unwrap();
+        assert_eq!((status.as_u16(), body.as_str()), (200, "slow answer"));
+    }
+    let exit = proxy.wait_for_exit(Duration::from_secs(15)).await;
+    assert_eq!(exit.code(), Some(0), "logs:\n{}", proxy.logs());
+}

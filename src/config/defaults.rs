@@ -1,10 +1,12 @@
 //! What a key left out of the config file means, and the bounds validation holds values to.
 //! One place, so that validation, the demo and the README's reference table say the same.
 
+use super::validated::ListenerRuntime;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 // [listener]
+pub const LISTENER_RUNTIME: ListenerRuntime = ListenerRuntime::MultiThread;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -41,8 +41,17 @@ pub struct RawListener {
     pub idle_timeout: Option<Spanned<HumanDuration>>,
     /// Open client connections at most; by default derived from the open-file limit.
     pub max_connections: Option<Spanned<usize>>,
+    /// How connections are spread over threads.
+    pub runtime: Option<RawListenerRuntime>,
     /// An additional HTTPS listener.
     pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RawListenerRuntime {
+    MultiThread,
+    PerCore,
 }
 
 #[derive(Debug, Deserialize)]

@@ -46,7 +46,18 @@ pub struct ListenerConfig {
     /// Open client connections at most (all client listeners together); `None`: derived
     /// from the open-file limit at start.
     pub max_connections: Option<usize>,
+    pub runtime: ListenerRuntime,
     pub tls: Option<TlsListenerConfig>,
+}
+
+/// How client connections are spread over threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerRuntime {
+    /// One runtime whose threads share every connection (tasks move between threads).
+    MultiThread,
+    /// A single-threaded runtime per usable CPU, each accepting on its own `SO_REUSEPORT`
+    /// listener on the address, as nginx workers do: a connection stays on one thread.
+    PerCore,
 }
 
 /// An HTTPS listener: PEM certificate chain and key, re-read when the files change.

@@ -4,6 +4,7 @@
 use super::headers::ClientAddress;
 use crate::live::{LiveState, Route};
 use crate::session::{RequestFacts, ResolvedSession, SessionId};
+use http::HeaderValue;
 use hyper::upgrade::OnUpgrade;
 use std::sync::Arc;
 
@@ -11,7 +12,8 @@ pub struct RequestContext {
     /// One snapshot of the config for the whole request.
     pub live: Arc<LiveState>,
     pub route: Arc<Route>,
-    pub request_id: String,
+    /// A visible-ASCII token (the client's, when sane, or a random one).
+    pub request_id: HeaderValue,
     pub client: ClientAddress,
     /// The listener's scheme, `http` or `https`.
     pub scheme: &'static str,

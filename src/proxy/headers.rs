@@ -10,8 +10,9 @@ use std::net::IpAddr;
 
 /// Headers meant for one connection or one hop, removed before forwarding whether or not
 /// `Connection` lists them (RFC 9110 section 7.6.1). The one list: the proxy strips these and
-/// `unstick check` refuses them as identity headers.
-pub const HOP_BY_HOP: [HeaderName; 9] = [
+/// `unstick check` refuses them as identity headers. A static, not a const: a const array is
+/// built and dropped again at every use, which was once per header of every message.
+pub static HOP_BY_HOP: [HeaderName; 9] = [
     // RFC 9110 section 7.6.1.
     header::CONNECTION,
     // Pre-standard `Connection` (RFC 9112 appendix C.2.2).
@@ -246,6 +247,11 @@ impl ClientAddress {
     }
 }
 
+// Statics: `from_static` called in a function body validates the name again on every call.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Sets `X-Forwarded-For/Proto/Host`. Client-sent values are replaced unless the operator
 /// trusts a proxy in front of unstick, in which case the client address is appended.
 pub fn set_forwarded(
@@ -255,10 +261,9 @@ pub fn set_forwarded(
     host: Option<&str>,
     trust_client: bool,
 ) {
-    let for_name = HeaderName::from_static("x-forwarded-for");
-    let proto_name = HeaderName::from_static("x-forwarded-proto");
-    let host_name = HeaderName::from_static("x-forwarded-host");
-    let previous = headers.get(&for_name).and_then(|v| v.to_str().ok());
+    let (for_name, proto_name, host_name) =
+        (&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST);
+    let previous = headers.get(for_name).and_then(|v| v.to_str().ok());
     let chain = match previous {
         Some(previous) if trust_client => {
             HeaderValue::from_str(&format!("{previous}, {}", client.ip)).ok()
@@ -268,10 +273,10 @@ pub fn set_forwarded(
     if let Some(value) = chain {
         headers.insert(for_name, value);
     }
-    if !(trust_client && headers.contains_key(&proto_name)) {
+    if !(trust_client && headers.contains_key(proto_name)) {
         headers.insert(proto_name, HeaderValue::from_static(proto));
     }
-    if !(trust_client && headers.contains_key(&host_name)) {
+    if !(trust_client && headers.contains_key(host_name)) {
         match host.and_then(|h| HeaderValue::from_str(h).ok()) {
             Some(value) => {
                 headers.insert(host_name, value);
@@ -380,7 +385,7 @@ mod tests {
     #[test]
     fn every_hop_by_hop_header_goes_whether_or_not_connection_names_it() {
         let mut headers = HeaderMap::new();
-        for name in HOP_BY_HOP {
+        for name in &HOP_BY_HOP {
             headers.insert(name, HeaderValue::from_static("x"));
         }
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -5,13 +5,13 @@ use super::context::RequestContext;
 use super::request_filter::REQUEST_ID;
 use crate::body::Body;
 use crate::metrics::{RequestLabels, RouteLabels};
-use http::{HeaderValue, Response};
+use http::Response;
 use std::time::Instant;
 
 pub fn logging(context: &RequestContext, response: &mut Response<Body>, started: Instant) {
-    if let Ok(value) = HeaderValue::from_str(&context.request_id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
+    response
+        .headers_mut()
+        .insert(REQUEST_ID, context.request_id.clone());
     let metrics = &context.live.metrics;
     let route = &context.route;
     metrics

@@ -27,8 +27,8 @@ use crate::live::LiveState;
 use arc_swap::ArcSwap;
 use context::RequestContext;
 use headers::ClientAddress;
-use http::request::Parts;
 use http::{Request, Response};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use logging::logging;
 use request_filter::request_filter;
@@ -71,14 +71,17 @@ impl Proxy {
         scheme: &'static str,
     ) -> Response<Body> {
         let started = Instant::now();
-        let (mut context, parts, body) = match request_filter(self.live(), request, client, scheme)
-        {
-            Ok(filtered) => filtered,
+        let mut request = request;
+        let mut context = match request_filter(self.live(), &mut request, client, scheme) {
+            Ok(context) => context,
             Err(answer) => return answer.into_response(),
         };
-        let span =
-            tracing::info_span!("request", id = %context.request_id, route = %context.route.label);
-        let mut response = match forward(&mut context, parts, body).instrument(span).await {
+        let span = tracing::info_span!(
+            "request",
+            id = context.request_id.to_str().unwrap_or_default(),
+            route = %context.route.label
+        );
+        let mut response = match forward(&mut context, request).instrument(span).await {
             Ok(response) => response,
             Err(answer) => answer.into_response(),
         };
@@ -87,15 +90,17 @@ impl Proxy {
     }
 }
 
-/// The phases between the request filter and logging, in order.
+/// The phases between the request filter and logging, in order. The request is split here,
+/// once: the phases work on its parts in place rather than passing them along by value.
 async fn forward(
     context: &mut RequestContext,
-    mut parts: Parts,
-    body: Incoming,
+    request: Request<Incoming>,
 ) -> Result<Response<Body>, Answer> {
+    let (mut parts, body) = request.into_parts();
     resolve(context, &mut parts.headers).await?;
     let peer = upstream_peer(context);
-    let request = upstream_request_filter(context, parts, body)?;
+    upstream_request_filter(context, &mut parts)?;
+    let request = Request::from_parts(parts, body.boxed());
     let (response, instance) = proxy_to_upstream(context, peer, request).await?;
     response_filter(context, response, &instance).await
 }

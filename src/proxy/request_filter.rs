@@ -10,44 +10,43 @@ use crate::live::LiveState;
 use crate::session::cookie::{has_conflicting_cookies, session_ids_from_request};
 use crate::session::RequestFacts;
 use http::header::{HOST, USER_AGENT};
-use http::request::Parts;
 use http::uri::Authority;
-use http::Request;
+use http::{HeaderValue, Request};
 use hyper::body::Incoming;
 use std::sync::Arc;
 
-/// Routes and cleans the request; the context the later phases share starts here.
+/// Routes and cleans the request in place; the context the later phases share starts here.
 pub fn request_filter(
     live: Arc<LiveState>,
-    mut request: Request<Incoming>,
+    request: &mut Request<Incoming>,
     client: &ClientAddress,
     scheme: &'static str,
-) -> Result<(RequestContext, Parts, Incoming), Answer> {
-    let host = request_host(&request).map_err(Answer::BadRequest)?;
+) -> Result<RequestContext, Answer> {
+    let host = request_host(request).map_err(Answer::BadRequest)?;
     let route = live
         .route_for(host.as_deref(), request.uri().path())
         .ok_or(Answer::NoRoute)?
         .clone();
     let request_id = request_id(request.headers());
     let upgrade = headers::requested_upgrade(request.headers());
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
-    let (mut parts, body) = request.into_parts();
-    headers::strip_hop_by_hop(&mut parts.headers, upgrade.as_ref());
-    headers::strip_reserved_headers(&mut parts.headers, &live.owned_headers);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut *request));
+    let sent = request.headers_mut();
+    headers::strip_hop_by_hop(sent, upgrade.as_ref());
+    headers::strip_reserved_headers(sent, &live.owned_headers);
 
     let session = &live.config.session;
-    let ambiguous_cookies = has_conflicting_cookies(&parts.headers, &session.cookie_name);
+    let sent = request.headers();
+    let ambiguous_cookies = has_conflicting_cookies(sent, &session.cookie_name);
     if ambiguous_cookies && session.duplicate_cookies == DuplicateCookies::Refuse {
         return Err(Answer::BadRequest(
             "Several session cookies with different values: clear this site's cookies and log in again.\n",
         ));
     }
-    let session_ids = session_ids_from_request(&parts.headers, session);
+    let session_ids = session_ids_from_request(sent, session);
     let facts = RequestFacts {
-        path: parts.uri.path().to_string(),
+        path: request.uri().path().to_string(),
         host,
-        user_agent: parts
-            .headers
+        user_agent: sent
             .get(USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(String::from),
@@ -66,27 +65,31 @@ pub fn request_filter(
         session: None,
         home: None,
     };
-    Ok((context, parts, body))
+    Ok(context)
 }
 
 pub(super) const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// The client's `X-Request-Id` when it is a sane token (so traces join up across proxies),
-/// else a new random one.
-fn request_id(headers: &http::HeaderMap) -> String {
-    let given = headers
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|id| {
-            !id.is_empty()
-                && id.len() <= 128
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-        });
+/// else a new random one. A header value, so that the app's request and the response carry
+/// it without a copy each.
+fn request_id(headers: &http::HeaderMap) -> HeaderValue {
+    let given = headers.get(&REQUEST_ID).filter(|id| {
+        let id = id.as_bytes();
+        !id.is_empty()
+            && id.len() <= 128
+            && id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    });
     match given {
-        Some(id) => id.to_string(),
-        None => crate::hex_string(&rand::random::<u128>().to_be_bytes()),
+        Some(id) => id.clone(),
+        None => {
+            let id = crate::hex_string(&rand::random::<u128>().to_be_bytes());
+            // Hex digits are always a valid header value.
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+                .unwrap_or_else(|_| HeaderValue::from_static("-"))
+        }
     }
 }
 

@@ -6,20 +6,13 @@ use super::context::RequestContext;
 use super::headers;
 use super::request_filter::REQUEST_ID;
 use super::response::Answer;
-use crate::body::Body;
 use http::header::HOST;
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Uri, Version};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http::{HeaderValue, Uri, Version};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub fn upstream_request_filter(
-    context: &RequestContext,
-    mut parts: Parts,
-    body: Incoming,
-) -> Result<Request<Body>, Answer> {
+pub fn upstream_request_filter(context: &RequestContext, parts: &mut Parts) -> Result<(), Answer> {
     let config = &context.live.config;
     let identity = &config.identity;
     if let Some(session) = &context.session {
@@ -49,11 +42,8 @@ pub fn upstream_request_filter(
         config.listener.trust_forwarded_headers,
     );
     headers::merge_cookie_headers(&mut parts.headers);
-    if let Ok(value) = HeaderValue::from_str(&context.request_id) {
-        parts.headers.insert(REQUEST_ID, value);
-    }
-    to_origin_form(&mut parts).map_err(Answer::BadRequest)?;
-    Ok(Request::from_parts(parts, body.boxed()))
+    parts.headers.insert(REQUEST_ID, context.request_id.clone());
+    to_origin_form(parts).map_err(Answer::BadRequest)
 }
 
 /// The app speaks HTTP/1.1 and expects `GET /path?query` with a Host header.

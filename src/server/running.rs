@@ -1,11 +1,13 @@
 //! Starting the proxy from a config: listeners bound, store connected, live state built, then
 //! requests served until shutdown. `unstick serve`, `unstick demo` and the in-process tests
-//! all start it this way.
+//! all start it this way. With `listener.runtime = "per-core"` the client listener is served
+//! by worker threads of their own (see [`per_core`]).
 
 use super::connections::ConnectionLimits;
+use super::per_core::{self, PerCoreListeners};
 use super::tls::{serve_tls, TlsCertificates, TlsError};
 use crate::admin::Admin;
-use crate::config::Config;
+use crate::config::{Config, ListenerRuntime};
 use crate::live::LiveState;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
@@ -49,13 +51,19 @@ pub struct RunningServer {
     proxy: Arc<Proxy>,
     metrics: Arc<Metrics>,
     /// Taken by `serve_until`.
-    listener: Option<TcpListener>,
+    listener: Option<ClientListener>,
     limits: ConnectionLimits,
     grace: Duration,
     /// Sending or dropping it starts the graceful shutdown of the HTTPS listener.
     stop_https: Option<oneshot::Sender<()>>,
     https: Option<JoinHandle<()>>,
     admin: Option<JoinHandle<()>>,
+}
+
+/// The client listener: one socket served by the main runtime, or one per worker thread.
+enum ClientListener {
+    Shared(TcpListener),
+    PerCore(PerCoreListeners),
 }
 
 /// Starts the proxy for `config` up to [`RunningServer::serve_until`]. With `reload_from`, the
@@ -96,7 +104,26 @@ pub async fn start(
         None => None,
     };
     let grace = config.listener.shutdown_grace;
-    let (listener, address) = bind(config.listener.address, "").await?;
+    let (listener, address) = match config.listener.runtime {
+        ListenerRuntime::MultiThread => {
+            let (listener, address) = bind(config.listener.address, "").await?;
+            (ClientListener::Shared(listener), address)
+        }
+        ListenerRuntime::PerCore => {
+            let address = config.listener.address;
+            let listeners =
+                PerCoreListeners::bind(address, per_core::workers()).map_err(|source| {
+                    StartError::Listen {
+                        address,
+                        what: "",
+                        source,
+                    }
+                })?;
+            let bound = listeners.address();
+            tracing::info!(workers = listeners.len(), "one runtime per core");
+            (ClientListener::PerCore(listeners), bound)
+        }
+    };
     let store = SessionStore::connect(&config.store)
         .await?
         .observed_by(metrics.clone());
@@ -212,7 +239,16 @@ impl RunningServer {
             drop(stop_https);
         };
         let proxy = self.proxy.clone();
-        super::serve(listener, proxy, shutdown, self.grace, self.limits.clone()).await;
+        match listener {
+            ClientListener::Shared(listener) => {
+                super::serve(listener, proxy, shutdown, self.grace, self.limits.clone()).await
+            }
+            ClientListener::PerCore(listeners) => {
+                listeners
+                    .serve(proxy, shutdown, self.grace, self.limits.clone())
+                    .await
+            }
+        }
         if let Some(https) = self.https.take() {
             let _ = https.await;
         }

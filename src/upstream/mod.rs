@@ -167,7 +167,8 @@ impl UpstreamPool {
         upgrade: bool,
     ) -> Result<(Response<Incoming>, Arc<Instance>), ForwardError> {
         let mut request = request;
-        let mut last_error = String::from("no instance tried");
+        // Built only when an instance fails: no allocation on the way of a request that works.
+        let mut last_error = None;
         for instance in self.candidates(preferred) {
             match self
                 .send_on(
@@ -187,14 +188,14 @@ impl UpstreamPool {
                     tracing::warn!(upstream = %self.name, instance = %instance.name, %error, "instance unreachable; trying another");
                     self.mark_down(&instance, DOWN_COOLDOWN);
                     request = *unsent;
-                    last_error = error;
+                    last_error = Some(error);
                 }
                 Err(Attempt::Failed(error)) => return Err(error),
             }
         }
         Err(ForwardError::Unreachable {
             upstream: self.name.clone(),
-            last: last_error,
+            last: last_error.unwrap_or_else(|| "no instance tried".to_string()),
         })
     }
 

@@ -67,6 +67,8 @@ pub struct ListenerOptions {
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_connections: Option<usize>,
+    /// `runtime`: `multi-thread` or `per-core`.
+    pub runtime: Option<String>,
     /// `[listener.tls]` on a port the system picks: (certificate file, key file).
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -339,6 +341,7 @@ impl ProxyConfig {
         if let Some(max) = options.max_connections {
             table.value("max_connections", &max.to_string());
         }
+        table.optional_text("runtime", &options.runtime);
         if let Some((cert, key)) = &options.tls {
             // A sub-table: its lines follow the listener's own keys.
             table.lines.push(String::new());

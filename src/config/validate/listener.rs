@@ -3,8 +3,8 @@
 
 use super::super::defaults;
 use super::super::error::{ConfigError, Problem};
-use super::super::raw::{RawAdmin, RawListener};
-use super::super::validated::{AdminConfig, ListenerConfig, TlsListenerConfig};
+use super::super::raw::{RawAdmin, RawListener, RawListenerRuntime};
+use super::super::validated::{AdminConfig, ListenerConfig, ListenerRuntime, TlsListenerConfig};
 use super::super::values::{HumanDuration, Text};
 use super::Validator;
 use std::net::SocketAddr;
@@ -92,6 +92,11 @@ impl Validator<'_> {
                 defaults::IDLE_TIMEOUT,
             )?,
             max_connections,
+            runtime: match raw.runtime {
+                None => defaults::LISTENER_RUNTIME,
+                Some(RawListenerRuntime::MultiThread) => ListenerRuntime::MultiThread,
+                Some(RawListenerRuntime::PerCore) => ListenerRuntime::PerCore,
+            },
             tls,
         })
     }

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# bench/callgrind.sh — instructions per request, repeatable on a busy machine.
+#
+# Starts redis-server, the demo app and `unstick serve` under callgrind (one worker thread) on
+# free loopback ports, logs in once, then sends N requests with the session cookie and N
+# without any session over one keep-alive connection, and stops everything. Run twice (N=100
+# and N=600) and the difference divided by 500 is the cost of one pair of requests, without
+# the start-up and shutdown work.
+#
+#   bash bench/callgrind.sh               # cost per request pair, from two runs
+#   OUT_DIR=/tmp/cg bash bench/callgrind.sh   # keep the callgrind files for callgrind_annotate
+#
+# Knobs: UNSTICK_BIN (default target/release/unstick, built with `cargo build --release`),
+# RUNTIME (listener.runtime: multi-thread or per-core), N_SMALL=100, N_LARGE=600.
+set -euo pipefail
+
+REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+UNSTICK_BIN="${UNSTICK_BIN:-$REPO_DIR/target/release/unstick}"
+RUNTIME="${RUNTIME:-multi-thread}"
+N_SMALL="${N_SMALL:-100}"
+N_LARGE="${N_LARGE:-600}"
+HOST=127.0.0.1
+WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/unstick-callgrind.XXXXXX")"
+OUT_DIR="${OUT_DIR:-$WORK_DIR}"
+mkdir -p "$OUT_DIR"
+PIDS=()
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { printf '[callgrind] %s\n' "$*" >&2; }
+die() {
+    printf '[callgrind] ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+[[ -x "$UNSTICK_BIN" ]] || die "no unstick binary at $UNSTICK_BIN (cargo build --release)"
+command -v valgrind >/dev/null || die "valgrind is missing (apt-get install -y valgrind)"
+
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+wait_for_port() { # port seconds [pid]
+    for _ in $(seq $(($2 * 10))); do
+        (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null && return 0
+        if [[ -n "${3:-}" ]] && ! kill -0 "$3" 2>/dev/null; then
+            log "the process that should listen on $HOST:$1 exited"
+            return 1
+        fi
+        sleep 0.1
+    done
+    log "nothing listens on $HOST:$1 after $2 s"
+    return 1
+}
+
+read -r APP_PORT REDIS_PORT <<<"$(free_ports 2)"
+redis-server --bind "$HOST" --port "$REDIS_PORT" --save "" --appendonly no --dir "$WORK_DIR" \
+    >"$WORK_DIR/redis.log" 2>&1 &
+PIDS+=("$!")
+"$UNSTICK_BIN" demo-app --listen "$HOST:$APP_PORT" --name a >"$WORK_DIR/app.log" 2>&1 &
+PIDS+=("$!")
+wait_for_port "$REDIS_PORT" 10 || exit 1
+wait_for_port "$APP_PORT" 10 || exit 1
+
+# One run: unstick under callgrind for N session and N no-session requests; prints its Ir.
+measure() { # n
+    local n="$1" port out pid
+    port="$(free_ports 1)"
+    out="$OUT_DIR/callgrind.$RUNTIME.$n.out"
+    # The default runtime is left unnamed, so that older binaries can be measured too.
+    local runtime_line=""
+    [[ "$RUNTIME" == multi-thread ]] || runtime_line="runtime = \"$RUNTIME\""
+    cat >"$WORK_DIR/unstick.toml" <<EOF
+[listener]
+address = "$HOST:$port"
+$runtime_line
+
+[redis]
+url = "redis://$HOST:$REDIS_PORT"
+key_prefix = "cg$n:"
+
+[session]
+cookie = "demo.sid"
+id_format = "plain"
+idle_timeout = "30m"
+absolute_lifetime = "12h"
+
+[identity.capture]
+source = "whoami"
+whoami_path = "/me"
+user = "/user"
+
+[[upstreams]]
+name = "app"
+instances = [ { name = "a", url = "http://$HOST:$APP_PORT" } ]
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+mode = "redis"
+EOF
+    RUST_LOG=warn TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$UNSTICK_BIN" serve --config "$WORK_DIR/unstick.toml" >"$WORK_DIR/unstick.$n.log" 2>&1 &
+    pid=$!
+    wait_for_port "$port" 300 "$pid" || {
+        tail -n 20 "$WORK_DIR/unstick.$n.log" >&2
+        exit 1
+    }
+    python3 - "$port" "$n" <<'PY' || die "requests failed"
+import http.client, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+c.request("POST", "/login", body="user=bench",
+          headers={"Content-Type": "application/x-www-form-urlencoded"})
+r = c.getresponse(); r.read()
+sid = next(v.split(";")[0] for k, v in r.getheaders() if k.lower() == "set-cookie" and v.startswith("demo.sid="))
+for cookie in (sid, "other.sid=" + sid.split("=", 1)[1]):
+    for _ in range(n):
+        c.request("GET", "/me", headers={"Cookie": cookie})
+        r = c.getresponse(); body = r.read()
+        assert r.status == 200, (r.status, body)
+    if cookie == sid:
+        assert b'"bench"' in body, body
+c.close()
+PY
+    kill -TERM "$pid"
+    wait "$pid" || true
+    awk '/^(summary|totals):/ { print $2; exit }' "$out"
+}
+
+small="$(measure "$N_SMALL")"
+large="$(measure "$N_LARGE")"
+log "Ir at N=$N_SMALL: $small, at N=$N_LARGE: $large"
+awk -v a="$large" -v b="$small" -v d="$((N_LARGE - N_SMALL))" -v r="$RUNTIME" \
+    'BEGIN { printf "instructions per request pair (session + no session), %s: %.0f\n", r, (a - b) / d }'
