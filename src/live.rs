@@ -80,12 +80,13 @@ impl LiveState {
             .routes
             .iter()
             .filter_map(|r| {
+                let label = match &r.host {
+                    Some(host) => format!("{host}{}", r.path_prefix),
+                    None => r.path_prefix.clone(),
+                };
                 Some(Arc::new(Route {
-                    label: match &r.host {
-                        Some(host) => Arc::new(format!("{host}{}", r.path_prefix)),
-                        None => Arc::new(r.path_prefix.clone()),
-                    },
                     sessions: Arc::new(SessionRoute {
+                        activity: metrics.activity.route(&label),
                         config: r.clone(),
                         pool: pools.get(r.upstream.as_str())?.clone(),
                         old_stores: r
@@ -94,6 +95,7 @@ impl LiveState {
                             .filter_map(|name| old_stores.get(name.as_str()).cloned())
                             .collect(),
                     }),
+                    label: Arc::new(label),
                 }))
             })
             .collect();

@@ -94,6 +94,8 @@ pub struct Metrics {
     pub accept_errors: Counter,
     /// New sessions that `redis.wait_replicas` replicas did not acknowledge in time.
     pub replica_wait_timeouts: Counter,
+    /// The dashboard's per-route history (not exported to Prometheus).
+    pub activity: crate::activity::Activity,
 }
 
 impl Default for Metrics {
@@ -125,6 +127,7 @@ impl Metrics {
             client_connection_waits: Counter::default(),
             accept_errors: Counter::default(),
             replica_wait_timeouts: Counter::default(),
+            activity: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
