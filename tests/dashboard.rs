@@ -407,3 +407,38 @@ async fn in_a_browser_the_dashboard_shows_traffic_and_revokes() {
     assert_eq!(user_seen(&proxy, &carol).await, None);
     chromium.close().await;
 }
+
+/// While Redis is down, requests with a session get 503: the chart counts them as store
+/// unavailable and the page says the store is down.
+#[tokio::test]
+async fn a_store_outage_shows_as_unavailable() {
+    let mut redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    let proxy = start_proxy(&mut config).await;
+    let session = test_app_login(&proxy, "dora").await;
+    redis.kill();
+    let refused = client()
+        .get(proxy.url("/echo"))
+        .header(COOKIE, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let login = dashboard_login(&proxy).await;
+    // The store is marked down as the client notices the lost connection: poll for it.
+    let mut html = page(&proxy, &login, "/dashboard").await;
+    for _ in 0..100 {
+        if html.contains("down for") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        html = page(&proxy, &login, "/dashboard").await;
+    }
+    assert!(html.contains("store unavailable: 1 in the hour"), "{html}");
+    assert!(html.contains("Redis hit: 0 in the hour"), "{html}");
+    assert!(
+        html.contains("Session store: <span class=\"bad\">down for"),
+        "{html}"
+    );
+}
