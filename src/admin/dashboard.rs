@@ -268,7 +268,7 @@ fn route_section(html: &mut String, index: usize, route: &Route, window: Duratio
     let (class, sentence) = readiness_sentence(mode, readiness, window);
     let _ = write!(
         html,
-        r#"<section class="route" id="route-{index}"><h2>{} <span class="mode">mode: {}</span></h2><p class="readiness {class}">{}</p>"#,
+        r#"<section class="route" id="route-{index}"><h2>Route {} <span class="mode">mode: {}</span></h2><p class="readiness {class}">{}</p>"#,
         escape(&route.label),
         mode.as_str(),
         escape(&sentence)

@@ -6,7 +6,7 @@ use super::context::RequestContext;
 use super::response::Answer;
 use crate::activity::Resolved;
 use crate::session::cookie::{keep_only_session_cookie, remove_session_cookie};
-use crate::session::resolve::Outcome;
+use crate::session::resolve::{Outcome, Resolution};
 use crate::session::resolve_session;
 use http::HeaderMap;
 
@@ -24,9 +24,7 @@ pub async fn resolve(context: &mut RequestContext, headers: &mut HeaderMap) -> R
         Ok(resolution) => resolution,
         Err(e) => {
             live.metrics.outcome("store_error", "");
-            let window = live.config.session.idle_timeout;
-            let activity = &context.route.sessions.activity;
-            activity.resolved(Resolved::Unavailable, None, window);
+            count_on_dashboard(context, None);
             // An outage is logged by the store once; each request's failure only when news.
             if e.is_news() {
                 tracing::warn!(error = %e, "session lookup failed; answering 503");
@@ -38,17 +36,7 @@ pub async fn resolve(context: &mut RequestContext, headers: &mut HeaderMap) -> R
     };
     let (outcome, store) = resolution.outcome.labels();
     live.metrics.outcome(outcome, store);
-    if let Some((resolved, in_redis)) = resolution.outcome.resolved(context.route.config().mode) {
-        // The readiness sample follows the id that resolved, else the first one carried.
-        let id = match &resolution.session {
-            Some(session) => Some(&session.id),
-            None => context.session_ids.first(),
-        };
-        let session = id.zip(in_redis).map(|(id, in_redis)| (id.id(), in_redis));
-        let window = live.config.session.idle_timeout;
-        let activity = &context.route.sessions.activity;
-        activity.resolved(resolved, session, window);
-    }
+    count_on_dashboard(context, Some(&resolution));
     let cookie_name = &live.config.session.cookie_name;
     if let Outcome::Ended(ended) = &resolution.outcome {
         // A logged-out id never reaches the app: an instance may still hold its login.
@@ -61,4 +49,27 @@ pub async fn resolve(context: &mut RequestContext, headers: &mut HeaderMap) -> R
     context.session = resolution.session;
     context.home = resolution.home;
     Ok(())
+}
+
+/// Counts the request on its route's dashboard: how it was resolved (`None`: the store
+/// failed), and its session for the readiness sample. Requests without a cookie are not counted.
+fn count_on_dashboard(context: &RequestContext, resolution: Option<&Resolution>) {
+    let (resolved, session) = match resolution {
+        None => (Resolved::Unavailable, None),
+        Some(resolution) => {
+            let mode = context.route.config().mode;
+            let Some((resolved, in_redis)) = resolution.outcome.resolved(mode) else {
+                return;
+            };
+            // The sample follows the id that resolved, else the first one carried.
+            let id = match &resolution.session {
+                Some(session) => Some(&session.id),
+                None => context.session_ids.first(),
+            };
+            (resolved, id.zip(in_redis).map(|(id, held)| (id.id(), held)))
+        }
+    };
+    let window = context.live.config.session.idle_timeout;
+    let activity = &context.route.sessions.activity;
+    activity.resolved(resolved, session, window);
 }
