@@ -3,6 +3,7 @@
 //! issue time), and a form token derived from that cookie for every state-changing form.
 
 use super::constant_time_eq;
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use http::header::{AUTHORIZATION, COOKIE};
 use http::HeaderMap;
@@ -17,13 +18,14 @@ pub const COOKIE_NAME: &str = "unstick_admin";
 pub const LOGIN_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 
 pub struct Login {
-    key: [u8; 32],
+    /// One SHA-256 block: HMAC's own key size, so no key length can be refused.
+    key: [u8; 64],
 }
 
 /// A fresh key: logins from before a restart end with it.
 impl Default for Login {
     fn default() -> Login {
-        let mut key = [0u8; 32];
+        let mut key = [0u8; 64];
         rand::thread_rng().fill_bytes(&mut key);
         Login { key }
     }
@@ -31,9 +33,7 @@ impl Default for Login {
 
 impl Login {
     fn mac(&self, parts: &[&[u8]]) -> String {
-        // HMAC takes a key of any length.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key)
-            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        let mut mac = <Hmac<Sha256> as KeyInit>::new(&self.key.into());
         for part in parts {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
