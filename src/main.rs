@@ -99,6 +99,10 @@ enum Command {
         /// Address the demo proxy listens on.
         #[arg(long, value_name = "ADDRESS", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Address of the admin listener and its dashboard (default: beside --listen, on a
+        /// port the system picks).
+        #[arg(long, value_name = "ADDRESS")]
+        admin: Option<SocketAddr>,
     },
     /// Run one instance of the bundled legacy app (for benchmarks and docker-compose).
     DemoApp {
@@ -192,9 +196,9 @@ async fn run() -> anyhow::Result<()> {
             }
         }
         Command::Sessions { action } => manage_sessions(&required_config(config), action).await?,
-        Command::Demo { listen } => {
+        Command::Demo { listen, admin } => {
             raise_open_file_limit_logged();
-            run_demo(listen).await?
+            run_demo(listen, admin).await?
         }
         Command::DemoApp {
             listen,

@@ -370,3 +370,137 @@ async fn identity_from_a_response_header_is_captured_and_hidden_from_the_client(
         serde_json::json!(["frank@example.test"])
     );
 }
+
+/// `[identity.capture]` reading the app's "Logged in as …" page at `/account`.
+fn html_capture(redis: &RedisServer, app: &TestApp, picks: &[(&str, &str)]) -> ProxyConfig {
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    config.capture = Capture::WhoamiHtml {
+        path: "/account".into(),
+        picks: picks
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect(),
+    };
+    config
+}
+
+#[tokio::test]
+async fn a_login_is_captured_from_the_apps_html_page_by_selector_or_pattern() {
+    let by_selector: &[(&str, &str)] = &[
+        ("user_selector", "#user"),
+        ("roles_selector", ".roles li"),
+        ("email_selector", "a.email"),
+    ];
+    let by_pattern: &[(&str, &str)] = &[
+        ("user_pattern", r"Logged in as <b id=user>\s*(\w+)"),
+        ("roles_pattern", r"<li>(\w+)</li>"),
+        ("email_pattern", r"mailto:([^']+)"),
+    ];
+    let user_only: &[(&str, &str)] = &[("user_pattern", r"Logged in as <b id=user>\s*(\w+)")];
+    for (picks, roles, email) in [
+        (by_selector, Some(vec!["member"]), Some("ivan@example.test")),
+        (by_pattern, Some(vec!["member"]), Some("ivan@example.test")),
+        (user_only, None, None),
+    ] {
+        let redis = RedisServer::start().await;
+        let app = TestApp::start().await;
+        let proxy = start_server(&html_capture(&redis, &app, picks)).await;
+        let login = reqwest::Client::new()
+            .post(proxy.url("/login?user=ivan"))
+            .send()
+            .await
+            .unwrap();
+        let cookie = cookie_set_by(&login);
+        let echo = echo(&proxy, Some(&cookie)).await;
+        let headers = &echo["headers"];
+        assert_eq!(
+            headers["x-auth-user"],
+            serde_json::json!(["ivan"]),
+            "{picks:?}"
+        );
+        assert_eq!(
+            headers.get("x-auth-email"),
+            email.map(|e| serde_json::json!([e])).as_ref(),
+            "{picks:?}"
+        );
+        match roles {
+            Some(roles) => assert_eq!(
+                headers["x-auth-roles"],
+                serde_json::json!(roles),
+                "{picks:?}"
+            ),
+            None => assert!(
+                headers
+                    .get("x-auth-roles")
+                    .is_none_or(|r| r == &serde_json::json!([""])),
+                "{picks:?}: {headers}"
+            ),
+        }
+        assert_eq!(redis.keys("test:s:*").await.len(), 1, "{picks:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_logged_out_html_page_means_anonymous() {
+    for picks in [
+        [("user_selector", "#user")],
+        [("user_pattern", r"Logged in as <b id=user>\s*(\w*)")],
+    ] {
+        let redis = RedisServer::start().await;
+        let app = TestApp::start().await;
+        let proxy = start_server(&html_capture(&redis, &app, &picks)).await;
+        // `/page` hands out a new session id with no login: the account page shows nobody.
+        let page = reqwest::Client::new()
+            .get(proxy.url("/page"))
+            .send()
+            .await
+            .unwrap();
+        let cookie = cookie_set_by(&page);
+        let echo = echo(&proxy, Some(&cookie)).await;
+        assert!(
+            echo["headers"].get("x-auth-user").is_none(),
+            "{picks:?}: {echo}"
+        );
+        assert!(redis.keys("test:s:*").await.is_empty(), "{picks:?}");
+        assert!(
+            app.account_calls() >= 1,
+            "the page was asked about the new cookie"
+        );
+        assert_eq!(app.whoami_calls(), 0, "the JSON endpoint was not asked");
+    }
+}
+
+#[tokio::test]
+async fn the_whoami_old_store_reads_an_existing_session_from_the_html_page() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    // Logged in before unstick: the session lives only in the app's memory.
+    let login = reqwest::Client::new()
+        .post(format!("http://{}/login?user=judy", app.address))
+        .send()
+        .await
+        .unwrap();
+    let cookie = cookie_set_by(&login);
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    config.mode = Mode::Overlap;
+    config.use_old_store(
+        OldStore::whoami("account-page", "/account")
+            .with("format", "html")
+            .with("user_selector", "#user")
+            .with("roles_pattern", r"<li>(\w+)</li>"),
+    );
+    let proxy = start_server(&config).await;
+    let echo = echo(&proxy, Some(&cookie)).await;
+    assert_eq!(echo["headers"]["x-auth-user"], serde_json::json!(["judy"]));
+    assert_eq!(
+        echo["headers"]["x-auth-roles"],
+        serde_json::json!(["member"])
+    );
+    assert_eq!(
+        redis.keys("test:s:*").await.len(),
+        1,
+        "copied forward into Redis"
+    );
+    assert!(app.account_calls() >= 1);
+    assert_eq!(app.whoami_calls(), 0, "the JSON endpoint was not asked");
+}

@@ -40,6 +40,8 @@ pub const SIGNATURE_HEADER: &str = "x-auth-signature";
 pub const SIGNATURE_SECRET_MIN_LEN: usize = 16;
 pub const IDENTITY_RESPONSE_HEADER: &str = "x-unstick-identity";
 pub const WHOAMI_PATH: &str = "/whoami";
+/// How a whoami answer is read: `json` or `html`.
+pub const WHOAMI_FORMAT: &str = "json";
 pub const WHOAMI_TIMEOUT: Duration = Duration::from_secs(2);
 /// JSON pointers into an identity document (and into an old store's session).
 pub const USER_POINTER: &str = "/user";

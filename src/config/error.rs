@@ -153,6 +153,16 @@ pub enum Problem {
         value: String,
         expected: &'static str,
     },
+    #[error("set either `{field}_selector` or `{field}_pattern`, not both")]
+    SelectorAndPattern { field: &'static str },
+    #[error("not a CSS selector: {0}")]
+    BadSelector(String),
+    #[error("not a regular expression: {0}")]
+    BadPattern(String),
+    #[error("needs a capture group around the value, e.g. 'Logged in as (\\w+)'")]
+    PatternWithoutGroup,
+    #[error("the \"html\" format needs `user_selector` or `user_pattern`, e.g. user_selector = \"#user\"")]
+    HtmlWithoutUser,
     #[error("a file name prefix cannot contain / (\"sess_\" for PHP, \"\" for Laravel)")]
     BadFilePrefix,
 }

@@ -175,11 +175,38 @@ pub struct RawCapture {
     pub source: RawCaptureSource,
     pub whoami_path: Option<Spanned<Text>>,
     pub whoami_timeout: Option<HumanDuration>,
+    /// "json" (read with `user`, `roles`, `email`) or "html" (with the keys below).
+    pub whoami_format: Option<Spanned<String>>,
+    /// With the "html" format: a CSS selector or a pattern (with a capture group) per field.
+    pub user_selector: Option<Spanned<String>>,
+    pub user_pattern: Option<Spanned<String>>,
+    pub roles_selector: Option<Spanned<String>>,
+    pub roles_pattern: Option<Spanned<String>>,
+    pub email_selector: Option<Spanned<String>>,
+    pub email_pattern: Option<Spanned<String>>,
     pub response_header: Option<Spanned<Text>>,
     pub user: Option<Text>,
     pub roles: Option<Text>,
     pub email: Option<Text>,
 }
+
+impl RawCapture {
+    /// The selector and pattern keys of the "html" format, per field.
+    pub fn html_picks(&self) -> RawHtmlPicks<'_> {
+        [
+            ("user", &self.user_selector, &self.user_pattern),
+            ("roles", &self.roles_selector, &self.roles_pattern),
+            ("email", &self.email_selector, &self.email_pattern),
+        ]
+    }
+}
+
+/// Per field (user, roles, email): its selector and its pattern, as written.
+pub type RawHtmlPicks<'a> = [(
+    &'static str,
+    &'a Option<Spanned<String>>,
+    &'a Option<Spanned<String>>,
+); 3];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,6 +8,7 @@ mod old_stores;
 mod redis;
 mod session;
 mod upstreams;
+mod whoami;
 
 use super::defaults;
 use super::error::ConfigError;
@@ -221,6 +222,133 @@ mode = "redis"
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         parse_config(text, Path::new("unstick.toml"))
+    }
+
+    /// The line `needle` is on in `text`.
+    fn line_of(text: &str, needle: &str) -> usize {
+        let at = text.find(needle).unwrap();
+        text[..at].matches('\n').count() + 1
+    }
+
+    fn html_capture(lines: &str) -> String {
+        format!("{MINIMAL}\n[identity.capture]\nsource = \"whoami\"\nwhoami_path = \"/account\"\n{lines}\n")
+    }
+
+    #[test]
+    fn whoami_html_picks_are_compiled() {
+        let text = html_capture(
+            "whoami_format = \"html\"\nuser_selector = \"#user\"\nroles_pattern = 'Roles: ([\\w,]+)'",
+        );
+        let config = parse(&text).unwrap();
+        let CaptureSource::Whoami {
+            format: WhoamiFormat::Html(html),
+            ..
+        } = &config.identity.capture
+        else {
+            panic!("not html: {:?}", config.identity.capture);
+        };
+        assert!(matches!(html.user, HtmlPick::Selector(_)));
+        assert!(matches!(html.roles, Some(HtmlPick::Pattern(_))));
+        assert_eq!(html.email, None);
+        let json = parse(&html_capture("")).unwrap();
+        assert!(matches!(
+            json.identity.capture,
+            CaptureSource::Whoami {
+                format: WhoamiFormat::Json,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn whoami_html_errors_name_the_key_and_line() {
+        let cases = [
+            (
+                "whoami_format = \"html\"\nuser_selector = \"#user\"\nuser_pattern = 'as (\\w+)'",
+                "user_pattern = ",
+                "identity.capture.user_pattern",
+                "not both",
+            ),
+            (
+                "whoami_format = \"html\"\nuser_selector = \"div[\"",
+                "user_selector = ",
+                "identity.capture.user_selector",
+                "not a CSS selector",
+            ),
+            (
+                "whoami_format = \"html\"\nuser_pattern = 'Logged in as \\w+'",
+                "user_pattern = ",
+                "identity.capture.user_pattern",
+                "capture group",
+            ),
+            (
+                "whoami_format = \"html\"\nemail_pattern = '(unclosed'\nuser_selector = \"#u\"",
+                "email_pattern = ",
+                "identity.capture.email_pattern",
+                "not a regular expression",
+            ),
+            (
+                "whoami_format = \"html\"\nroles_selector = \"li\"",
+                "whoami_format = ",
+                "identity.capture.whoami_format",
+                "needs `user_selector` or `user_pattern`",
+            ),
+            (
+                "user_selector = \"#user\"",
+                "user_selector = ",
+                "identity.capture.user_selector",
+                "applies only with whoami_format = \"html\"",
+            ),
+            (
+                "whoami_format = \"xml\"",
+                "whoami_format = ",
+                "identity.capture.whoami_format",
+                "expected \"json\" or \"html\"",
+            ),
+        ];
+        for (lines, at, key, problem) in cases {
+            let text = html_capture(lines);
+            let message = parse(&text).unwrap_err().to_string();
+            let line = line_of(&text, at);
+            assert!(
+                message.starts_with(&format!("unstick.toml:{line}: `{key}`: ")),
+                "{lines}: {message}"
+            );
+            assert!(message.contains(problem), "{lines}: {message}");
+        }
+    }
+
+    #[test]
+    fn whoami_old_store_reads_html_and_names_its_errors() {
+        let store = |lines: &str| {
+            format!("{MINIMAL}\n[[old_stores]]\nname = \"app\"\nkind = \"whoami\"\npath = \"/account\"\n{lines}\n")
+        };
+        let config = parse(&store(
+            "format = \"html\"\nuser_pattern = 'Logged in as (\\w+)'",
+        ))
+        .unwrap();
+        assert!(matches!(
+            &config.old_stores[0].kind,
+            OldStoreKind::Whoami { format: WhoamiFormat::Html(html), .. }
+                if matches!(html.user, HtmlPick::Pattern(_))
+        ));
+        let text = store("format = \"html\"\nuser_pattern = 'Logged in as \\w+'");
+        let message = parse(&text).unwrap_err().to_string();
+        let line = line_of(&text, "user_pattern");
+        assert!(
+            message.starts_with(&format!(
+                "unstick.toml:{line}: `old_stores.app.user_pattern`: "
+            )),
+            "{message}"
+        );
+        assert!(message.contains("capture group"), "{message}");
+        let text = store("user_selector = \"#user\"");
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(
+            message.contains("`old_stores.app.user_selector`"),
+            "{message}"
+        );
+        assert!(message.contains("format = \"html\""), "{message}");
     }
 
     #[test]
@@ -463,7 +591,8 @@ mode = "redis"
         let cases = [
             ("name = \"w\"\nkind = \"whoami\"\nfoo = 1", "unstick.toml:25: `old_stores.w.foo`: unknown field `foo` for kind = \"whoami\", \
                  expected one of `name`, `kind`, `timeout`, `user`, `roles`, `email`, `attributes`, \
-                 `path`, `fanout_concurrency`, `miss_ttl`"),
+                 `path`, `fanout_concurrency`, `miss_ttl`, `format`, `user_selector`, `user_pattern`, \
+                 `roles_selector`, `roles_pattern`, `email_selector`, `email_pattern`"),
             ("name = \"w\"\nkind = \"mongo\"", "unstick.toml:24: `old_stores.w.kind`: unknown variant `mongo`"),
             ("name = \"w\"", "unstick.toml:22: `old_stores.w`: missing field `kind`"),
             ("name = \"w\"\nkind = \"whoami\"\nmiss_ttl = \"soon\"", "unstick.toml:25: `old_stores.w.miss_ttl`: \"soon\" is not a duration"),

@@ -302,10 +302,51 @@ pub struct IdentityMapping {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// How the answer of the app's "who am I" endpoint is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WhoamiFormat {
+    /// A JSON document, read with the JSON pointers of the identity mapping.
+    Json,
+    /// An HTML page ("Logged in as alice"): each field picked from it.
+    Html(HtmlIdentity),
+}
+
+/// Where the identity is on an HTML page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HtmlIdentity {
+    pub user: HtmlPick,
+    pub roles: Option<HtmlPick>,
+    pub email: Option<HtmlPick>,
+}
+
+/// One field of an HTML page: the text of the elements a CSS selector matches, or the first
+/// capture group of a pattern's matches in the page source.
+#[derive(Debug, Clone)]
+pub enum HtmlPick {
+    Selector(scraper::Selector),
+    Pattern(regex::Regex),
+}
+
+impl PartialEq for HtmlPick {
+    fn eq(&self, other: &HtmlPick) -> bool {
+        match (self, other) {
+            (HtmlPick::Selector(a), HtmlPick::Selector(b)) => a == b,
+            (HtmlPick::Pattern(a), HtmlPick::Pattern(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for HtmlPick {}
+
 #[derive(Debug, Clone)]
 pub enum CaptureSource {
-    /// GET this path on the instance that set the cookie, with the new cookie; JSON reply.
-    Whoami { path: String, timeout: Duration },
+    /// GET this path on the instance that set the cookie, with the new cookie.
+    Whoami {
+        path: String,
+        timeout: Duration,
+        format: WhoamiFormat,
+    },
     /// The app sends a JSON identity document in this response header; it never reaches the client.
     ResponseHeader { header: HeaderName },
 }
@@ -425,6 +466,7 @@ pub enum OldStoreKind {
     /// The app's own endpoint on the instance that holds the session.
     Whoami {
         path: String,
+        format: WhoamiFormat,
         /// Instances asked at once when the owner is unknown.
         fanout_concurrency: usize,
         /// How long an unknown cookie is remembered as a miss (no repeated fan-out).

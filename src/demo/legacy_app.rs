@@ -3,9 +3,12 @@
 //! how an app is configured for header auth during a migration.
 //!
 //! `POST /login` (form `user`, optional `remember`), `POST /logout`, `GET /me` (JSON
-//! `{"user", "instance"}`), `GET /` (a small page), `GET /healthz`.
+//! `{"user", "instance"}`), `GET /` (the page, see [`super::page`]), `GET /healthz`.
 
+use super::page::{self, DemoTour, KnownFrom, PageFacts, SessionMemory};
 use crate::body::{self, Body};
+use crate::config::IdFormat;
+use crate::session::cookie::parse_session_cookie;
 use http::header::{ACCEPT, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use http::HeaderValue;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
@@ -19,7 +22,7 @@ use rand::distributions::{Alphanumeric, DistString};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -50,6 +53,8 @@ pub struct LegacyAppConfig {
     /// What it does with a session cookie it does not hold (after a restart, or one set by
     /// another instance).
     pub unknown_session: UnknownSession,
+    /// In the demo: the setup the page explains, this instance's memory among the others.
+    pub tour: Option<Arc<DemoTour>>,
 }
 
 /// How an app treats a session cookie whose id it does not hold: frameworks' housekeeping,
@@ -73,6 +78,7 @@ impl LegacyAppConfig {
             signing_secret: None,
             identity_header: crate::config::defaults::USER_HEADER.to_string(),
             unknown_session: UnknownSession::Ignore,
+            tour: None,
         }
     }
 }
@@ -81,7 +87,7 @@ struct AppState {
     config: LegacyAppConfig,
     /// Session id -> user (`None`: a session without a login): lost when the process (or this
     /// instance) stops.
-    sessions: Mutex<HashMap<String, Option<String>>>,
+    sessions: SessionMemory,
 }
 
 /// A running instance. Dropping it (or [`LegacyApp::stop`]) closes the listener and every open
@@ -97,10 +103,13 @@ impl LegacyApp {
         config: LegacyAppConfig,
     ) -> std::io::Result<LegacyApp> {
         let address = listener.local_addr()?;
-        let state = Arc::new(AppState {
-            config,
-            sessions: Mutex::default(),
-        });
+        // In the demo the tour holds every instance's memory, so each page can show them all.
+        let sessions = config
+            .tour
+            .as_ref()
+            .and_then(|tour| tour.instances.iter().find(|i| i.name == config.name))
+            .map_or_else(SessionMemory::default, |i| i.memory.clone());
+        let state = Arc::new(AppState { config, sessions });
         let task = tokio::spawn(accept_loop(listener, state));
         Ok(LegacyApp { address, task })
     }
@@ -175,10 +184,7 @@ async fn route(state: &AppState, request: Request<Incoming>) -> Response<Body> {
             let user = state.current_user(request.headers());
             state.me(user.as_deref())
         }
-        (&Method::GET, "/") => {
-            let user = state.current_user(request.headers());
-            state.page(user.as_deref())
-        }
+        (&Method::GET, "/") => state.page(request.headers()),
         (&Method::POST, "/login") => {
             let form = match read_form(request).await {
                 Ok(form) => form,
@@ -300,24 +306,49 @@ impl AppState {
         response
     }
 
-    fn page(&self, user: Option<&str>) -> Response<Body> {
-        let instance = escape(&self.config.name);
-        let body = match user {
-            Some(user) => format!(
-                "<p>Logged in as <b>{}</b>. This page was served by instance <b>{instance}</b>.</p>\
-                 <form method=post action=/logout><button>Log out</button></form>",
-                escape(user)
-            ),
-            None => format!(
-                "<p>Not logged in. This page was served by instance <b>{instance}</b>.</p>\
-                 <form method=post action=/login><input name=user placeholder=name required> \
-                 <label><input type=checkbox name=remember> remember me</label> <button>Log in</button></form>"
-            ),
+    fn page(&self, headers: &HeaderMap) -> Response<Body> {
+        let own = self
+            .own_session_id(headers)
+            .and_then(|id| self.sessions_lock().get(&id).cloned().flatten());
+        let header_user = headers
+            .get(self.config.identity_header.as_str())
+            .and_then(|v| v.to_str().ok());
+        let known_from = match (&own, header_user) {
+            (Some(_), _) => KnownFrom::OwnMemory,
+            (None, Some(_)) => KnownFrom::IdentityHeader,
+            (None, None) => KnownFrom::Nobody,
         };
-        let html = format!(
-            "<!doctype html><meta charset=utf-8><title>legacy app</title>\
-             <h1>The legacy app</h1>{body}<p>Reload a few times: each reload may be served by another instance.</p>"
-        );
+        let user = own.as_deref().or(header_user);
+        let tour = self.config.tour.as_deref();
+        // The page shows only unstick's hash of the id, never the id; a signed cookie's id
+        // is hashed after unstick verifies it, which this page does not repeat.
+        let cookie = request_cookies(headers, &self.config.cookie_name).next();
+        let session_hash = cookie
+            .filter(|_| self.config.signing_secret.is_none())
+            .and_then(|value| parse_session_cookie(value, &IdFormat::Plain))
+            .map(|id| id.hash());
+        let id = cookie.and_then(|value| self.session_id_in(value));
+        let holders = tour.map_or_else(Vec::new, |tour| {
+            tour.instances
+                .iter()
+                .map(|instance| {
+                    let memory = instance.memory.lock().unwrap_or_else(|p| p.into_inner());
+                    let user = id.as_ref().and_then(|id| memory.get(id).cloned().flatten());
+                    (instance, user)
+                })
+                .collect()
+        });
+        let html = page::render(&PageFacts {
+            instance: &self.config.name,
+            user,
+            known_from,
+            via_proxy: headers.contains_key("x-forwarded-for"),
+            identity_header: &self.config.identity_header,
+            header_user,
+            session_hash,
+            tour,
+            holders,
+        });
         let mut response = Response::new(body::full(html));
         response.headers_mut().insert(
             CONTENT_TYPE,
@@ -394,11 +425,4 @@ fn text(status: StatusCode, message: &'static str) -> Response<Body> {
     let mut response = Response::new(body::full(message));
     *response.status_mut() = status;
     response
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

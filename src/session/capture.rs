@@ -304,13 +304,18 @@ async fn new_cookie_identity(
     let identity = &at.sessions.identity;
     match &identity.capture {
         CaptureSource::ResponseHeader { .. } => Ok(header_identity),
-        CaptureSource::Whoami { path, timeout } => {
+        CaptureSource::Whoami {
+            path,
+            timeout,
+            format,
+        } => {
             let call = WhoamiCall {
                 path,
                 cookie_name: &at.sessions.settings.cookie_name,
                 cookie_value: &new.cookie_value,
                 host: at.facts.host.as_deref(),
                 timeout: *timeout,
+                format,
                 mapping: &identity.mapping,
             };
             ask_whoami(&at.route.pool, at.instance, &call).await

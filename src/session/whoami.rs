@@ -1,18 +1,18 @@
 //! Asks the app who owns a session cookie: `GET <whoami path>` on a given instance with only
-//! that cookie, JSON answer mapped to an [`Identity`]. Used when a login is seen and, during a
-//! migration, as an old store. Needs no change to the app.
+//! that cookie, its JSON answer or HTML page mapped to an [`Identity`]. Used when a login is
+//! seen and, during a migration, as an old store. Needs no change to the app.
 
-use super::mapping::identity_from_json;
+use super::mapping::{identity_from_html, identity_from_json};
 use super::record::Identity;
 use crate::body;
-use crate::config::IdentityMapping;
+use crate::config::{IdentityMapping, WhoamiFormat};
 use crate::upstream::{Instance, UpstreamPool};
 use http::header::{ACCEPT, COOKIE, HOST, USER_AGENT};
 use http::Request;
 use http_body_util::{BodyExt, Limited};
 use std::time::Duration;
 
-/// The largest identity document read from the app.
+/// The largest identity document (or page) read from the app.
 const MAX_WHOAMI_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,8 @@ pub struct WhoamiCall<'a> {
     /// The Host of the user's request (virtual-hosted apps need it).
     pub host: Option<&'a str>,
     pub timeout: Duration,
+    pub format: &'a WhoamiFormat,
+    /// The JSON pointers, for [`WhoamiFormat::Json`].
     pub mapping: &'a IdentityMapping,
 }
 
@@ -51,7 +53,13 @@ pub async fn ask_whoami(
             COOKIE,
             format!("{}={}", call.cookie_name, call.cookie_value),
         )
-        .header(ACCEPT, "application/json")
+        .header(
+            ACCEPT,
+            match call.format {
+                WhoamiFormat::Json => "application/json",
+                WhoamiFormat::Html(_) => "text/html",
+            },
+        )
         .header(USER_AGENT, "unstick-whoami")
         .body(body::empty())
         .map_err(|e| bad(e.to_string()))?;
@@ -73,7 +81,12 @@ pub async fn ask_whoami(
     .map_err(|_| bad("body not received in time".into()))?
     .map_err(|e| bad(e.to_string()))?
     .to_bytes();
-    let doc: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
-    Ok(identity_from_json(&doc, call.mapping))
+    match call.format {
+        WhoamiFormat::Json => {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+            Ok(identity_from_json(&doc, call.mapping))
+        }
+        WhoamiFormat::Html(html) => Ok(identity_from_html(&String::from_utf8_lossy(&bytes), html)),
+    }
 }

@@ -41,6 +41,12 @@ pub enum Capture {
         user: Option<String>,
         timeout: Option<String>,
     },
+    /// The app's "who am I" HTML page (`whoami_format = "html"`), read with these keys
+    /// (`user_selector`, `roles_pattern`, ...).
+    WhoamiHtml {
+        path: String,
+        picks: Vec<(String, String)>,
+    },
     /// A response header the app sets on login.
     ResponseHeader(String),
 }
@@ -422,6 +428,14 @@ impl ProxyConfig {
                 table.text("whoami_path", path);
                 table.optional_text("whoami_timeout", timeout);
                 table.optional_text("user", user);
+            }
+            Capture::WhoamiHtml { path, picks } => {
+                table.text("source", "whoami");
+                table.text("whoami_path", path);
+                table.text("whoami_format", "html");
+                for (key, value) in picks {
+                    table.text(key, value);
+                }
             }
             Capture::ResponseHeader(header) => {
                 table.text("source", "response-header");

@@ -3,6 +3,7 @@
 //! send its login identity in a response header.
 //!
 //! Cookie `sid`. `POST /login?user=U` sets it (and `X-Unstick-Identity`); `GET /whoami`;
+//! `GET /account` (an HTML page, "Logged in as …" with roles and email, as PHP apps have);
 //! `GET /echo`; `POST /upload` -> `{"bytes": n}`; `GET /download?bytes=N`; `GET /ws` (echo;
 //! the 101 carries the `X-Auth-User` it received as `X-Echo-User`);
 //! `GET /slow?ms=N`; `POST /password-changed` answers with `X-Unstick-Logout-All`;
@@ -53,6 +54,7 @@ struct State {
     elevated: Mutex<std::collections::HashSet<String>>,
     counter: Mutex<u64>,
     whoami_calls: std::sync::atomic::AtomicU64,
+    account_calls: std::sync::atomic::AtomicU64,
 }
 
 impl TestApp {
@@ -85,6 +87,13 @@ impl TestApp {
             task,
             state: shared,
         }
+    }
+
+    /// How many `GET /account` pages this instance has served.
+    pub fn account_calls(&self) -> u64 {
+        self.state
+            .account_calls
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many `GET /whoami` requests this instance has answered.
@@ -134,6 +143,10 @@ fn session_user(state: &State, request: &Request<Incoming>) -> Option<String> {
         .unwrap()
         .get(&session_id(request)?)
         .cloned()
+}
+
+fn session_is_elevated(state: &State, request: &Request<Incoming>) -> bool {
+    session_id(request).is_some_and(|id| state.elevated.lock().unwrap().contains(&id))
 }
 
 fn new_session_id(state: &State) -> String {
@@ -246,9 +259,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
                 .whoami_calls
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let user = session_user(state, &request);
-            let elevated =
-                session_id(&request).is_some_and(|id| state.elevated.lock().unwrap().contains(&id));
-            let roles = if elevated {
+            let roles = if session_is_elevated(state, &request) {
                 vec!["member", "admin"]
             } else {
                 vec!["member"]
@@ -256,6 +267,36 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
             json(
                 serde_json::json!({ "user": user, "roles": roles, "email": user.as_ref().map(|u| format!("{u}@example.test")) }),
             )
+        }
+        ("GET", "/account") => {
+            state
+                .account_calls
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = match session_user(state, &request) {
+                Some(user) => {
+                    let roles = if session_is_elevated(state, &request) {
+                        "<li>member</li><li>admin</li>"
+                    } else {
+                        "<li>member</li>"
+                    };
+                    format!(
+                        "<header>Logged in as <b id=user>\n  {user}\n</b>\
+                         <ul class=roles>{roles}</ul>\
+                         <a class=email href='mailto:{user}@example.test'>{user}@example.test</a></header>"
+                    )
+                }
+                None => "<header>Not logged in. <span id=user></span>\
+                         <a href=/login>Log in</a></header>"
+                    .to_string(),
+            };
+            let mut response = full(
+                StatusCode::OK,
+                format!("<!doctype html><title>Account</title><body>{body}</body>"),
+            );
+            response
+                .headers_mut()
+                .insert("content-type", "text/html; charset=utf-8".parse().unwrap());
+            response
         }
         ("POST", "/upload") => {
             let mut body = request.into_body();

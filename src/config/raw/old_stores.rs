@@ -102,6 +102,26 @@ pub struct RawWhoamiStore {
     pub path: Option<Text>,
     pub fanout_concurrency: Option<usize>,
     pub miss_ttl: Option<HumanDuration>,
+    /// "json" (read with `user`, `roles`, `email`) or "html" (with the keys below).
+    pub format: Option<Spanned<String>>,
+    /// With the "html" format: a CSS selector or a pattern (with a capture group) per field.
+    pub user_selector: Option<Spanned<String>>,
+    pub user_pattern: Option<Spanned<String>>,
+    pub roles_selector: Option<Spanned<String>>,
+    pub roles_pattern: Option<Spanned<String>>,
+    pub email_selector: Option<Spanned<String>>,
+    pub email_pattern: Option<Spanned<String>>,
+}
+
+impl RawWhoamiStore {
+    /// The selector and pattern keys of the "html" format, per field.
+    pub fn html_picks(&self) -> super::RawHtmlPicks<'_> {
+        [
+            ("user", &self.user_selector, &self.user_pattern),
+            ("roles", &self.roles_selector, &self.roles_pattern),
+            ("email", &self.email_selector, &self.email_pattern),
+        ]
+    }
 }
 
 /// Another Redis with the app's own layout (connect-redis, phpredis).

@@ -8,6 +8,7 @@ use super::super::validated::{
     CaptureSource, IdentityConfig, IdentityHeaders, IdentityMapping, SignatureConfig,
 };
 use super::super::values::Text;
+use super::whoami::FormatKeys;
 use super::{pointer, Validator};
 use http::HeaderName;
 use std::collections::BTreeMap;
@@ -123,9 +124,15 @@ impl Validator<'_> {
                     Some(p) => p.get_ref().0.clone(),
                     None => defaults::WHOAMI_PATH.to_string(),
                 };
+                let keys = FormatKeys {
+                    format: "identity.capture.whoami_format",
+                    needs: "whoami_format = \"html\"",
+                    table: "identity.capture",
+                };
                 CaptureSource::Whoami {
                     path,
                     timeout: raw.whoami_timeout.map_or(defaults::WHOAMI_TIMEOUT, |d| d.0),
+                    format: self.whoami_format(&raw.whoami_format, raw.html_picks(), &keys)?,
                 }
             }
             RawCaptureSource::ResponseHeader => CaptureSource::ResponseHeader {

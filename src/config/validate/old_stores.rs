@@ -10,6 +10,7 @@ use super::super::validated::{
     ForeignRedisFormat, IdentityMapping, OldStoreConfig, OldStoreKind, PostgresFormat,
 };
 use super::super::values::Text;
+use super::whoami::FormatKeys;
 use super::{pointer, Validator};
 use std::ops::Range;
 use std::path::PathBuf;
@@ -51,7 +52,7 @@ impl Validator<'_> {
             span: raw.name.span(),
         };
         let (kind, default_user) = match raw.kind {
-            RawOldStoreKeys::Whoami(keys) => (whoami(keys), defaults::USER_POINTER),
+            RawOldStoreKeys::Whoami(keys) => (self.whoami(keys, &store)?, defaults::USER_POINTER),
             RawOldStoreKeys::Redis(keys) => {
                 (self.foreign_redis(keys, &store)?, defaults::USER_POINTER)
             }
@@ -269,17 +270,23 @@ impl Validator<'_> {
             gc_maxlifetime: raw.gc_maxlifetime.map_or(defaults::GC_MAXLIFETIME, |d| d.0),
         })
     }
-}
 
-fn whoami(raw: RawWhoamiStore) -> OldStoreKind {
-    OldStoreKind::Whoami {
-        path: raw
-            .path
-            .map_or_else(|| defaults::WHOAMI_PATH.to_string(), |p| p.0),
-        fanout_concurrency: raw
-            .fanout_concurrency
-            .unwrap_or(defaults::FANOUT_CONCURRENCY)
-            .clamp(1, defaults::FANOUT_CONCURRENCY_MAX),
-        miss_ttl: raw.miss_ttl.map_or(defaults::MISS_TTL, |d| d.0),
+    fn whoami(&self, raw: RawWhoamiStore, store: &Store) -> Result<OldStoreKind, ConfigError> {
+        let keys = FormatKeys {
+            format: &store.key("format"),
+            needs: "format = \"html\"",
+            table: &store.key,
+        };
+        Ok(OldStoreKind::Whoami {
+            format: self.whoami_format(&raw.format, raw.html_picks(), &keys)?,
+            path: raw
+                .path
+                .map_or_else(|| defaults::WHOAMI_PATH.to_string(), |p| p.0),
+            fanout_concurrency: raw
+                .fanout_concurrency
+                .unwrap_or(defaults::FANOUT_CONCURRENCY)
+                .clamp(1, defaults::FANOUT_CONCURRENCY_MAX),
+            miss_ttl: raw.miss_ttl.map_or(defaults::MISS_TTL, |d| d.0),
+        })
     }
 }

@@ -1,7 +1,7 @@
 //! The app's own "who am I" endpoint as an old store: the session's cookie sent to the
 //! instance that holds it, and the identity read from the answer.
 
-use crate::config::{IdentityMapping, OldStoreConfig, OldStoreKind};
+use crate::config::{IdentityMapping, OldStoreConfig, OldStoreKind, WhoamiFormat};
 use crate::session::cookie::{SessionHash, SessionId};
 use crate::session::old_store::{LookupContext, OldSession, OldStore, OldStoreError};
 use crate::session::record::Identity;
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 pub struct WhoamiStore {
     name: String,
     path: String,
+    format: WhoamiFormat,
     cookie_name: String,
     timeout: Duration,
     mapping: IdentityMapping,
@@ -31,6 +32,7 @@ impl WhoamiStore {
     pub fn new(config: &OldStoreConfig, cookie_name: &str) -> Option<WhoamiStore> {
         let OldStoreKind::Whoami {
             path,
+            format,
             fanout_concurrency,
             miss_ttl,
         } = &config.kind
@@ -40,6 +42,7 @@ impl WhoamiStore {
         Some(WhoamiStore {
             name: config.name.clone(),
             path: path.clone(),
+            format: format.clone(),
             cookie_name: cookie_name.to_string(),
             timeout: config.timeout,
             mapping: config.mapping.clone(),
@@ -61,6 +64,7 @@ impl WhoamiStore {
             cookie_value: id.cookie_value(),
             host,
             timeout: self.timeout,
+            format: &self.format,
             mapping: &self.mapping,
         };
         ask_whoami(pool, instance, &call).await
