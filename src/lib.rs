@@ -16,11 +16,13 @@
 //! - [`session`]: a layer below the proxy: the app's cookie formats, the
 //!   [`session::SessionRecord`], stores (Redis, memory), old stores, resolution, capture of
 //!   logins and logouts.
-//! - [`admin`]: health, readiness, `/metrics` and the sessions API behind a bearer token.
+//! - [`admin`]: health, readiness, `/metrics`, the sessions API and the migration dashboard, behind a token.
 //! - [`metrics`]: Prometheus counters and histograms, exported by the admin listener.
+//! - [`activity`]: per-route, per-minute resolution counts and readiness sample for the dashboard.
 //! - [`demo`]: the bundled sticky legacy app and the one-command demo.
 //! - [`check`]: `unstick check`, the preflight: config, Redis reach and eviction policy, lifetimes, header names.
 
+pub mod activity;
 pub mod admin;
 pub mod body;
 pub mod check;

@@ -80,9 +80,10 @@ impl LiveState {
             .routes
             .iter()
             .filter_map(|r| {
+                let label = r.label();
                 Some(Arc::new(Route {
-                    label: Arc::new(r.label()),
                     sessions: Arc::new(SessionRoute {
+                        activity: metrics.activity.route(&label),
                         config: r.clone(),
                         pool: pools.get(r.upstream.as_str())?.clone(),
                         old_stores: r
@@ -91,6 +92,7 @@ impl LiveState {
                             .filter_map(|name| old_stores.get(name.as_str()).cloned())
                             .collect(),
                     }),
+                    label: Arc::new(label),
                 }))
             })
             .collect();

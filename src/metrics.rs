@@ -100,6 +100,8 @@ pub struct Metrics {
     pub near_cache_flushes: Counter,
     /// Sessions held by the near cache (set when scraped).
     pub near_cache_entries: Gauge,
+    /// The dashboard's per-route history (not exported to Prometheus).
+    pub activity: crate::activity::Activity,
 }
 
 impl Default for Metrics {
@@ -136,6 +138,7 @@ impl Metrics {
             near_cache_invalidations: Counter::default(),
             near_cache_flushes: Counter::default(),
             near_cache_entries: Gauge::default(),
+            activity: Default::default(),
             registry: Registry::default(),
         };
         registry.register(

@@ -46,6 +46,15 @@ impl Mode {
         }
     }
 
+    /// Whether the route has been cut over: sessions are served from Redis only, so a session
+    /// Redis does not hold is anonymous.
+    pub fn is_cut_over(self) -> bool {
+        match self {
+            Mode::Redis => true,
+            Mode::Legacy | Mode::Overlap => false,
+        }
+    }
+
     /// Whether the route needs at least one old store to be configured.
     pub fn needs_old_stores(self) -> bool {
         self.asks_old_stores_on_miss()

@@ -4,8 +4,9 @@
 
 use super::context::RequestContext;
 use super::response::Answer;
+use crate::activity::Resolved;
 use crate::session::cookie::{keep_only_session_cookie, remove_session_cookie};
-use crate::session::resolve::Outcome;
+use crate::session::resolve::{Outcome, Resolution};
 use crate::session::resolve_session;
 use http::HeaderMap;
 
@@ -23,6 +24,7 @@ pub async fn resolve(context: &mut RequestContext, headers: &mut HeaderMap) -> R
         Ok(resolution) => resolution,
         Err(e) => {
             live.metrics.outcome("store_error", "");
+            count_on_dashboard(context, None);
             // An outage is logged by the store once; each request's failure only when news.
             if e.is_news() {
                 tracing::warn!(error = %e, "session lookup failed; answering 503");
@@ -34,6 +36,7 @@ pub async fn resolve(context: &mut RequestContext, headers: &mut HeaderMap) -> R
     };
     let (outcome, store) = resolution.outcome.labels();
     live.metrics.outcome(outcome, store);
+    count_on_dashboard(context, Some(&resolution));
     let cookie_name = &live.config.session.cookie_name;
     if let Outcome::Ended(ended) = &resolution.outcome {
         // A logged-out id never reaches the app: an instance may still hold its login.
@@ -46,4 +49,27 @@ pub async fn resolve(context: &mut RequestContext, headers: &mut HeaderMap) -> R
     context.session = resolution.session;
     context.home = resolution.home;
     Ok(())
+}
+
+/// Counts the request on its route's dashboard: how it was resolved (`None`: the store
+/// failed), and its session for the readiness sample. Requests without a cookie are not counted.
+fn count_on_dashboard(context: &RequestContext, resolution: Option<&Resolution>) {
+    let (resolved, session) = match resolution {
+        None => (Resolved::Unavailable, None),
+        Some(resolution) => {
+            let mode = context.route.config().mode;
+            let Some((resolved, in_redis)) = resolution.outcome.resolved(mode) else {
+                return;
+            };
+            // The sample follows the id that resolved, else the first one carried.
+            let id = match &resolution.session {
+                Some(session) => Some(&session.id),
+                None => context.session_ids.first(),
+            };
+            (resolved, id.zip(in_redis).map(|(id, held)| (id.id(), held)))
+        }
+    };
+    let window = context.live.config.session.idle_timeout;
+    let activity = &context.route.sessions.activity;
+    activity.resolved(resolved, session, window);
 }

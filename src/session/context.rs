@@ -6,6 +6,7 @@ use super::cookie::{SessionHash, SessionId};
 use super::old_stores::OldStoreHandle;
 use super::record::SessionRecord;
 use super::store::SessionStore;
+use crate::activity::RouteActivity;
 use crate::config::{IdentityConfig, RouteConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::migration::Mode;
@@ -29,6 +30,8 @@ pub struct SessionRoute {
     pub pool: Arc<UpstreamPool>,
     /// Asked in order on a miss (overlap) or for warming (legacy).
     pub old_stores: Vec<OldStoreHandle>,
+    /// What the dashboard shows of the route; outlives reloads.
+    pub activity: Arc<RouteActivity>,
 }
 
 impl SessionRoute {

@@ -9,8 +9,11 @@ use super::record::{now_ms, SessionRecord};
 use super::store::{Loaded, StoreError};
 use super::users::store_session;
 use crate::config::SessionConfig;
+use crate::activity::Resolved;
+use crate::migration::Mode;
 use http::HeaderMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// How the session was found (or not), for metrics and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,24 @@ impl Outcome {
             Outcome::Ended(_) => ("ended", ""),
             Outcome::CopiedForward(store) => ("copied_forward", store),
             Outcome::StoreSkipped => ("store_skipped", ""),
+        }
+    }
+
+    /// How the dashboard counts a request that carried a session cookie, and, for the
+    /// readiness sample, whether Redis holds its session now (`None`: no session a cutover
+    /// could lose, or not known); `None` without a cookie. A miss where the old stores were
+    /// asked too is anonymous in any mode; elsewhere the app may hold the session.
+    pub fn resolved(&self, mode: Mode) -> Option<(Resolved, Option<bool>)> {
+        match self {
+            Outcome::NoCookie => None,
+            Outcome::Hit => Some((Resolved::Redis, Some(true))),
+            Outcome::CopiedForward(_) => Some((Resolved::CopiedForward, Some(true))),
+            Outcome::Miss => Some((
+                Resolved::Anonymous,
+                (!mode.asks_old_stores_on_miss()).then_some(false),
+            )),
+            Outcome::Ended(_) => Some((Resolved::Anonymous, None)),
+            Outcome::StoreSkipped => Some((Resolved::Unavailable, None)),
         }
     }
 }
@@ -195,7 +216,12 @@ async fn ask_old_stores(
     for id in ids {
         for store in &route.old_stores {
             let name = store.name().to_string();
-            match store.lookup(id, &context).await {
+            let started = Instant::now();
+            let found = store.lookup(id, &context).await;
+            route
+                .activity
+                .old_store_lookup(started.elapsed(), found.is_err());
+            match found {
                 Ok(Some(old)) => {
                     sessions.metrics.outcome("fallback_hit", &name);
                     let session = copy_forward(sessions, id, old, origin, facts).await?;

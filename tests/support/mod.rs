@@ -2,6 +2,7 @@
 //! real sockets, unstick in the test process or as the real binary, and an HTTP client.
 #![allow(dead_code, unused_imports)] // each test binary uses a different part of the fixtures
 
+pub mod browser;
 pub mod closing_app;
 pub mod config;
 pub mod django;
@@ -24,6 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use unstick::demo::{LegacyApp, LegacyAppConfig};
 
+pub use self::browser::HeadlessChromium;
 pub use self::closing_app::{ClosingApp, KeepAlive};
 pub use self::config::{
     Capture, HealthCheck, IdFormat, IdentityOptions, ListenerOptions, Mode, OldStore, ProxyConfig,

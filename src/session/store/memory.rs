@@ -114,6 +114,13 @@ impl MemoryStore {
         IfAbsent::Written
     }
 
+    /// Live sessions (tombstones and expired entries not counted).
+    pub fn live_sessions(&self, now_ms: u64) -> usize {
+        let entries = self.entries();
+        let live = |e: &&Entry| e.record.is_some() && e.expires_at_ms > now_ms;
+        entries.values().filter(live).count()
+    }
+
     pub fn delete(&self, hash: &SessionHash) -> bool {
         self.entries().remove(hash).is_some()
     }

@@ -302,6 +302,19 @@ impl SessionStore {
         }
     }
 
+    /// Roughly how many sessions the store holds, counting at most `cap` (Redis: session keys,
+    /// logout markers included); `true` when the count stopped at the cap.
+    pub async fn count_sessions(&self, cap: usize) -> Result<(usize, bool), StoreError> {
+        match self {
+            SessionStore::Redis(store, _) => {
+                store.observed("scan", store.count_session_keys(cap)).await
+            }
+            SessionStore::Memory(store) => {
+                Ok((store.live_sessions(super::record::now_ms()), false))
+            }
+        }
+    }
+
     /// Counts command latency and errors in `metrics` from now on.
     pub fn observed_by(self, metrics: Arc<Metrics>) -> SessionStore {
         match self {

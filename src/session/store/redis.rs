@@ -503,6 +503,39 @@ impl RedisStore {
         self.pool.is_connected()
     }
 
+    /// Counts session keys (logout markers included) by SCAN, `COUNT 1000` a page, stopping
+    /// at `cap`; `true` when it stopped there. Never KEYS: other clients keep being served.
+    pub async fn count_session_keys(&self, cap: usize) -> Result<(usize, bool), StoreError> {
+        use fred::types::scan::Scanner;
+        use futures_util::StreamExt;
+        // The prefix is the operator's; glob characters in it match only themselves.
+        let mut pattern = String::new();
+        for c in self.prefix.chars() {
+            if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push_str("s:*");
+        let client = self.pool.next();
+        let mut pages = if client.is_clustered() {
+            client.scan_cluster(pattern, Some(1000), None).boxed()
+        } else {
+            client.scan(pattern, Some(1000), None).boxed()
+        };
+        let mut count = 0;
+        while let Some(page) = pages.next().await {
+            let mut page = page.map_err(unavailable)?;
+            count += page.take_results().map_or(0, |keys| keys.len());
+            if count >= cap {
+                page.cancel();
+                return Ok((count, true));
+            }
+            page.next();
+        }
+        Ok((count, false))
+    }
+
     /// The client pool, for commands outside the session hot path (checks, admin).
     pub fn pool(&self) -> &Pool {
         &self.pool

@@ -1,18 +1,17 @@
 //! The admin listener (loopback by default): `/healthz` and `/readyz` for orchestrators, and,
-//! behind a bearer token, `/metrics` and the sessions API. Without a configured token only the
-//! health endpoints answer: the admin API is never open by default.
-//!
-//! - `GET /sessions?user=U`: the user's sessions (hashed ids, device, IP, times).
-//! - `DELETE /sessions/<id-hash>`: end one session.
-//! - `DELETE /sessions?user=U`: end every session of the user ("log out everywhere").
+//! behind the token, `/metrics`, the sessions API ([`sessions_api`]) and the migration
+//! dashboard ([`dashboard`]). Without a configured token only the health endpoints answer.
+
+mod auth;
+mod chart;
+mod dashboard;
+mod sessions_api;
 
 use crate::body::{self, Body};
 use crate::metrics::{InstanceLabels, Metrics};
 use crate::proxy::Proxy;
 use crate::server::connections::ConnectionLimits;
-use crate::session::users;
-use crate::session::SessionHash;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::CONTENT_TYPE;
 use http::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -29,6 +28,10 @@ pub struct Admin {
     metrics: Arc<Metrics>,
     token: Option<String>,
     token_env: String,
+    /// Signs the dashboard's login cookies and form tokens (a fresh key each start).
+    login: auth::Login,
+    /// The last count of sessions in the store, refreshed at most every half minute.
+    session_count: dashboard::SessionCount,
 }
 
 impl Admin {
@@ -39,13 +42,15 @@ impl Admin {
         token_env: String,
     ) -> Arc<Admin> {
         if token.is_none() {
-            tracing::warn!("admin API disabled: set {token_env} to a random token to enable /metrics and /sessions");
+            tracing::warn!("admin API disabled: set {token_env} to a random token to enable /metrics, /sessions and /dashboard");
         }
         Arc::new(Admin {
             proxy,
             metrics,
             token,
             token_env,
+            login: auth::Login::default(),
+            session_count: dashboard::SessionCount::default(),
         })
     }
 
@@ -78,52 +83,35 @@ impl Admin {
         let path = request.uri().path().to_string();
         let method = request.method().clone();
         match (&method, path.as_str()) {
-            (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-            (&Method::GET, "/readyz") => self.ready().await,
-            _ => {
-                if let Some(denied) = self.deny(&request) {
-                    return denied;
-                }
-                let query: HashMap<String, String> = request
-                    .uri()
-                    .query()
-                    .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-                    .unwrap_or_default();
-                match (&method, path.as_str()) {
-                    (&Method::GET, "/metrics") => self.metrics_text(),
-                    (&Method::GET, "/sessions") => self.list(query.get("user")).await,
-                    (&Method::DELETE, "/sessions") => self.revoke_user(query.get("user")).await,
-                    (&Method::DELETE, p) if p.starts_with("/sessions/") => {
-                        self.revoke(&p["/sessions/".len()..]).await
-                    }
-                    _ => text(StatusCode::NOT_FOUND, "not found\n"),
-                }
-            }
+            (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => return self.ready().await,
+            _ => {}
         }
-    }
-
-    /// The refusal for a request without the right bearer token; `None` lets it through.
-    fn deny(&self, request: &Request<Incoming>) -> Option<Response<Body>> {
         let Some(token) = &self.token else {
-            return Some(text(
+            return text(
                 StatusCode::FORBIDDEN,
                 format!("admin API disabled: set {}\n", self.token_env),
-            ));
+            );
         };
-        let given = request
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
-            None
-        } else {
+        if path == dashboard::PATH || path.starts_with(dashboard::PREFIX) {
+            return self.dashboard(request, token).await;
+        }
+        if !self.login.bearer_matches(request.headers(), token) {
             let mut response = text(StatusCode::UNAUTHORIZED, "bearer token required\n");
             response
                 .headers_mut()
                 .insert("www-authenticate", HeaderValue::from_static("Bearer"));
-            Some(response)
+            return response;
+        }
+        let query = query_of(&request);
+        match (&method, path.as_str()) {
+            (&Method::GET, "/metrics") => self.metrics_text(),
+            (&Method::GET, "/sessions") => self.list_json(query.get("user")).await,
+            (&Method::DELETE, "/sessions") => self.revoke_user_json(query.get("user")).await,
+            (&Method::DELETE, p) if p.starts_with("/sessions/") => {
+                self.revoke_json(&p["/sessions/".len()..]).await
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
 
@@ -185,67 +173,19 @@ impl Admin {
         );
         response
     }
-
-    async fn list(&self, user: Option<&String>) -> Response<Body> {
-        let Some(user) = user.filter(|u| !u.is_empty()) else {
-            return text(StatusCode::BAD_REQUEST, "give ?user=<user id>\n");
-        };
-        let live = self.proxy.live();
-        match users::list(&live.sessions.store, user).await {
-            Ok(sessions) => json(
-                StatusCode::OK,
-                &serde_json::json!({ "user": user, "sessions": sessions }),
-            ),
-            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-        }
-    }
-
-    async fn revoke(&self, id_hash: &str) -> Response<Body> {
-        let Some(hash) = SessionHash::parse(id_hash) else {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "expected a 64-character session id hash\n",
-            );
-        };
-        let live = self.proxy.live();
-        match users::revoke(
-            &live.sessions.store,
-            &hash,
-            live.config.session.absolute_lifetime,
-        )
-        .await
-        {
-            Ok(true) => {
-                self.metrics.sessions_revoked.inc();
-                json(StatusCode::OK, &serde_json::json!({ "revoked": 1 }))
-            }
-            Ok(false) => json(StatusCode::NOT_FOUND, &serde_json::json!({ "revoked": 0 })),
-            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-        }
-    }
-
-    async fn revoke_user(&self, user: Option<&String>) -> Response<Body> {
-        let Some(user) = user.filter(|u| !u.is_empty()) else {
-            return text(StatusCode::BAD_REQUEST, "give ?user=<user id>\n");
-        };
-        let live = self.proxy.live();
-        match users::revoke_user(
-            &live.sessions.store,
-            user,
-            live.config.session.absolute_lifetime,
-        )
-        .await
-        {
-            Ok(count) => {
-                self.metrics.sessions_revoked.inc_by(count as u64);
-                json(StatusCode::OK, &serde_json::json!({ "revoked": count }))
-            }
-            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
-        }
-    }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// The query string's parameters (the last of a repeated name wins).
+fn query_of<B>(request: &Request<B>) -> HashMap<String, String> {
+    request
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// Compares without an early exit, so the time taken tells nothing of where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
