@@ -201,7 +201,7 @@ impl Admin {
         let Some(hash) = SessionHash::parse(id_hash) else {
             return text(
                 StatusCode::BAD_REQUEST,
-                "expected a 64-character session id hash\n",
+                "expected a session id hash as listed (22 characters, or the 64 hex digits earlier versions listed)\n",
             );
         };
         let live = self.proxy.live();

@@ -287,7 +287,8 @@ mod tests {
     }
 
     fn hash(n: u8) -> SessionHash {
-        SessionHash::parse(&format!("{n:064x}")).expect("64 hex digits")
+        // The id is the digest's first half.
+        SessionHash::parse(&format!("{n:02x}{}", "0".repeat(62))).expect("64 hex digits")
     }
 
     /// The memory store keeps the Redis semantics: ended entries are pruned and never count
