@@ -72,7 +72,8 @@ fn seen_digits(ms: u64) -> String {
     format!("{:010}", ms.div_ceil(1000).min(9_999_999_999))
 }
 
-/// What a session key holds.
+/// What a session key holds: read, then taken apart at once.
+#[allow(clippy::large_enum_variant)]
 enum Stored {
     Live { seen_ms: u64, record: SessionRecord },
     Ended,
