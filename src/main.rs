@@ -66,7 +66,8 @@ enum SessionsAction {
     },
     /// End one session, named by its id hash (as listed).
     Revoke {
-        /// The session's id hash: 64 hex characters, the `id_hash` field of `sessions list`.
+        /// The session's id hash, the `id_hash` field of `sessions list` (22 characters; the
+        /// 64 hex digits earlier versions listed are accepted too).
         #[arg(value_name = "ID_HASH")]
         id_hash: String,
     },
@@ -294,7 +295,7 @@ async fn manage_sessions(path: &std::path::Path, action: SessionsAction) -> anyh
         }
         SessionsAction::Revoke { id_hash } => {
             let hash = SessionHash::parse(&id_hash)
-                .context("expected a 64-character session id hash, as listed")?;
+                .context("expected a session id hash as listed (22 characters, or the 64 hex digits earlier versions listed)")?;
             if !users::revoke(&store, &hash, remember).await? {
                 anyhow::bail!("no live session {id_hash}");
             }

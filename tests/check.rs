@@ -600,7 +600,8 @@ async fn help_explains_the_arguments_and_version_the_build() {
     let run = run_unstick(&os(&["sessions", "revoke", "--help"]), &[]).await;
     assert_eq!(run.code, 0, "{}", run.explain());
     assert!(
-        run.stdout.contains("<ID_HASH>") && run.stdout.contains("64 hex characters"),
+        run.stdout.contains("<ID_HASH>")
+            && run.stdout.contains("`id_hash` field of `sessions list`"),
         "{}",
         run.explain()
     );

@@ -159,7 +159,7 @@ async fn revoking_a_user_logs_out_every_device_and_nobody_else() {
     assert_eq!(sessions.len(), 2);
     assert_eq!(sessions[0]["user_agent"], "alice-device");
     for session in sessions {
-        assert_eq!(session["id_hash"].as_str().unwrap().len(), 64);
+        assert_eq!(session["id_hash"].as_str().unwrap().len(), 22);
         assert!(
             !listed
                 .to_string()
@@ -229,7 +229,7 @@ async fn a_users_index_holds_only_live_sessions_and_lives_as_long_as_the_longest
     let key = index_key("erin");
     let size = |client: fred::prelude::Client, key: String| async move {
         let (count, ttl, bytes): (u64, i64, u64) = (
-            // Entries scored by end; `~` (score 0) marks the format.
+            // Entries scored by end.
             client.zcount(&key, 1.0, f64::INFINITY).await.unwrap(),
             client.pttl(&key).await.unwrap(),
             client
@@ -327,50 +327,6 @@ async fn a_users_index_holds_only_live_sessions_and_lives_as_long_as_the_longest
         .collect();
     let fifth_hash = session_hash(fifth.split_once('=').unwrap().1);
     assert_eq!(listed, vec![fifth_hash.as_str()], "{list}");
-}
-
-#[tokio::test]
-async fn an_index_written_by_an_earlier_version_still_finds_every_live_session() {
-    use fred::prelude::*;
-    let redis = RedisServer::start().await;
-    let app = TestApp::start().await;
-    let proxy = ProxyProcess::start_with_env(
-        &test_app_config(&redis, &app).to_toml(),
-        &[("UNSTICK_ADMIN_TOKEN", TOKEN)],
-    )
-    .await;
-    let first = test_app_login(&proxy, "alice").await;
-    let second = test_app_login(&proxy, "alice").await;
-    // As earlier versions wrote it: scored by creation, kept for the absolute lifetime.
-    let client = redis.client().await;
-    let key = index_key("alice");
-    let _: i64 = client.del(&key).await.unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as f64;
-    for (age, cookie) in [(2_000.0, &first), (1_000.0, &second)] {
-        let member = session_hash(cookie.split_once('=').unwrap().1);
-        let _: i64 = client
-            .zadd(&key, None, None, false, false, (now - age, member))
-            .await
-            .unwrap();
-    }
-    let _: bool = client.pexpire(&key, 43_200_000, None).await.unwrap();
-
-    let list = json_of(admin(&proxy, reqwest::Method::GET, "/sessions?user=alice")).await;
-    assert_eq!(list["sessions"].as_array().unwrap().len(), 2, "{list}");
-    let third = test_app_login(&proxy, "alice").await;
-    let revoked = json_of(admin(
-        &proxy,
-        reqwest::Method::DELETE,
-        "/sessions?user=alice",
-    ))
-    .await;
-    assert_eq!(revoked["revoked"], 3, "{revoked}");
-    for cookie in [&first, &second, &third] {
-        assert_eq!(user_seen(&proxy, cookie).await, None);
-    }
 }
 
 #[tokio::test]
@@ -691,12 +647,14 @@ async fn sessions_cli_lists_and_revokes() {
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     assert_eq!(listed["sessions"].as_array().unwrap().len(), 2);
 
-    let first = session_hash(one.split_once('=').unwrap().1);
+    // The form earlier versions listed (the whole digest in hex) is still accepted.
+    let first = legacy_session_hash(one.split_once('=').unwrap().1);
     assert!(cli(&["revoke", &first]).0);
     assert_eq!(user_seen(&proxy, &one).await, None);
     assert_eq!(user_seen(&proxy, &two).await.as_deref(), Some("hank"));
+    let listed_form = session_hash(one.split_once('=').unwrap().1);
     assert!(
-        !cli(&["revoke", &first]).0,
+        !cli(&["revoke", &listed_form]).0,
         "revoking twice reports failure"
     );
 
@@ -790,4 +748,132 @@ async fn per_core_workers_serve_sessions_reload_together_and_drain_on_sigterm() 
     }
     let exit = proxy.wait_for_exit(Duration::from_secs(15)).await;
     assert_eq!(exit.code(), Some(0), "logs:\n{}", proxy.logs());
+}
+
+/// Sessions and user indexes as the previous release wrote them (a hash per session with the
+/// JSON record in `rec`; key names and index members the whole SHA-256 in hex; an index of
+/// the release before scored by creation) still resolve after the upgrade, "log out
+/// everywhere" finds them, and the id form that release listed still revokes one.
+#[tokio::test]
+async fn sessions_of_the_earlier_redis_layout_survive_the_upgrade() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let client = redis.client().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let ttl: i64 = 1_800_000 + 60_000;
+    use fred::prelude::*;
+    let sessions = [
+        ("alice-laptop-0001", "alice"),
+        ("alice-phone-0002", "alice"),
+        ("bob-desk-0003", "bob"),
+    ];
+    for (id, user) in sessions {
+        let key = format!("test:s:{}", legacy_session_hash(id));
+        let record = serde_json::json!({
+            "identity": {"user": user, "roles": [], "email": null, "attributes": {}},
+            "created_ms": now - 1000, "expires_ms": now + 3_600_000, "idle_ms": 1_800_000,
+            "origin": "t", "user_agent": format!("{id}-agent"), "client_ip": "127.0.0.1",
+        });
+        let fields = vec![
+            ("rec", record.to_string()),
+            ("seen", now.to_string()),
+            ("abs", (now + 3_600_000).to_string()),
+            ("idle", "1800000".to_string()),
+        ];
+        let _: i64 = client.hset(&key, fields).await.unwrap();
+        let _: i64 = client.pexpire(&key, ttl, None).await.unwrap();
+    }
+    let end = (now + ttl as u64) as f64;
+    let alice_index = format!("test:u:{}", legacy_session_hash("alice"));
+    let entries = vec![
+        (0.0, "~".to_string()),
+        (end, legacy_session_hash("alice-laptop-0001")),
+        (end, legacy_session_hash("alice-phone-0002")),
+    ];
+    let _: i64 = client
+        .zadd(&alice_index, None, None, false, false, entries)
+        .await
+        .unwrap();
+    let _: i64 = client.pexpire(&alice_index, ttl, None).await.unwrap();
+    // Scored by creation, the format before scores by end.
+    let bob_index = format!("test:u:{}", legacy_session_hash("bob"));
+    let entries = vec![((now - 1000) as f64, legacy_session_hash("bob-desk-0003"))];
+    let _: i64 = client
+        .zadd(&bob_index, None, None, false, false, entries)
+        .await
+        .unwrap();
+    let _: i64 = client.pexpire(&bob_index, ttl, None).await.unwrap();
+
+    let config = test_app_config(&redis, &app);
+    let proxy =
+        ProxyProcess::start_with_env(&config.to_toml(), &[("UNSTICK_ADMIN_TOKEN", TOKEN)]).await;
+    for (id, user) in sessions {
+        let cookie = format!("sid={id}");
+        assert_eq!(
+            user_seen(&proxy, &cookie).await.as_deref(),
+            Some(user),
+            "{id}"
+        );
+    }
+    let listed = json_of(admin(&proxy, reqwest::Method::GET, "/sessions?user=alice")).await;
+    let listed = listed["sessions"].as_array().unwrap().clone();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(listed
+        .iter()
+        .all(|s| s["id_hash"].as_str().unwrap().len() == 22));
+
+    let revoked = json_of(admin(
+        &proxy,
+        reqwest::Method::DELETE,
+        "/sessions?user=alice",
+    ))
+    .await;
+    assert_eq!(revoked["revoked"], 2, "{revoked}");
+    assert_eq!(user_seen(&proxy, "sid=alice-laptop-0001").await, None);
+    assert_eq!(user_seen(&proxy, "sid=alice-phone-0002").await, None);
+    assert_eq!(
+        user_seen(&proxy, "sid=bob-desk-0003").await.as_deref(),
+        Some("bob")
+    );
+    let listed = json_of(admin(&proxy, reqwest::Method::GET, "/sessions?user=bob")).await;
+    assert_eq!(listed["sessions"].as_array().unwrap().len(), 1, "{listed}");
+
+    let hex = legacy_session_hash("bob-desk-0003");
+    let one = admin(&proxy, reqwest::Method::DELETE, &format!("/sessions/{hex}"));
+    assert_eq!(status(one).await, 200);
+    assert_eq!(user_seen(&proxy, "sid=bob-desk-0003").await, None);
+
+    // Once converted, no key is named in hex, and the layout is marked current.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while redis.keys("test:layout").await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            redis.keys("*").await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let keys = redis.keys("test:*").await;
+    assert!(
+        keys.iter()
+            .all(|k| k.rsplit(':').next().unwrap().len() != 64),
+        "{keys:?}"
+    );
+    // From then on a miss costs one lookup: it no longer looks for an earlier key.
+    let count = |metrics: &str, command: &str| -> u64 {
+        let line =
+            format!("unstick_redis_command_duration_seconds_count{{command=\"{command}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    };
+    let before = admin_metrics(&proxy, TOKEN).await;
+    assert_eq!(user_seen(&proxy, "sid=nobody-0004").await, None);
+    let after = admin_metrics(&proxy, TOKEN).await;
+    assert_eq!(count(&after, "load"), count(&before, "load") + 1);
+    assert_eq!(count(&after, "convert"), count(&before, "convert"));
 }

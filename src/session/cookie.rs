@@ -36,9 +36,9 @@ impl SessionId {
         }
     }
 
-    /// The id's SHA-256, hex: the Redis key and the handle used in logs and the admin API.
+    /// The id's hash: the Redis key and the handle used in logs and the admin API.
     pub fn hash(&self) -> SessionHash {
-        SessionHash(crate::hex_string(&Sha256::digest(self.id.as_bytes())))
+        SessionHash::of_digest(Sha256::digest(self.id.as_bytes()).into())
     }
 
     /// The raw id, for building an old store's key or file name. Never log or store it.
@@ -63,32 +63,118 @@ impl fmt::Debug for SessionId {
     }
 }
 
-/// Hex SHA-256 of a session id. Safe to store and log: it cannot be replayed as a cookie.
-#[derive(
-    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-pub struct SessionHash(String);
+/// A session id's SHA-256, its first 128 bits in base64url (22 characters). Safe to store and
+/// log: it cannot be replayed as a cookie. Earlier versions used the whole digest in hex (64
+/// characters); that form is still accepted, and a hash made from a cookie keeps the rest of
+/// its digest so that sessions stored under that form can be found.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct SessionHash {
+    id: String,
+    /// The digest's last 128 bits, when known.
+    rest: Option<[u8; 16]>,
+}
+
+/// Base64url without padding, strict on decode.
+const HASH_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone),
+);
 
 impl SessionHash {
-    /// Accepts a 64-char lower-case hex string (from an operator or the admin API).
+    fn of_digest(digest: [u8; 32]) -> SessionHash {
+        let (head, rest) = digest.split_at(16);
+        SessionHash {
+            id: HASH_BASE64.encode(head),
+            rest: rest.try_into().ok(),
+        }
+    }
+
+    /// Accepts the 22-character form, or the 64-character hex form earlier versions listed
+    /// (from an operator, the admin API or a stored record).
     pub fn parse(text: &str) -> Option<SessionHash> {
-        (text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| SessionHash(text.to_string()))
+        match text.len() {
+            22 => {
+                let mut head = [0u8; 16];
+                let decoded = HASH_BASE64.decode_slice(text, &mut head).ok()?;
+                // Only the canonical encoding: one hash, one key.
+                (decoded == 16 && HASH_BASE64.encode(head) == text).then(|| SessionHash {
+                    id: text.to_string(),
+                    rest: None,
+                })
+            }
+            64 if text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) => {
+                let mut digest = [0u8; 32];
+                hex::decode_to_slice(text, &mut digest).ok()?;
+                Some(SessionHash::of_digest(digest))
+            }
+            _ => None,
+        }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.id
     }
 
-    /// First 12 hex chars: enough to correlate log lines.
+    /// The whole digest in hex, as earlier versions named keys by, when known.
+    pub fn legacy_hex(&self) -> Option<String> {
+        let mut digest = [0u8; 32];
+        HASH_BASE64.decode_slice(&self.id, &mut digest[..16]).ok()?;
+        digest[16..].copy_from_slice(&self.rest?);
+        Some(crate::hex_string(&digest))
+    }
+
+    /// First 10 characters: enough to correlate log lines.
     pub fn short(&self) -> &str {
-        &self.0[..12]
+        &self.id[..10]
+    }
+}
+
+impl PartialEq for SessionHash {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for SessionHash {}
+
+impl std::hash::Hash for SessionHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.id.hash(state);
+    }
+}
+
+impl PartialOrd for SessionHash {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SessionHash {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.id.cmp(&other.id)
+    }
+}
+
+impl From<SessionHash> for String {
+    fn from(hash: SessionHash) -> String {
+        hash.id
+    }
+}
+
+impl TryFrom<String> for SessionHash {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<SessionHash, String> {
+        SessionHash::parse(&text).ok_or_else(|| format!("not a session id hash: {text:?}"))
     }
 }
 
 impl fmt::Display for SessionHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.id)
     }
 }
 
@@ -615,6 +701,35 @@ mod tests {
         assert!(!format!("{id:?}").contains("supersecret"));
         assert_eq!(SessionHash::parse(id.hash().as_str()), Some(id.hash()));
         assert_eq!(SessionHash::parse("xyz"), None);
+    }
+
+    #[test]
+    fn session_hash_accepts_the_listed_form_and_the_earlier_hex_form() {
+        let id = parse_session_cookie("supersecretvalue", &IdFormat::Plain).unwrap();
+        let hash = id.hash();
+        assert_eq!(hash.as_str().len(), 22);
+        let hex = crate::hex_string(&Sha256::digest(b"supersecretvalue"));
+        assert_eq!(hash.legacy_hex().as_deref(), Some(hex.as_str()));
+        let from_hex = SessionHash::parse(&hex).unwrap();
+        assert_eq!(from_hex, hash);
+        assert_eq!(from_hex.as_str(), hash.as_str());
+        // The listed form alone cannot name a key of the earlier layout.
+        assert_eq!(
+            SessionHash::parse(hash.as_str()).unwrap().legacy_hex(),
+            None
+        );
+        // Stored records carry either form.
+        let json = serde_json::to_string(&hash).unwrap();
+        assert_eq!(json, format!("\"{}\"", hash.as_str()));
+        let old: SessionHash = serde_json::from_str(&format!("\"{hex}\"")).unwrap();
+        assert_eq!(old, hash);
+        // Non-canonical base64 (unused trailing bits) names no hash.
+        let mut other = hash.as_str().to_string();
+        let last = other.pop().unwrap();
+        let alternative = if last == 'A' { 'B' } else { 'A' };
+        other.push(alternative);
+        assert!(SessionHash::parse(&other).is_none_or(|h| h.as_str() == other));
+        assert_eq!(SessionHash::parse(&hex.to_uppercase()), None);
     }
 
     #[test]

@@ -319,7 +319,8 @@ mod tests {
     }
 
     fn hash(n: u8) -> SessionHash {
-        SessionHash::parse(&format!("{n:064x}")).expect("64 hex digits")
+        // The id is the digest's first half.
+        SessionHash::parse(&format!("{n:02x}{}", "0".repeat(62))).expect("64 hex digits")
     }
 
     fn sessions(store: &SessionStore) -> Sessions {

@@ -368,10 +368,34 @@ async fn me_answer(response: reqwest::Response) -> (u16, Option<String>, Option<
     )
 }
 
-/// SHA-256 hex of a session id, as unstick keys it.
+/// A session id's (or user id's) hash as unstick names keys by it: the first 128 bits of its
+/// SHA-256 in base64url.
 pub fn session_hash(id: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(id.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+/// The whole SHA-256 in hex, as earlier versions named keys and listed sessions.
+pub fn legacy_session_hash(id: &str) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(id.as_bytes()))
+}
+
+/// The JSON record in a session key's value (after the digits of its last renewal); `None`
+/// for no key or a session that ended.
+pub fn stored_record(value: Option<String>) -> Option<String> {
+    value.and_then(|v| {
+        v.get(10..)
+            .filter(|json| json.starts_with('{'))
+            .map(String::from)
+    })
+}
+
+/// The last renewal (Unix seconds) in a session key's value: its first 10 digits.
+pub fn stored_seen(value: Option<String>) -> Option<u64> {
+    value.and_then(|v| v.get(..10).and_then(|digits| digits.parse().ok()))
 }
 
 /// Logs `user` in on a [`TestApp`] through the proxy (user agent `<user>-device`); returns

@@ -57,13 +57,18 @@ impl SessionStore {
         touch_interval: Duration,
     ) -> Result<Loaded, StoreError> {
         match self {
-            SessionStore::Redis(store, Some(near)) => {
-                Box::pin(load_through(store, near, hash, now_ms, touch_interval)).await
-            }
-            SessionStore::Redis(store, None) => {
-                store
-                    .observed("load", store.load(hash, now_ms, touch_interval))
-                    .await
+            SessionStore::Redis(store, near) => {
+                let loaded = load_redis(store, near, hash, now_ms, touch_interval).await?;
+                if !matches!(loaded, Loaded::Missing) || !store.converts_earlier_layout() {
+                    return Ok(loaded);
+                }
+                match store
+                    .observed("convert", store.convert_earlier_session(hash))
+                    .await?
+                {
+                    true => load_redis(store, near, hash, now_ms, touch_interval).await,
+                    false => Ok(loaded),
+                }
             }
             SessionStore::Memory(store) => Ok(store.load(hash, now_ms, touch_interval)),
         }
@@ -187,7 +192,18 @@ impl SessionStore {
         hash: &SessionHash,
     ) -> Result<Option<(SessionRecord, u64)>, StoreError> {
         match self {
-            SessionStore::Redis(store, _) => store.observed("peek", store.peek(hash)).await,
+            SessionStore::Redis(store, _) => {
+                let peeked = store.observed("peek", store.peek(hash)).await?;
+                if peeked.is_some()
+                    || !store.converts_earlier_layout()
+                    || !store
+                        .observed("convert", store.convert_earlier_session(hash))
+                        .await?
+                {
+                    return Ok(peeked);
+                }
+                store.observed("peek", store.peek(hash)).await
+            }
             SessionStore::Memory(store) => Ok(store.peek(hash, super::record::now_ms())),
         }
     }
@@ -239,6 +255,12 @@ impl SessionStore {
         let now = super::record::now_ms();
         match self {
             SessionStore::Redis(store, _) => {
+                if store.converts_earlier_layout() {
+                    let earlier = legacy_user_key(user);
+                    store
+                        .observed("convert", store.convert_earlier_index(&earlier))
+                        .await?;
+                }
                 store
                     .observed("index_list", store.index_list(&user_key, now))
                     .await
@@ -289,7 +311,18 @@ impl SessionStore {
 
     pub async fn binding(&self, hash: &SessionHash) -> Result<Option<String>, StoreError> {
         match self {
-            SessionStore::Redis(store, _) => store.observed("binding", store.binding(hash)).await,
+            SessionStore::Redis(store, _) => {
+                let binding = store.observed("binding", store.binding(hash)).await?;
+                if binding.is_some()
+                    || !store.converts_earlier_layout()
+                    || !store
+                        .observed("convert", store.convert_earlier_binding(hash))
+                        .await?
+                {
+                    return Ok(binding);
+                }
+                store.observed("binding", store.binding(hash)).await
+            }
             SessionStore::Memory(store) => Ok(store.binding(hash, super::record::now_ms())),
         }
     }
@@ -350,6 +383,24 @@ impl SessionStore {
         match self {
             SessionStore::Redis(store, _) => store.is_connected(),
             SessionStore::Memory(_) => true,
+        }
+    }
+}
+
+/// A session lookup in Redis, through the near cache when there is one.
+async fn load_redis(
+    store: &RedisStore,
+    near: &Option<Arc<NearCache>>,
+    hash: &SessionHash,
+    now_ms: u64,
+    touch: Duration,
+) -> Result<Loaded, StoreError> {
+    match near {
+        Some(near) => Box::pin(load_through(store, near, hash, now_ms, touch)).await,
+        None => {
+            store
+                .observed("load", store.load(hash, now_ms, touch))
+                .await
         }
     }
 }
@@ -453,9 +504,17 @@ fn forget(store: &RedisStore, near: &Option<Arc<NearCache>>, hash: &SessionHash)
     }
 }
 
-/// A user id as it appears in key names: hashed, so keys carry no personal data and no
-/// characters that need escaping.
+/// A user id as it appears in key names: hashed (the first 128 bits of its SHA-256, in
+/// base64url), so keys carry no personal data and no characters that need escaping.
 fn user_key(user: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(user.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16])
+}
+
+/// The user key of the earlier layout: the whole SHA-256 in hex.
+fn legacy_user_key(user: &str) -> String {
     use sha2::Digest;
     crate::hex_string(&sha2::Sha256::digest(user.as_bytes()))
 }

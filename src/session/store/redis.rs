@@ -1,10 +1,12 @@
 //! Sessions in Redis through one fred client pool per process.
 //!
-//! A session is one hash at `<prefix>s:<sha256(id)>` with fields `rec` (JSON record), `seen`,
-//! `abs` and `idle` (ms). A read is one HMGET; renewals and writes are single-key Lua
-//! scripts, valid on Redis Cluster. A user's sessions are indexed in a sorted set at
-//! `<prefix>u:<sha256(user)>` (member: session hash, score: created ms); index and session
-//! keys are only ever touched by single-key commands, so they may live in different slots.
+//! A session is one string at `<prefix>s:<id>` (`<id>`: [`SessionHash`], 22 characters):
+//! the last renewal (10 digits, Unix seconds) followed by the JSON record, or `-` once the session
+//! ended. A read is one GET; a renewal is a single-key Lua script (SETRANGE of the digits),
+//! writes are plain SETs, all valid on Redis Cluster. A user's sessions are indexed in a
+//! sorted set at `<prefix>u:<sha256(user), 128 bits, base64url>` (member: session id);
+//! index and session keys are only ever touched by single-key commands, so they may live in
+//! different slots. A session and its index entry take about 320 bytes of Redis memory.
 //!
 //! The index's score is when the session's key expires if it is not used again, so that
 //! entries of sessions that ended are pruned by score (on each add and remove) without reading
@@ -13,10 +15,12 @@
 //! first and renews the session only when that succeeded: an entry never ends before its
 //! session does, so "log out everywhere" finds every live session. Since the score is an
 //! upper bound, some entries may belong to sessions that ended early (a logout not seen by
-//! the index); the cap and the listing peek at the sessions and skip those. An index scored
-//! by creation (written by earlier versions) is marked by the absence of the member `~`
-//! (score 0); it is converted when first read or changed, each entry scored with the end of
-//! the old index's TTL, which outlasted all its sessions.
+//! the index); the cap and the listing peek at the sessions and skip those.
+//!
+//! Keys of the earlier layout (a hash per session and 64-hex names) are converted at start,
+//! see [`legacy`]; until a pass finds none left, a miss also looks for its earlier key.
+
+mod legacy;
 
 use super::health::Health;
 use super::results::{IfAbsent, Loaded, StoreError};
@@ -35,89 +39,95 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use std::time::Instant;
 
 /// Renews a session's idle TTL: the TTL is the idle timeout plus the touch interval (so a
 /// session in use never dies early), capped by the absolute expiry. Only for a key that still
-/// holds a session. ARGV: now_ms, ttl_ms.
+/// holds a session. ARGV: now (10 digits, see [`seen_digits`]), ttl_ms.
 const TOUCH: &str = r#"
-if redis.call('HEXISTS', KEYS[1], 'rec') == 1 then
-  redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+if redis.call('GETRANGE', KEYS[1], 10, 10) == '{' then
+  redis.call('SETRANGE', KEYS[1], 0, ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 1
 "#;
 
-/// ARGV: rec, now_ms, abs_ms, idle_ms, ttl_ms.
-const SAVE: &str = r#"
-redis.call('HDEL', KEYS[1], 'gone')
-redis.call('HSET', KEYS[1], 'rec', ARGV[1], 'seen', ARGV[2], 'abs', ARGV[3], 'idle', ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return 1
-"#;
+/// How many digits of the last renewal (Unix seconds) start a session's value.
+const SEEN_DIGITS: usize = 10;
+/// The value of a session that ended.
+const ENDED: &str = "-";
 
-/// Replaces a session by a marker that it ended. ARGV: ttl_ms.
-const END: &str = r#"
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'gone', '1')
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return 1
-"#;
+/// A session's value: the last renewal, then the record.
+fn session_value(seen_ms: u64, record: &SessionRecord) -> Result<String, StoreError> {
+    let json = serde_json::to_string(record).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    Ok(format!("{}{json}", seen_digits(seen_ms)))
+}
 
-/// Converts an index scored by creation (no `~` member) to scores by end: every entry gets
-/// the end of the old index's TTL, an upper bound of its sessions' ends. ARGV[2]: now, ms.
-const INDEX_UPGRADE: &str = r#"
-if not redis.call('ZSCORE', KEYS[1], '~') then
-  local ttl = redis.call('PTTL', KEYS[1])
-  if ttl > 0 then
-    local bound = tonumber(ARGV[2]) + ttl
-    for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-      redis.call('ZADD', KEYS[1], bound, member)
-    end
-  end
-  redis.call('ZADD', KEYS[1], 0, '~')
-end
-"#;
+/// Exactly [`SEEN_DIGITS`] digits (good until the year 2286), rounded up: renewals are never
+/// closer than the touch interval.
+fn seen_digits(ms: u64) -> String {
+    format!("{:010}", ms.div_ceil(1000).min(9_999_999_999))
+}
+
+/// What a session key holds: read, then taken apart at once.
+#[allow(clippy::large_enum_variant)]
+enum Stored {
+    Live { seen_ms: u64, record: SessionRecord },
+    Ended,
+    Unreadable(String),
+}
+
+fn parse_value(value: &str) -> Stored {
+    if value == ENDED {
+        return Stored::Ended;
+    }
+    let Some((seen, json)) = value.split_at_checked(SEEN_DIGITS) else {
+        return Stored::Unreadable("too short".to_string());
+    };
+    let Ok(seen_s) = seen.parse::<u64>() else {
+        return Stored::Unreadable("no renewal time".to_string());
+    };
+    let seen_ms = seen_s.saturating_mul(1000);
+    match serde_json::from_str(json) {
+        Ok(record) => Stored::Live { seen_ms, record },
+        Err(e) => Stored::Unreadable(e.to_string()),
+    }
+}
 
 /// Drops the entries of a user's index whose session has ended by `ARGV[2]` (now, ms), and
 /// makes the index expire with its longest remaining session. Returns how many remain.
 const INDEX_PRUNE: &str = r#"
 local now = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '(0', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 if last[2] and tonumber(last[2]) > now then
   redis.call('PEXPIRE', KEYS[1], tonumber(last[2]) - now)
-  return redis.call('ZCARD', KEYS[1]) - 1
+  return redis.call('ZCARD', KEYS[1])
 end
 redis.call('DEL', KEYS[1])
 return 0
 "#;
 
-/// Adds a session to a user's index, pruned. ARGV: hash, now_ms, ends_ms (when the session's
+/// Adds a session to a user's index, pruned. ARGV: id, now_ms, ends_ms (when the session's
 /// key expires if unused). Returns how many entries remain.
 fn index_add_script() -> String {
-    format!("{INDEX_UPGRADE}redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])\n{INDEX_PRUNE}")
+    format!("redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])\n{INDEX_PRUNE}")
 }
 
-/// Removes a session from a user's index, pruned. ARGV: hash, now_ms.
+/// Removes a session from a user's index, pruned. ARGV: id, now_ms.
 fn index_remove_script() -> String {
-    format!("{INDEX_UPGRADE}redis.call('ZREM', KEYS[1], ARGV[1])\n{INDEX_PRUNE}")
+    format!("redis.call('ZREM', KEYS[1], ARGV[1])\n{INDEX_PRUNE}")
 }
 
 /// The sessions of a user's index not ended by now. ARGV: unused, now_ms.
-fn index_list_script() -> String {
-    format!("{INDEX_UPGRADE}return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')\n")
-}
+const INDEX_LIST: &str = "return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[2], '+inf')";
 
 /// Raises a session's end in its user's index on renewal (re-adding it if the entry was
-/// pruned or predates scores by end) and the index's TTL with it; never lowers either.
-/// ARGV: hash, now_ms, ends_ms.
+/// pruned) and the index's TTL with it; never lowers either. ARGV: id, now_ms, ends_ms.
 const INDEX_TOUCH: &str = r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('ZADD', KEYS[1], 0, '~')
-end
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if (not score) or tonumber(score) < tonumber(ARGV[3]) then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
@@ -129,10 +139,6 @@ end
 return 1
 "#;
 
-/// `rec`, `seen`, `gone` of a session hash (`abs` and `idle` repeat what `rec` holds, for
-/// operators reading Redis; the hot path does not fetch them twice).
-type SessionFields = (Option<String>, Option<u64>, Option<String>);
-
 #[derive(Clone)]
 pub struct RedisStore {
     pool: Pool,
@@ -142,14 +148,14 @@ pub struct RedisStore {
     touch_script: Arc<Script>,
     /// Where command latency and errors are counted, once the process has a registry.
     metrics: Option<Arc<Metrics>>,
-    save_script: Arc<Script>,
-    end_script: Arc<Script>,
     index_add_script: Arc<Script>,
     index_remove_script: Arc<Script>,
     index_touch_script: Arc<Script>,
     index_list_script: Arc<Script>,
     health: Arc<Health>,
     probe: Probe,
+    /// Set while keys of the earlier layout may remain (see [`legacy`]).
+    legacy: Arc<AtomicBool>,
 }
 
 /// How the store finds out that Redis answers again while it is known down.
@@ -408,21 +414,22 @@ impl RedisStore {
         if !reached && health.mark_down("not reachable at start") {
             probe_until_up(pool.clone(), Arc::downgrade(&health), probe);
         }
-        Ok(RedisStore {
+        let store = RedisStore {
             pool,
             acknowledged,
             prefix: Arc::from(config.key_prefix.as_str()),
             touch_script: Arc::new(Script::from_lua(TOUCH)),
             metrics: None,
-            save_script: Arc::new(Script::from_lua(SAVE)),
-            end_script: Arc::new(Script::from_lua(END)),
             index_add_script: Arc::new(Script::from_lua(index_add_script())),
             index_remove_script: Arc::new(Script::from_lua(index_remove_script())),
             index_touch_script: Arc::new(Script::from_lua(INDEX_TOUCH)),
-            index_list_script: Arc::new(Script::from_lua(index_list_script())),
+            index_list_script: Arc::new(Script::from_lua(INDEX_LIST)),
             health,
             probe,
-        })
+            legacy: Arc::new(AtomicBool::new(true)),
+        };
+        legacy::convert_in_background(store.clone());
+        Ok(store)
     }
 
     pub fn observed_by(mut self, metrics: Arc<Metrics>) -> RedisStore {
@@ -541,7 +548,7 @@ impl RedisStore {
         &self.pool
     }
 
-    /// One HMGET: the hot path costs Redis no script. When the last renewal is older than the
+    /// One GET: the hot path costs Redis no script. When the last renewal is older than the
     /// touch interval, the renewal is sent beside the request, not waited for.
     pub async fn load(
         &self,
@@ -559,29 +566,21 @@ impl RedisStore {
     }
 
     /// A session as of `now_ms` and when it was last renewed (ms; 0 if never), without
-    /// renewing it. One HMGET.
+    /// renewing it. One GET.
     pub(super) async fn read(
         &self,
         hash: &SessionHash,
         now_ms: u64,
     ) -> Result<(Loaded, u64), StoreError> {
         let key = self.key(hash);
-        let (rec, seen, gone): SessionFields = self
-            .pool
-            .hmget(&key, vec!["rec", "seen", "gone"])
-            .await
-            .map_err(unavailable)?;
-        let Some(rec) = rec else {
-            let loaded = if gone.is_some() {
-                Loaded::Ended
-            } else {
-                Loaded::Missing
-            };
-            return Ok((loaded, 0));
+        let value: Option<String> = self.pool.get(&key).await.map_err(unavailable)?;
+        let Some(value) = value else {
+            return Ok((Loaded::Missing, 0));
         };
-        let record: SessionRecord = match serde_json::from_str(&rec) {
-            Ok(record) => record,
-            Err(e) => {
+        let (seen, record) = match parse_value(&value) {
+            Stored::Live { seen_ms, record } => (seen_ms, record),
+            Stored::Ended => return Ok((Loaded::Ended, 0)),
+            Stored::Unreadable(e) => {
                 // Unreadable (written by an incompatible version, or by hand): treat as no session.
                 tracing::warn!(session = hash.short(), error = %e, "unreadable session record; ignoring it");
                 return Ok((Loaded::Missing, 0));
@@ -592,7 +591,7 @@ impl RedisStore {
             // the key.
             return Ok((Loaded::Missing, 0));
         }
-        Ok((Loaded::Live(record), seen.unwrap_or(0)))
+        Ok((Loaded::Live(record), seen))
     }
 
     /// Renews a session's idle TTL as of `now_ms` (and its user-index entry first); `false`
@@ -628,7 +627,7 @@ impl RedisStore {
                 }
             }
             let renewed: Result<i64, _> = script
-                .evalsha_with_reload(&client, key, vec![now_ms.to_string(), ttl.to_string()])
+                .evalsha_with_reload(&client, key, vec![seen_digits(now_ms), ttl.to_string()])
                 .await;
             if let Err(e) = renewed {
                 // The TTL carries a touch interval of slack; the next request retries.
@@ -693,32 +692,21 @@ impl RedisStore {
         now_ms: u64,
         touch: Duration,
     ) -> Result<(), StoreError> {
-        let json =
-            serde_json::to_string(record).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let value = session_value(now_ms, record)?;
         let ttl = record.ttl_ms(now_ms, touch).max(1);
-        let _: i64 = self
-            .save_script
-            .evalsha_with_reload(
-                client,
-                self.key(hash),
-                vec![
-                    json,
-                    now_ms.to_string(),
-                    record.expires_ms.to_string(),
-                    record.idle_ms.to_string(),
-                    ttl.to_string(),
-                ],
-            )
+        let expiry = fred::types::Expiration::PX(ttl as i64);
+        let _: () = client
+            .set(self.key(hash), value, Some(expiry), None, false)
             .await
             .map_err(unavailable)?;
         Ok(())
     }
 
     pub async fn end(&self, hash: &SessionHash, remember_for: Duration) -> Result<(), StoreError> {
-        let ttl = remember_for.as_millis().max(1).to_string();
-        let _: i64 = self
-            .end_script
-            .evalsha_with_reload(self.pool.next(), self.key(hash), vec![ttl])
+        let expiry = fred::types::Expiration::PX(remember_for.as_millis().max(1) as i64);
+        let _: () = self
+            .pool
+            .set(self.key(hash), ENDED, Some(expiry), None, false)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -734,14 +722,11 @@ impl RedisStore {
         &self,
         hash: &SessionHash,
     ) -> Result<Option<(SessionRecord, u64)>, StoreError> {
-        let (rec, seen): (Option<String>, Option<u64>) = self
-            .pool
-            .hmget(self.key(hash), vec!["rec", "seen"])
-            .await
-            .map_err(unavailable)?;
-        Ok(rec
-            .and_then(|r| serde_json::from_str(&r).ok())
-            .map(|record| (record, seen.unwrap_or(0))))
+        let value: Option<String> = self.pool.get(self.key(hash)).await.map_err(unavailable)?;
+        Ok(match value.as_deref().map(parse_value) {
+            Some(Stored::Live { seen_ms, record }) => Some((record, seen_ms)),
+            _ => None,
+        })
     }
 
     pub async fn index_add(
@@ -907,19 +892,20 @@ fn probe_until_up(pool: Pool, health: Weak<Health>, probe: Probe) {
 }
 
 /// Writes a session only where the key holds nothing: not a session (newer, written by the
-/// proxy) and not the marker of an id that ended. Returns 1 written (or, with ARGV[6] = 1,
-/// would be written: nothing is), 0 present, 2 ended. Single key, like [`SAVE`], which it
-/// runs for the write. ARGV: as [`SAVE`] (rec, seen_ms, abs_ms, idle_ms, ttl_ms), check_only.
-fn save_if_absent_script() -> String {
-    format!(
-        "if redis.call('HEXISTS', KEYS[1], 'gone') == 1 then return 2 end\n\
-         if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n\
-         if ARGV[6] == '1' then return 1 end\n{SAVE}"
-    )
-}
+/// proxy) and not the marker of an id that ended. Returns 1 written (or, with ARGV[3] = 1,
+/// would be written: nothing is), 0 present, 2 ended. Single key. ARGV: value, ttl_ms,
+/// check_only.
+const SAVE_IF_ABSENT_LUA: &str = r#"
+local value = redis.call('GET', KEYS[1])
+if value == '-' then return 2 end
+if value then return 0 end
+if ARGV[3] == '1' then return 1 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
 
 static SAVE_IF_ABSENT: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::from_lua(save_if_absent_script()));
+    std::sync::LazyLock::new(|| Script::from_lua(SAVE_IF_ABSENT_LUA));
 
 impl RedisStore {
     /// See [`super::SessionStore::save_if_absent`].
@@ -931,17 +917,13 @@ impl RedisStore {
         ttl_ms: u64,
         check_only: bool,
     ) -> Result<IfAbsent, StoreError> {
-        let json =
-            serde_json::to_string(record).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let value = session_value(seen_ms, record)?;
         let answer: i64 = SAVE_IF_ABSENT
             .evalsha_with_reload(
                 self.pool.next(),
                 self.key(hash),
                 vec![
-                    json,
-                    seen_ms.to_string(),
-                    record.expires_ms.to_string(),
-                    record.idle_ms.to_string(),
+                    value,
                     ttl_ms.max(1).to_string(),
                     u8::from(check_only).to_string(),
                 ],
