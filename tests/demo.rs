@@ -188,7 +188,7 @@ async fn the_demo_runs_without_redis_and_explains_unsticks_side_of_each_request(
     let sessions: serde_json::Value = sessions.json().await.unwrap();
     let hash = sessions["sessions"][0]["id_hash"].as_str().unwrap();
     assert!(
-        helped.contains(&format!("<code>{}…</code>", &hash[..12])),
+        helped.contains(&format!("<code>{}…</code>", &hash[..10])),
         "{helped}"
     );
     let refused = http

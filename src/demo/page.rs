@@ -195,7 +195,7 @@ fn unstick_side(html: &mut String, facts: &PageFacts<'_>) {
     );
     let session = match &facts.session_hash {
         Some(hash) => format!(
-            "<code>{}…</code><div class=small>the SHA-256 of your cookie: unstick stores, logs \
+            "<code>{}…</code><div class=small>a SHA-256 hash of your cookie: unstick stores, logs \
              and shows sessions only by this hash, never by the id itself</div>",
             hash.short()
         ),

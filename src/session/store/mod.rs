@@ -62,13 +62,18 @@ impl SessionStore {
                 if !matches!(loaded, Loaded::Missing) || !store.converts_earlier_layout() {
                     return Ok(loaded);
                 }
-                match store
-                    .observed("convert", store.convert_earlier_session(hash))
-                    .await?
-                {
-                    true => load_redis(store, near, hash, now_ms, touch_interval).await,
-                    false => Ok(loaded),
-                }
+                // Rare (keys of the earlier layout, until converted): boxed, so that every
+                // lookup's future stays small.
+                Box::pin(async {
+                    match store
+                        .observed("convert", store.convert_earlier_session(hash))
+                        .await?
+                    {
+                        true => load_redis(store, near, hash, now_ms, touch_interval).await,
+                        false => Ok(loaded),
+                    }
+                })
+                .await
             }
             SessionStore::Memory(store) => Ok(store.load(hash, now_ms, touch_interval)),
         }
