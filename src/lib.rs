@@ -14,8 +14,8 @@
 //! - [`migration`]: the migration modes and every rule that differs between them.
 //! - [`upstream`]: pools of app instances, health, balancing, pooled keep-alive connections.
 //! - [`session`]: a layer below the proxy: the app's cookie formats, the
-//!   [`session::SessionRecord`], stores (Redis, memory), old stores, resolution, capture of
-//!   logins and logouts.
+//!   [`session::SessionRecord`], stores (Redis with its near cache, memory), old stores,
+//!   resolution, capture of logins and logouts, bulk pre-copy (`unstick migrate`).
 //! - [`admin`]: health, readiness, `/metrics`, the sessions API and the migration dashboard, behind a token.
 //! - [`metrics`]: Prometheus counters and histograms, exported by the admin listener.
 //! - [`activity`]: per-route, per-minute resolution counts and readiness sample for the dashboard.
