@@ -12,74 +12,12 @@ would) to the hard limit. Stops everything it started.
 
 import argparse
 import asyncio
-import os
 import resource
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 
-HOST = "127.0.0.1"  # loopback only, by design
-
-CONFIG = """
-[listener]
-address = "{host}:{proxy}"
-idle_timeout = "10m"
-max_connections = {max_connections}
-
-[redis]
-url = "redis://{host}:{redis}"
-key_prefix = "bench:"
-
-[session]
-cookie = "demo.sid"
-id_format = "plain"
-idle_timeout = "30m"
-absolute_lifetime = "12h"
-
-[identity.capture]
-source = "whoami"
-whoami_path = "/me"
-user = "/user"
-
-[[upstreams]]
-name = "app"
-instances = [ {{ name = "a", url = "http://{host}:{app}" }} ]
-
-[[routes]]
-path_prefix = "/"
-upstream = "app"
-mode = "redis"
-"""
+from stack import HOST, Stack
 
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: bench\r\nUser-Agent: idle-bench\r\n\r\n"
-
-
-def free_ports(count):
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind((HOST, 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def wait_for_port(port, proc, name):
-    for _ in range(200):
-        if proc.poll() is not None:
-            sys.exit(f"{name} exited before listening on {HOST}:{port}")
-        try:
-            socket.create_connection((HOST, port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{name} did not listen on {HOST}:{port} within 10 s")
 
 
 def rss_kib(pid):
@@ -127,29 +65,9 @@ def main():
     if hard < args.connections + 100:
         sys.exit(f"open-file hard limit {hard} is below {args.connections} connections")
 
-    work = tempfile.mkdtemp(prefix="unstick-idle-")
-    procs = []
-
-    def start(name, cmd):
-        log = open(os.path.join(work, name + ".log"), "w")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
-
-    try:
-        redis_port, app_port, proxy_port = free_ports(3)
-        proc = start("redis", ["redis-server", "--bind", HOST, "--port", str(redis_port),
-                               "--save", "", "--appendonly", "no"])
-        wait_for_port(redis_port, proc, "redis-server")
-        proc = start("app", [args.unstick, "demo-app", "--listen", f"{HOST}:{app_port}",
-                             "--name", "a"])
-        wait_for_port(app_port, proc, "demo-app")
-        config = os.path.join(work, "unstick.toml")
-        with open(config, "w") as f:
-            f.write(CONFIG.format(host=HOST, proxy=proxy_port, redis=redis_port, app=app_port,
-                                  max_connections=args.connections + 1000))
-        proxy = start("unstick", [args.unstick, "serve", "--config", config])
-        wait_for_port(proxy_port, proxy, "unstick")
+    extra = f"idle_timeout = \"10m\"\nmax_connections = {args.connections + 1000}"
+    with Stack(args.unstick, listener_extra=extra) as stack:
+        proxy, proxy_port = stack.proxy, stack.proxy_port
 
         async def measure():
             # A few connections first: the upstream pool, Redis and the runtime are warm.
@@ -173,16 +91,6 @@ def main():
         print(f"VmRSS before: {before / 1024:.1f} MiB, with the connections open: "
               f"{after / 1024:.1f} MiB")
         print(f"per connection: {per:.0f} bytes")
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

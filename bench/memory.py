@@ -14,46 +14,17 @@ User-Agent header (default: Chrome on Windows, 111 bytes).
 
 import argparse
 import http.client
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 
-HOST = "127.0.0.1"  # loopback only, by design
+from stack import HOST, PREFIX, Stack
+
 CHROME = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
     "(KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
-PREFIX = "bench:"
-
-
-def free_ports(count):
-    socks = []
-    for _ in range(count):
-        s = socket.socket()
-        s.bind((HOST, 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def wait_for_port(port, proc, name):
-    for _ in range(200):
-        if proc.poll() is not None:
-            sys.exit(f"{name} exited before listening on {HOST}:{port}")
-        try:
-            socket.create_connection((HOST, port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"{name} did not listen on {HOST}:{port} within 10 s")
 
 
 def redis(port, *commands):
@@ -66,36 +37,6 @@ def redis(port, *commands):
     return out.splitlines()
 
 
-CONFIG = """
-[listener]
-address = "{host}:{proxy}"
-
-[redis]
-url = "redis://{host}:{redis}"
-key_prefix = "{prefix}"
-
-[session]
-cookie = "demo.sid"
-id_format = "plain"
-idle_timeout = "30m"
-absolute_lifetime = "12h"
-
-[identity.capture]
-source = "whoami"
-whoami_path = "/me"
-user = "/user"
-
-[[upstreams]]
-name = "app"
-instances = [ {{ name = "a", url = "http://{host}:{app}" }} ]
-
-[[routes]]
-path_prefix = "/"
-upstream = "app"
-mode = "redis"
-"""
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=1000)
@@ -104,30 +45,8 @@ def main():
     parser.add_argument("--unstick", default="target/debug/unstick")
     args = parser.parse_args()
 
-    work = tempfile.mkdtemp(prefix="unstick-memory-")
-    procs = []
-
-    def start(name, cmd):
-        log = open(os.path.join(work, name + ".log"), "w")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
-
-    try:
-        redis_port, app_port, proxy_port = free_ports(3)
-        proc = start("redis", ["redis-server", "--bind", HOST, "--port", str(redis_port),
-                               "--save", "", "--appendonly", "no"])
-        wait_for_port(redis_port, proc, "redis-server")
-        proc = start("app", [args.unstick, "demo-app", "--listen", f"{HOST}:{app_port}",
-                             "--name", "a"])
-        wait_for_port(app_port, proc, "demo-app")
-        config = os.path.join(work, "unstick.toml")
-        with open(config, "w") as f:
-            f.write(CONFIG.format(host=HOST, proxy=proxy_port, redis=redis_port,
-                                  app=app_port, prefix=PREFIX))
-        proc = start("unstick", [args.unstick, "serve", "--config", config])
-        wait_for_port(proxy_port, proc, "unstick")
-
+    with Stack(args.unstick) as stack:
+        redis_port, proxy_port = stack.redis_port, stack.proxy_port
         conn = http.client.HTTPConnection(HOST, proxy_port, timeout=10)
         users = max(1, args.sessions // args.per_user)
         made = 0
@@ -174,16 +93,6 @@ def main():
             else:
                 length = redis(redis_port, ["STRLEN", sample])[0]
                 print(f"({length} bytes) " + redis(redis_port, ["GET", sample])[0])
-    finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
