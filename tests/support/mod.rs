@@ -322,6 +322,23 @@ impl Browser {
         me_answer(self.get(&proxy.url("/me")).send().await.unwrap()).await
     }
 
+    /// Waits until `GET /me` through `proxy` answers as nobody: another proxy's change
+    /// reaches this one's near cache through Redis, a moment later.
+    pub async fn until_anonymous(&self, proxy: &impl RunningProxy, what: &str) {
+        let started = std::time::Instant::now();
+        loop {
+            let (status, user, _) = self.me(proxy).await;
+            if (status, user.as_deref()) == (200, None) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{what}: still answered {status} as {user:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// `GET /me` as a browser loads a page: a cookie the answer sets or clears is kept.
     pub async fn refresh(
         &mut self,
