@@ -334,32 +334,11 @@ async fn in_a_browser_the_dashboard_shows_traffic_and_revokes() {
         .unwrap()
         .path()
         .ends_with("/dashboard/login"));
-    browser
-        .find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    browser
-        .find(Locator::Css("form.login button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Css("section.route"))
-        .await
-        .unwrap();
-    let mode = browser
-        .find(Locator::Css("section.route .mode"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    chromium
+        .type_into(Locator::Css("input[name=token]"), TOKEN)
+        .await;
+    chromium.click(Locator::Css("form.login button")).await;
+    let mode = chromium.text_of(Locator::Css("section.route .mode")).await;
     assert_eq!(mode, "mode: redis");
     let points = browser
         .find_all(Locator::Css("svg.resolutions circle.point"))
@@ -367,42 +346,13 @@ async fn in_a_browser_the_dashboard_shows_traffic_and_revokes() {
         .unwrap();
     assert!(!points.is_empty(), "no points on the chart");
 
-    browser
-        .find(Locator::LinkText("Sessions"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let search = browser
-        .wait()
-        .for_element(Locator::Css("form.search input[name=user]"))
-        .await
-        .unwrap();
-    search.send_keys("carol").await.unwrap();
-    browser
-        .find(Locator::Css("form.search button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait()
-        .for_element(Locator::Css("button.revoke"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let notice = browser
-        .wait()
-        .for_element(Locator::Id("revoked"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    chromium.click(Locator::LinkText("Sessions")).await;
+    chromium
+        .type_into(Locator::Css("form.search input[name=user]"), "carol")
+        .await;
+    chromium.click(Locator::Css("form.search button")).await;
+    chromium.click(Locator::Css("button.revoke")).await;
+    let notice = chromium.text_of(Locator::Id("revoked")).await;
     assert_eq!(notice, "Revoked 1 session(s).");
     assert_eq!(user_seen(&proxy, &carol).await, None);
     chromium.close().await;

@@ -2,7 +2,7 @@
 //! `chromium` and `chromium-driver`; CI installs them). A missing program fails the test.
 
 use super::free_port;
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -46,6 +46,24 @@ impl HeadlessChromium {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("no browser session through chromedriver on port {port}: {last_error}");
+    }
+}
+
+/// What a user does on a page; each waits for its element to appear first.
+impl HeadlessChromium {
+    pub async fn click(&self, locator: Locator<'_>) {
+        let element = self.client.wait().for_element(locator).await.unwrap();
+        element.click().await.unwrap();
+    }
+
+    pub async fn type_into(&self, locator: Locator<'_>, text: &str) {
+        let element = self.client.wait().for_element(locator).await.unwrap();
+        element.send_keys(text).await.unwrap();
+    }
+
+    pub async fn text_of(&self, locator: Locator<'_>) -> String {
+        let element = self.client.wait().for_element(locator).await.unwrap();
+        element.text().await.unwrap()
     }
 }
 
