@@ -282,7 +282,9 @@ impl NearCache {
             self.flush(why);
         }
         if was_tracking {
-            tracing::warn!(
+            // Info, like its "on again": a lost connection is Redis's outage, which the store's
+            // health already warns of once; the cache only falls back to reading Redis.
+            tracing::info!(
                 reason = why,
                 "near cache off: its invalidation connection to Redis is down; sessions are \
                  read from Redis until it is back"
