@@ -281,7 +281,9 @@ pub async fn store_session_if_absent(
     let ttl = lasts
         .map_or(ttl, |lasts| ttl.min(lasts.as_millis() as u64))
         .max(1);
-    let seen = now.saturating_sub(touch.as_millis() as u64);
+    // A second more than the interval: Redis keeps the last renewal in whole seconds, rounded
+    // up, which would otherwise leave the first request up to a second short of due.
+    let seen = now.saturating_sub(touch.as_millis() as u64 + 1000);
     let written = sessions
         .store
         .save_if_absent(hash, record, seen, ttl, check_only)
