@@ -89,6 +89,7 @@ pub struct Metrics {
     pub sessions_evicted: Counter,
     pub cookie_changes: Family<CookieChangeLabels, Counter>,
     pub client_connections: Gauge,
+    pub client_connections_parked: Gauge,
     pub client_connection_timeouts: Family<TimeoutLabels, Counter>,
     pub client_connection_waits: Counter,
     pub accept_errors: Counter,
@@ -129,6 +130,7 @@ impl Metrics {
             sessions_evicted: Counter::default(),
             cookie_changes: Family::default(),
             client_connections: Gauge::default(),
+            client_connections_parked: Gauge::default(),
             client_connection_timeouts: Family::default(),
             client_connection_waits: Counter::default(),
             accept_errors: Counter::default(),
@@ -217,6 +219,12 @@ impl Metrics {
             "client_connections",
             "Open client connections (HTTP and HTTPS listeners)",
             metrics.client_connections.clone(),
+        );
+        registry.register(
+            "client_connections_parked",
+            "Idle HTTP/1.1 keep-alive client connections held as a bare socket, without \
+             their HTTP buffers, until the client's next request",
+            metrics.client_connections_parked.clone(),
         );
         registry.register(
             "client_connection_timeouts",
@@ -315,5 +323,21 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Counts one in a gauge for as long as it lives (an open connection, a parked one).
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

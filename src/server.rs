@@ -3,6 +3,7 @@
 //! flight finish within the grace period. The HTTPS listener is in [`tls`].
 
 pub mod connections;
+mod idle;
 mod per_core;
 mod running;
 pub mod tls;
@@ -10,17 +11,21 @@ pub mod tls;
 pub use running::{start, RunningServer, StartError};
 
 use crate::body::Body;
+use crate::metrics::GaugeGuard;
 use crate::proxy::headers::ClientAddress;
 use crate::proxy::Proxy;
+use bytes::Bytes;
 use connections::{AcceptState, Activity, ConnectionLimits, Counted, Expiry, Tracked};
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use idle::{ClientSocket, ClientStream, Protocol, PARK_AFTER};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -38,22 +43,26 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// HTTP/1.1 and HTTP/2 with the same limits on every listener.
-pub(crate) fn connection_builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+pub(crate) struct ConnectionBuilders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+pub(crate) fn connection_builders() -> ConnectionBuilders {
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         // The connection's own watchdog bounds the head (from accept, and between requests);
         // hyper's would also close keep-alive connections idle for longer than it.
         .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .keep_alive_interval(H2_PING_INTERVAL)
         .keep_alive_timeout(H2_PING_TIMEOUT)
         .max_header_list_size(MAX_HEAD_BYTES as u32);
-    builder
+    ConnectionBuilders { http1, http2 }
 }
 
 /// What a connection task gets from the accept loop.
@@ -72,7 +81,7 @@ pub async fn serve(
     grace: Duration,
     limits: ConnectionLimits,
 ) {
-    let builder = Arc::new(connection_builder());
+    let builder = Arc::new(connection_builders());
     accept_until(
         listener,
         "http",
@@ -90,14 +99,14 @@ pub async fn serve(
 /// Serves one accepted connection (plain, or after the TLS handshake) through the proxy.
 /// `scheme` is the listener's, for X-Forwarded-Proto.
 pub(crate) async fn serve_proxied<S>(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &ConnectionBuilders,
     proxy: Arc<Proxy>,
     stream: S,
     client: SocketAddr,
     scheme: &'static str,
     accepted: Accepted,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: ClientSocket,
 {
     let client = ClientAddress::new(client.ip());
     let handler = move |request| {
@@ -111,23 +120,23 @@ pub(crate) async fn serve_proxied<S>(
 /// stays without a request too long: no complete request head within the header timeout of
 /// accept, or no request within the idle timeout of the last one.
 pub(crate) async fn serve_connection<S, H, F>(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &ConnectionBuilders,
     stream: S,
     scheme: &'static str,
     accepted: Accepted,
     handler: H,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: ClientSocket,
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let Accepted {
         at,
         limits,
-        mut shutdown,
+        shutdown,
     } = accepted;
     let activity = Activity::new(at);
-    let service = {
+    let mut service = {
         let activity = activity.clone();
         service_fn(move |request| {
             let busy = activity.begin();
@@ -135,65 +144,191 @@ pub(crate) async fn serve_connection<S, H, F>(
             async move { Ok::<_, Infallible>(response.await.map(|body| Tracked::new(body, busy))) }
         })
     };
+    let mut watchdog = Watchdog {
+        activity: activity.clone(),
+        limits,
+        shutdown,
+        scheme,
+        draining: false,
+    };
+    let mut stream = ClientStream::new(stream, activity.clone());
     // HTTP/2 when the client opens with the h2 preface (h2c, or ALPN h2 over TLS), else HTTP/1.1.
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let mut draining = false;
-    // Set once the connection was asked to close: past it, it is dropped.
-    let mut close_by: Option<Instant> = None;
-    // While requests are in progress there is no deadline; the watchdog looks again this often.
-    let recheck = limits.header_timeout.min(limits.idle_timeout);
+    let protocol = match watchdog.until_client_speaks(stream.sniff_protocol()).await {
+        Some(Ok(protocol)) => protocol,
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, scheme, "client connection failed before its first request");
+            return;
+        }
+        None => return,
+    };
+    if protocol == Protocol::Http2 {
+        let mut connection = Box::pin(
+            builder
+                .http2
+                .serve_connection(TokioIo::new(stream), service),
+        );
+        watchdog
+            .run(connection.as_mut(), |c| c.graceful_shutdown(), false)
+            .await;
+        return;
+    }
+    // HTTP/1.1 in rounds: a round ends when the client closes, the connection is closed, or it
+    // parks when idle; a parked connection waits outside hyper for the client's next bytes.
     loop {
-        let deadline = match close_by {
-            Some(at) => Some((at, None)),
-            None => activity.deadline(&limits).map(|(at, why)| (at, Some(why))),
+        let mut connection = Box::new(
+            builder
+                .http1
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades(),
+        );
+        watchdog
+            .run(Pin::new(&mut *connection), |c| c.graceful_shutdown(), true)
+            .await;
+        // `None`: upgraded, and the socket belongs to the tunnel now.
+        let Some(parts) = connection.into_parts() else {
+            return;
         };
-        // Requests do not wake the watchdog: it sleeps to the deadline as it stood, and on
-        // waking finds it moved (a request came) or passed.
-        let wake = deadline.map_or_else(|| Instant::now() + recheck, |(at, _)| at);
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, scheme, "client connection ended with an error");
-                }
+        let mut parked = parts.io.into_inner();
+        if !parked.parked() {
+            return;
+        }
+        // A copy: the slice would keep hyper's whole read buffer alive.
+        parked.unpark(Bytes::copy_from_slice(&parts.read_buf));
+        service = parts.service;
+        let _parked = watchdog
+            .limits
+            .metrics()
+            .map(|m| GaugeGuard::new(&m.client_connections_parked));
+        match watchdog.until_client_speaks(parked.readable()).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, scheme, "parked client connection failed");
                 return;
             }
-            _ = shutdown.changed(), if !draining => {
-                draining = true;
-                connection.as_mut().graceful_shutdown();
+            None => return,
+        }
+        activity.unparked();
+        stream = parked;
+    }
+}
+
+/// Watches one client connection: closes it when shutdown begins or when it has gone without a
+/// request too long, and asks an idle HTTP/1.1 connection to park.
+struct Watchdog {
+    activity: Arc<Activity>,
+    limits: ConnectionLimits,
+    /// Changes when the listener shuts down.
+    shutdown: watch::Receiver<()>,
+    scheme: &'static str,
+    draining: bool,
+}
+
+impl Watchdog {
+    /// Runs a hyper connection until it ends; `close` asks it to close gracefully.
+    async fn run<C>(&mut self, mut connection: Pin<&mut C>, close: fn(Pin<&mut C>), parkable: bool)
+    where
+        C: Future<Output = hyper::Result<()>>,
+    {
+        let (activity, limits, scheme) = (&self.activity, &self.limits, self.scheme);
+        if self.draining {
+            close(connection.as_mut());
+        }
+        // Set once the connection was asked to close: past it, it is dropped.
+        let mut close_by: Option<Instant> = None;
+        // While requests are in progress there is no deadline; the watchdog looks again this often.
+        let recheck = limits.header_timeout.min(limits.idle_timeout);
+        loop {
+            let deadline = match close_by {
+                Some(at) => Some((at, None)),
+                None => activity.deadline(limits).map(|(at, why)| (at, Some(why))),
+            };
+            // Requests do not wake the watchdog: it sleeps to the deadline as it stood, and on
+            // waking finds it moved (a request came) or passed.
+            let mut wake = deadline.map_or_else(|| Instant::now() + recheck, |(at, _)| at);
+            let mut park_at = None;
+            if parkable && close_by.is_none() && !self.draining {
+                // Not idle yet (or parking already asked for): look again within PARK_AFTER,
+                // so a connection parks at most twice that long after its last response.
+                park_at = activity.park_at(PARK_AFTER);
+                wake = wake.min(park_at.unwrap_or_else(|| Instant::now() + PARK_AFTER));
             }
-            _ = tokio::time::sleep_until(wake) => {
-                match deadline {
-                    // Requests in progress: look again later.
-                    None => {}
-                    // A request that slipped in before the close finishes first.
-                    Some((_, None)) if activity.busy() => {
-                        close_by = Some(Instant::now() + CLOSE_GRACE)
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, scheme, "client connection ended with an error");
                     }
-                    Some((_, None)) => {
-                        tracing::debug!(scheme, "client connection did not close in time; dropped");
-                        return;
-                    }
-                    // Re-checked: a request may have come since, moving the deadline.
-                    Some((_, Some(why)))
-                        if activity
-                            .deadline(&limits)
-                            .is_some_and(|(at, _)| at <= Instant::now()) =>
+                    return;
+                }
+                _ = self.shutdown.changed(), if !self.draining => {
+                    self.draining = true;
+                    close(connection.as_mut());
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    // Still idle since then: park at the next read that would wait.
+                    if park_at.is_some_and(|at| at <= now)
+                        && activity.park_at(PARK_AFTER).is_some_and(|at| at <= now)
                     {
-                        let (timeout, reason) = match why {
-                            Expiry::NoRequest => ("header", "no request head within the header timeout"),
-                            Expiry::Idle => ("idle", "idle for the idle timeout"),
-                        };
-                        tracing::debug!(scheme, reason, "closing client connection");
-                        if let Some(metrics) = limits.metrics() {
-                            metrics.connection_timeout(timeout);
-                        }
-                        connection.as_mut().graceful_shutdown();
-                        close_by = Some(Instant::now() + CLOSE_GRACE);
+                        activity.request_park();
+                        continue;
                     }
-                    Some(_) => {}
+                    match deadline {
+                        // Requests in progress: look again later.
+                        None => {}
+                        // A request that slipped in before the close finishes first.
+                        Some((_, None)) if activity.busy() => {
+                            close_by = Some(now + CLOSE_GRACE)
+                        }
+                        Some((_, None)) => {
+                            tracing::debug!(scheme, "client connection did not close in time; dropped");
+                            return;
+                        }
+                        // Re-checked: a request may have come since, moving the deadline.
+                        Some((_, Some(why)))
+                            if activity.deadline(limits).is_some_and(|(at, _)| at <= now) =>
+                        {
+                            self.timed_out(why);
+                            close(connection.as_mut());
+                            close_by = Some(now + CLOSE_GRACE);
+                        }
+                        Some(_) => {}
+                    }
                 }
             }
+        }
+    }
+
+    /// Waits outside hyper (before the first request, or parked) for the client to send
+    /// something; `None` if the header or idle timeout passed first, or shutdown began.
+    async fn until_client_speaks<T>(&mut self, waiting: impl Future<Output = T>) -> Option<T> {
+        if self.draining {
+            return None;
+        }
+        let deadline = self.activity.deadline(&self.limits);
+        let wake = deadline.map_or_else(Instant::now, |(at, _)| at);
+        tokio::select! {
+            result = waiting => Some(result),
+            _ = self.shutdown.changed() => {
+                self.draining = true;
+                None
+            }
+            _ = tokio::time::sleep_until(wake), if deadline.is_some() => {
+                if let Some((_, why)) = deadline {
+                    self.timed_out(why);
+                }
+                None
+            }
+        }
+    }
+
+    fn timed_out(&self, why: Expiry) {
+        let (timeout, reason) = match why {
+            Expiry::NoRequest => ("header", "no request head within the header timeout"),
+            Expiry::Idle => ("idle", "idle for the idle timeout"),
+        };
+        tracing::debug!(scheme = self.scheme, reason, "closing client connection");
+        if let Some(metrics) = self.limits.metrics() {
+            metrics.connection_timeout(timeout);
         }
     }
 }

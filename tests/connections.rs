@@ -1,11 +1,13 @@
 //! Client connections that say nothing, or nothing more: closed after the header timeout
-//! (plain, h2c, TLS) or the idle timeout (HTTP/1.1 keep-alive, HTTP/2), a cap on open
-//! connections that keeps the admin listener answering and the accept loop quiet, and the
-//! open-file limit raised at start.
+//! (plain, h2c, TLS) or the idle timeout (HTTP/1.1 keep-alive, HTTP/2), idle keep-alive
+//! connections parked without their buffers and served again, a cap on open connections that
+//! keeps the admin listener answering and the accept loop quiet, and the open-file limit
+//! raised at start.
 
 mod support;
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -13,8 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 /// The generous bound for "closed by a 1 s timeout".
@@ -275,6 +278,119 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
         "idle connections closed: HTTP/1.1 after {http1_after:?}, HTTP/2 after {:?} (idle_timeout 3s)",
         idle_since.elapsed()
     );
+}
+
+/// A keep-alive request with an `X-Client` header, which the app's `/echo` sends back.
+fn echo_request(client: &str) -> String {
+    format!("GET /echo HTTP/1.1\r\nHost: parked\r\nX-Client: {client}\r\n\r\n")
+}
+
+/// Reads one response (head and Content-Length body) from a raw HTTP/1.1 connection and
+/// returns its status and the `X-Client` the app saw.
+async fn read_echo(stream: &mut BufReader<TcpStream>) -> (u16, String) {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = stream.read_until(b'\n', &mut head).await.unwrap();
+        assert!(read > 0, "connection closed mid-response: {head:?}");
+    }
+    let head = String::from_utf8(head).unwrap();
+    let status = head[9..12].parse().unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in {head}"));
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    let echoed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let client = echoed["headers"]["x-client"][0]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    (status, client)
+}
+
+/// Waits (bounded) until the proxy's parked-connections gauge reads `count`.
+async fn until_parked(proxy: &ProxyProcess, count: usize) {
+    for _ in 0..100 {
+        if metric(proxy, "unstick_client_connections_parked").await == count as f64 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "{} connections parked, not {count}",
+        metric(proxy, "unstick_client_connections_parked").await
+    );
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_park_and_serve_their_next_requests() {
+    let (_redis, _app, proxy) = stage(timeouts("10s", "30s"), true).await;
+    const CLIENTS: usize = 20;
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let mut client = BufReader::new(TcpStream::connect(proxy.address).await.unwrap());
+        client
+            .write_all(echo_request(&format!("c{i}")).as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(read_echo(&mut client).await, (200, format!("c{i}")));
+        clients.push(client);
+    }
+
+    // Idle for a while, every connection is parked and still open.
+    until_parked(&proxy, CLIENTS).await;
+    assert_eq!(
+        metric(&proxy, "unstick_client_connections").await,
+        CLIENTS as f64
+    );
+
+    // Each serves its next request: on the same socket, for the right client.
+    for (i, client) in clients.iter_mut().enumerate() {
+        client
+            .write_all(echo_request(&format!("again{i}")).as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(read_echo(client).await, (200, format!("again{i}")));
+    }
+    until_parked(&proxy, CLIENTS).await;
+
+    // Two requests pipelined into a parked connection are both answered, in order.
+    let pipelined = format!("{}{}", echo_request("first"), echo_request("second"));
+    clients[0].write_all(pipelined.as_bytes()).await.unwrap();
+    assert_eq!(read_echo(&mut clients[0]).await, (200, "first".into()));
+    assert_eq!(read_echo(&mut clients[0]).await, (200, "second".into()));
+
+    // A request head that arrives in two parts, the second after longer than it takes to
+    // park an idle connection, is not cut by parking.
+    until_parked(&proxy, CLIENTS).await;
+    let request = echo_request("slow head");
+    let (start, rest) = request.split_at(20);
+    clients[1].write_all(start.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    clients[1].write_all(rest.as_bytes()).await.unwrap();
+    assert_eq!(read_echo(&mut clients[1]).await, (200, "slow head".into()));
+
+    // A WebSocket opened on a connection that was parked.
+    until_parked(&proxy, CLIENTS).await;
+    let client = clients.pop().unwrap();
+    let url = format!("ws://{}/ws", proxy.address);
+    let (mut socket, handshake) = tokio_tungstenite::client_async(url, client)
+        .await
+        .expect("WebSocket handshake on a parked connection");
+    assert_eq!(handshake.status(), 101);
+    let message = Message::text("through a parked connection");
+    socket.send(message.clone()).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap(), message);
+    socket.close(None).await.unwrap();
+
+    // Closed by the client while parked: counted out.
+    drop(clients);
+    until_parked(&proxy, 0).await;
 }
 
 #[tokio::test]

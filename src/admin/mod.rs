@@ -57,7 +57,7 @@ impl Admin {
     /// Serves until the task is dropped, in its own accept loop with its own connection
     /// slots, so that a saturated proxy listener leaves health checks answered.
     pub async fn serve(self: Arc<Self>, listener: TcpListener, limits: ConnectionLimits) {
-        let builder = Arc::new(crate::server::connection_builder());
+        let builder = Arc::new(crate::server::connection_builders());
         crate::server::accept_until(
             listener,
             "admin",

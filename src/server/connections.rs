@@ -4,11 +4,12 @@
 //! it), and the open-file limit raised to its hard limit at start.
 
 use crate::config::ListenerConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{GaugeGuard, Metrics};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -110,29 +111,25 @@ pub fn raise_open_file_limit() -> io::Result<OpenFileLimit> {
 pub struct Counted<S> {
     inner: S,
     _slot: OwnedSemaphorePermit,
-    /// The open-connections gauge, decremented on drop.
-    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+    /// The open-connections gauge, counting this connection.
+    _counted: Option<GaugeGuard>,
 }
 
 impl<S> Counted<S> {
     pub(crate) fn new(inner: S, slot: OwnedSemaphorePermit, limits: &ConnectionLimits) -> Self {
-        let gauge = limits.metrics().map(|m| m.client_connections.clone());
-        if let Some(gauge) = &gauge {
-            gauge.inc();
-        }
         Counted {
             inner,
             _slot: slot,
-            gauge,
+            _counted: limits
+                .metrics()
+                .map(|m| GaugeGuard::new(&m.client_connections)),
         }
     }
 }
 
-impl<S> Drop for Counted<S> {
-    fn drop(&mut self) {
-        if let Some(gauge) = &self.gauge {
-            gauge.dec();
-        }
+impl<S> Counted<S> {
+    pub(crate) fn get_ref(&self) -> &S {
+        &self.inner
     }
 }
 
@@ -182,6 +179,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
 pub(crate) struct Activity {
     accepted: Instant,
     state: Mutex<ActivityState>,
+    /// The watchdog asks the connection to park (see `server::idle`) at its next idle read.
+    park: AtomicBool,
+    /// Bytes came from the client since the last response ended: a request may be arriving.
+    read_since_idle: AtomicBool,
 }
 
 struct ActivityState {
@@ -208,6 +209,8 @@ impl Activity {
                 served: false,
                 idle_since: accepted,
             }),
+            park: AtomicBool::new(false),
+            read_since_idle: AtomicBool::new(false),
         })
     }
 
@@ -229,6 +232,41 @@ impl Activity {
     /// Whether a request is in progress.
     pub(crate) fn busy(&self) -> bool {
         self.lock().in_progress > 0
+    }
+
+    /// When an idle HTTP/1.1 connection is to be parked, if it is idle after a response,
+    /// nothing has come from the client since, and parking was not asked for already.
+    pub(crate) fn park_at(&self, park_after: Duration) -> Option<Instant> {
+        if self.park.load(Ordering::Relaxed) {
+            return None;
+        }
+        let state = self.lock();
+        let idle =
+            state.in_progress == 0 && state.served && !self.read_since_idle.load(Ordering::Relaxed);
+        idle.then(|| state.idle_since + park_after)
+    }
+
+    /// Asks the connection to park at its next read that would wait.
+    pub(crate) fn request_park(&self) {
+        self.park.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a read that would wait is to park the connection: asked to, and still idle.
+    /// (A request that began since then keeps it in hyper: the read is its body or the
+    /// client closing.)
+    pub(crate) fn park_requested(&self) -> bool {
+        self.park.load(Ordering::Relaxed) && !self.busy()
+    }
+
+    /// Bytes came from the client: no parking until the next response has ended.
+    pub(crate) fn bytes_arrived(&self) {
+        self.read_since_idle.store(true, Ordering::Relaxed);
+        self.park.store(false, Ordering::Relaxed);
+    }
+
+    /// Back from parking, waiting for the next request.
+    pub(crate) fn unparked(&self) {
+        self.park.store(false, Ordering::Relaxed);
     }
 
     /// When the connection is to be closed if nothing changes; `None` while busy.
@@ -254,6 +292,7 @@ impl Drop for Busy {
             state.in_progress = state.in_progress.saturating_sub(1);
             if state.in_progress == 0 {
                 state.idle_since = Instant::now();
+                self.0.read_since_idle.store(false, Ordering::Relaxed);
             }
         }
     }

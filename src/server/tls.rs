@@ -265,7 +265,7 @@ pub async fn serve_tls(
     limits: ConnectionLimits,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let builder = Arc::new(super::connection_builder());
+    let builder = Arc::new(super::connection_builders());
     super::accept_until(
         listener,
         "https",
