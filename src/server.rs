@@ -192,8 +192,10 @@ pub(crate) async fn serve_connection<S, H, F>(
         if !parked.parked() {
             return;
         }
-        // A copy: the slice would keep hyper's whole read buffer alive.
+        // A copy, and the buffer dropped now: its slice would keep hyper's whole read buffer
+        // alive while parked.
         parked.unpark(Bytes::copy_from_slice(&parts.read_buf));
+        drop(parts.read_buf);
         service = parts.service;
         let _parked = watchdog
             .limits

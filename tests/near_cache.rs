@@ -1,12 +1,13 @@
 //! The near cache with real processes: two proxies on one Redis (a change made through either,
 //! or by hand in Redis, is honoured by the other), hits that cost Redis no command, idle and
 //! absolute ends and renewals of cached sessions, the loss of the invalidation connection,
-//! and `serve_stale_for` while Redis is down.
+//! `serve_stale_for` while Redis is down, and a Sentinel failover.
 
 mod support;
 
 use fred::prelude::*;
 use std::time::{Duration, Instant};
+use support::redis_ha::{wait_until, RedisSentinel, SERVICE};
 use support::*;
 
 const TOKEN: &str = "test-admin-token-0123456789";
@@ -297,4 +298,70 @@ async fn echo_status(proxy: &impl RunningProxy, cookie: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
+}
+
+#[tokio::test]
+async fn with_sentinel_the_cache_follows_a_failover_and_changes_on_the_new_master_are_seen() {
+    let mut service = RedisSentinel::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::for_test_app("", &[("t", app.address)]);
+    config.redis.sentinels = service.sentinel_addresses();
+    config.redis.service_name = Some(SERVICE.into());
+    // Logins reach the replica before the master is killed.
+    config.redis.wait_replicas = Some(1);
+    config.redis.wait_timeout = Some("2s".into());
+    config.admin = true;
+    let one = start(&config).await;
+    let two = start(&config).await;
+
+    let alice = test_app_login(&one, "alice").await;
+    let bob = test_app_login(&one, "bob").await;
+    cache_on(&two, &alice, "alice").await;
+    cache_on(&two, &bob, "bob").await;
+    let logout = reqwest::Client::new()
+        .post(one.url("/logout"))
+        .header("cookie", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    until_refused(&two, &alice, "logout through the other proxy").await;
+
+    // The master dies; the sentinels promote the replica.
+    let flushes = counter(&two, "unstick_near_cache_flushes_total").await;
+    service.master.kill();
+    let replica = service.replica.port;
+    wait_until(Duration::from_secs(30), "the replica promoted", || async {
+        service.reported_master_port().await == Some(replica)
+    })
+    .await;
+    let started = Instant::now();
+    while counter(&two, "unstick_near_cache_flushes_total").await <= flushes {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "cache not dropped at the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Served again (from the new master, once the proxy follows the sentinels), cached again,
+    // and a logout through one is seen by two.
+    let started = Instant::now();
+    while echo_status(&two, &bob).await != 200 {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "not served after the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cache_on(&two, &bob, "bob").await;
+    let logout = reqwest::Client::new()
+        .post(one.url("/logout"))
+        .header("cookie", &bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 200);
+    until_refused(&two, &bob, "logout on the new master").await;
+    assert_eq!(user_seen(&two, &alice).await, None);
 }

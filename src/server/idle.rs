@@ -4,7 +4,7 @@
 //! Thousands of idle keep-alive clients then cost their sockets, not their buffers.
 
 use super::connections::{Activity, Counted};
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 /// How long a keep-alive connection stays in hyper without a request before it is parked.
 /// Busy clients send their next request well within it, so they never pay for a new hyper
 /// connection; a client idle for longer pays one (a few allocations) on its next request.
-pub(crate) const PARK_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const PARK_AFTER: Duration = Duration::from_millis(100);
 
 /// What an HTTP/2 client sends first (RFC 9113 section 3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -122,7 +122,11 @@ impl<S: ClientSocket> AsyncRead for ClientStream<S> {
         let this = &mut *self;
         if !this.prefix.is_empty() {
             let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
