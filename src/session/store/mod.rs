@@ -419,11 +419,14 @@ fn near_cache(
         return Ok(None);
     }
     if let StoreUrl::Cluster(_) = config.url {
-        tracing::warn!(
-            "redis.near_cache is not used with a Redis Cluster (each node would need its own \
-             invalidation connection): every request with a session asks Redis"
-        );
-        return Ok(None);
+        let node_config = config.clone();
+        return Ok(Some(NearCache::start_on_cluster(
+            &config.near_cache,
+            store.a_client(),
+            move |node| redis::invalidation_client_to(&node_config, node),
+            store.session_key_prefix(),
+            config.command_timeout,
+        )));
     }
     let client = redis::invalidation_client(config)?;
     Ok(Some(NearCache::start(

@@ -2,7 +2,10 @@
 //! runs `CLIENT TRACKING on REDIRECT <itself> BCAST PREFIX <session keys>` and subscribes to
 //! `__redis__:invalidate`, so Redis reports every change to any session key (logout, revoke,
 //! renewal, expiry, `DEL`, `FLUSHALL`) and the entry is dropped. Entries are used only while
-//! that connection is up and answering; losing or regaining it drops them all.
+//! that connection is up and answering; losing or regaining it drops them all. On a Redis
+//! Cluster each primary reports only its own keys, so there is one such connection per
+//! primary, followed as the cluster's primaries change, and entries are used only while every
+//! one of them is up.
 //!
 //! Why BCAST on one RESP2 connection rather than default tracking over RESP3: default tracking
 //! needs every pool connection switched to RESP3 and tracked (each reconnect of any of them
@@ -50,9 +53,46 @@ pub struct NearCache {
     last_up_ms: AtomicU64,
     started: Instant,
     metrics: OnceLock<Arc<Metrics>>,
-    /// The invalidation connection, closed with the cache.
-    client: Mutex<Option<Client>>,
+    /// The invalidation connections (one, or one per Cluster primary) and their tasks, closed
+    /// with the cache or when replaced.
+    members: Mutex<Members>,
+    /// Tasks of the cache as a whole (following a Cluster's primaries).
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+/// The invalidation connections of the cache: entries are used only while all of them track.
+#[derive(Default)]
+struct Members {
+    /// Bumped when the set is replaced: reports from a replaced connection's tasks are ignored.
+    generation: u64,
+    tracking: Vec<bool>,
+    clients: Vec<Client>,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Members {
+    /// Stops the connections and their tasks.
+    fn close(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        // Outside a runtime (the process ending) the connections just close with them.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            for client in self.clients.drain(..) {
+                runtime.spawn(async move {
+                    let _ = client.quit().await;
+                });
+            }
+        }
+        self.clients.clear();
+    }
+}
+
+/// One invalidation connection of the cache, as of one set of them.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    generation: u64,
+    index: usize,
 }
 
 struct Entry {
@@ -88,14 +128,10 @@ impl Drop for NearCache {
         for task in tasks.drain(..) {
             task.abort();
         }
-        let client = self.client.get_mut().unwrap_or_else(|p| p.into_inner());
-        // Outside a runtime (the process ending) the connection just closes with it.
-        if let (Some(client), Ok(runtime)) = (client.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(async move {
-                let _ = client.quit().await;
-            });
-        }
+        self.members
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .close();
     }
 }
 
@@ -112,7 +148,7 @@ impl NearCache {
             last_up_ms: AtomicU64::new(0),
             started: Instant::now(),
             metrics: OnceLock::new(),
-            client: Mutex::new(None),
+            members: Mutex::new(Members::default()),
             tasks: Mutex::new(Vec::new()),
         }
     }
@@ -127,26 +163,81 @@ impl NearCache {
         answer_within: Duration,
     ) -> Arc<NearCache> {
         let cache = Arc::new(NearCache::new(config));
-        let weak = Arc::downgrade(&cache);
-        let invalidations = client.invalidation_rx();
-        let reconnects = client.reconnect_rx();
-        let errors = client.error_rx();
-        let tasks = [
-            tokio::spawn(follow_invalidations(weak.clone(), invalidations)),
-            tokio::spawn(track_on_each_connection(
-                weak.clone(),
-                client.clone(),
-                errors,
-                reconnects,
-                prefix,
-            )),
-            tokio::spawn(check_connection(weak, client.clone(), answer_within)),
-        ];
-        client.connect();
-        *cache.tasks.lock().unwrap_or_else(|p| p.into_inner()) =
-            tasks.iter().map(|t| t.abort_handle()).collect();
-        *cache.client.lock().unwrap_or_else(|p| p.into_inner()) = Some(client);
+        cache.replace_members(vec![client], &prefix, answer_within);
         cache
+    }
+
+    /// Starts following a Redis Cluster: one invalidation connection per primary (made by
+    /// `connect_to`, not connected yet), replaced whenever `cluster` (a client of the store)
+    /// sees its primaries change.
+    pub fn start_on_cluster<E: std::fmt::Display + 'static>(
+        config: &NearCacheConfig,
+        cluster: Client,
+        connect_to: impl Fn(&Server) -> Result<Client, E> + Send + 'static,
+        prefix: String,
+        answer_within: Duration,
+    ) -> Arc<NearCache> {
+        let cache = Arc::new(NearCache::new(config));
+        let task = tokio::spawn(follow_primaries(
+            Arc::downgrade(&cache),
+            cluster,
+            connect_to,
+            prefix,
+            answer_within,
+        ));
+        *cache.tasks.lock().unwrap_or_else(|p| p.into_inner()) = vec![task.abort_handle()];
+        cache
+    }
+
+    /// Replaces the invalidation connections with `clients` (not connected yet): entries are
+    /// dropped and used again once every one of them tracks.
+    fn replace_members(
+        self: &Arc<Self>,
+        clients: Vec<Client>,
+        prefix: &str,
+        answer_within: Duration,
+    ) {
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        members.close();
+        members.generation += 1;
+        members.tracking = vec![false; clients.len()];
+        let generation = members.generation;
+        drop(members);
+        self.lost(None, "invalidation connections replaced");
+        let weak = Arc::downgrade(self);
+        let mut tasks = Vec::new();
+        for (index, client) in clients.iter().enumerate() {
+            let member = Member { generation, index };
+            tasks.push(tokio::spawn(follow_invalidations(
+                weak.clone(),
+                member,
+                client.invalidation_rx(),
+            )));
+            tasks.push(tokio::spawn(track_on_each_connection(
+                weak.clone(),
+                member,
+                client.clone(),
+                client.error_rx(),
+                client.reconnect_rx(),
+                prefix.to_string(),
+            )));
+            tasks.push(tokio::spawn(check_connection(
+                weak.clone(),
+                member,
+                client.clone(),
+                answer_within,
+            )));
+            client.connect();
+        }
+        let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        if members.generation == generation {
+            members.clients = clients;
+            members.tasks = tasks.iter().map(|t| t.abort_handle()).collect();
+        } else {
+            for task in tasks {
+                task.abort();
+            }
+        }
     }
 
     pub fn observed_by(&self, metrics: Arc<Metrics>) {
@@ -273,9 +364,19 @@ impl NearCache {
             .store(self.started.elapsed().as_millis() as u64, Ordering::Release);
     }
 
-    /// The invalidation connection is lost (or not trusted): no entry is used from now on;
-    /// they are dropped, unless kept to be served while Redis is unreachable.
-    fn lost(&self, why: &str) {
+    /// An invalidation connection (`None`: all of them) is lost (or not trusted): no entry is
+    /// used from now on; they are dropped, unless kept to be served while Redis is unreachable.
+    fn lost(&self, member: Option<Member>, why: &str) {
+        if let Some(member) = member {
+            let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+            if members.generation != member.generation {
+                // A replaced connection: it no longer counts.
+                return;
+            }
+            if let Some(tracking) = members.tracking.get_mut(member.index) {
+                *tracking = false;
+            }
+        }
         let was_tracking = self.tracking.swap(false, Ordering::SeqCst);
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if was_tracking && self.serve_stale_for.is_zero() {
@@ -292,8 +393,21 @@ impl NearCache {
         }
     }
 
-    /// The invalidation connection tracks again: entries from before cannot be trusted.
-    fn tracked(&self, reconnected: bool) {
+    /// An invalidation connection tracks again; once all do, entries are used again (those
+    /// from before cannot be trusted).
+    fn tracked(&self, member: Member, reconnected: bool) {
+        {
+            let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+            if members.generation != member.generation {
+                return;
+            }
+            if let Some(tracking) = members.tracking.get_mut(member.index) {
+                *tracking = true;
+            }
+            if !members.tracking.iter().all(|t| *t) {
+                return;
+            }
+        }
         if self.serve_stale_for.is_zero() {
             // Dropped when the connection was lost; nothing was cached since.
             self.epoch.fetch_add(1, Ordering::SeqCst);
@@ -336,6 +450,7 @@ impl NearCache {
 
 async fn follow_invalidations(
     cache: Weak<NearCache>,
+    member: Member,
     mut invalidations: tokio::sync::broadcast::Receiver<Invalidation>,
 ) {
     loop {
@@ -348,7 +463,7 @@ async fn follow_invalidations(
             // Some were missed: any entry may be stale.
             Err(RecvError::Lagged(_)) => cache.flush("invalidation messages missed"),
             Err(RecvError::Closed) => {
-                cache.lost("invalidation messages ended");
+                cache.lost(Some(member), "invalidation messages ended");
                 return;
             }
         }
@@ -360,6 +475,7 @@ async fn follow_invalidations(
 /// task, errors first, so that a loss reported before a reconnection is never applied after it.
 async fn track_on_each_connection(
     cache: Weak<NearCache>,
+    member: Member,
     client: Client,
     mut errors: tokio::sync::broadcast::Receiver<(Error, Option<Server>)>,
     mut reconnects: tokio::sync::broadcast::Receiver<Server>,
@@ -383,13 +499,13 @@ async fn track_on_each_connection(
             return;
         };
         if let Err(error) = reconnected {
-            state.lost(&error);
+            state.lost(Some(member), &error);
             continue;
         }
         connections += 1;
-        state.lost("invalidation connection re-established");
+        state.lost(Some(member), "invalidation connection re-established");
         match track(&client, &prefix).await {
-            Ok(()) => state.tracked(connections > 1),
+            Ok(()) => state.tracked(member, connections > 1),
             Err(error) => {
                 tracing::warn!(
                     %error,
@@ -418,7 +534,12 @@ async fn track(client: &Client, prefix: &str) -> Result<(), Error> {
 /// PINGs the invalidation connection every [`PING_INTERVAL`]: one that does not answer within
 /// `timeout` is not trusted (entries unused, so lookups fail closed as without the cache) and
 /// is re-established.
-async fn check_connection(cache: Weak<NearCache>, client: Client, timeout: Duration) {
+async fn check_connection(
+    cache: Weak<NearCache>,
+    member: Member,
+    client: Client,
+    timeout: Duration,
+) {
     loop {
         tokio::time::sleep(PING_INTERVAL).await;
         let Some(state) = cache.upgrade() else {
@@ -433,13 +554,66 @@ async fn check_connection(cache: Weak<NearCache>, client: Client, timeout: Durat
                 state.mark_up();
                 continue;
             }
-            Ok(Err(error)) => state.lost(&format!("PING failed: {error}")),
-            Err(_) => state.lost("PING not answered in time"),
+            Ok(Err(error)) => state.lost(Some(member), &format!("PING failed: {error}")),
+            Err(_) => state.lost(Some(member), "PING not answered in time"),
         }
         // Not holding the cache while Redis may take long to answer again: a reload that
         // replaced the store ends this task and the connection.
         drop(state);
         let _ = client.force_reconnection().await;
+    }
+}
+
+/// How often a Cluster's primaries are compared with the invalidation connections, besides
+/// on every change the store's client reports.
+const PRIMARIES_CHECK: Duration = Duration::from_secs(1);
+
+/// Keeps one invalidation connection per primary of the Cluster `cluster` belongs to: when
+/// the primaries change (a failover, a resharding onto a new node), the set is replaced.
+async fn follow_primaries<E: std::fmt::Display>(
+    cache: Weak<NearCache>,
+    cluster: Client,
+    connect_to: impl Fn(&Server) -> Result<Client, E>,
+    prefix: String,
+    answer_within: Duration,
+) {
+    let mut changes = cluster.cluster_change_rx();
+    let mut followed: Vec<Server> = Vec::new();
+    loop {
+        let mut primaries = cluster
+            .cached_cluster_state()
+            .map(|state| state.unique_primary_nodes())
+            .unwrap_or_default();
+        primaries.sort_by(|a, b| (&a.host, a.port).cmp(&(&b.host, b.port)));
+        if !primaries.is_empty() && primaries != followed {
+            let Some(state) = cache.upgrade() else {
+                return;
+            };
+            match primaries
+                .iter()
+                .map(&connect_to)
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(clients) => {
+                    tracing::debug!(
+                        primaries = primaries.len(),
+                        "near cache follows the cluster's primaries"
+                    );
+                    state.replace_members(clients, &prefix, answer_within);
+                    followed = primaries;
+                }
+                Err(error) => {
+                    state.lost(None, "cluster primaries unreachable");
+                    tracing::warn!(%error, "near cache off: no invalidation connection to a cluster primary");
+                }
+            }
+        }
+        tokio::select! {
+            change = changes.recv() => if let Err(RecvError::Closed) = change {
+                return;
+            },
+            _ = tokio::time::sleep(PRIMARIES_CHECK) => {}
+        }
     }
 }
 
@@ -479,9 +653,22 @@ mod tests {
 
     const TOUCH: Duration = Duration::from_secs(60);
 
-    fn tracking_cache() -> NearCache {
+    /// A cache with `connections` invalidation connections (as on a Cluster), none tracking.
+    fn cache_with(connections: usize) -> (NearCache, Vec<Member>) {
         let cache = NearCache::new(&config());
-        cache.tracked(false);
+        cache.members.lock().unwrap().tracking = vec![false; connections];
+        let members = (0..connections)
+            .map(|index| Member {
+                generation: 0,
+                index,
+            })
+            .collect();
+        (cache, members)
+    }
+
+    fn tracking_cache() -> NearCache {
+        let (cache, members) = cache_with(1);
+        cache.tracked(members[0], false);
         cache
     }
 
@@ -510,13 +697,48 @@ mod tests {
 
     #[test]
     fn nothing_is_used_or_cached_while_not_tracking() {
-        let cache = tracking_cache();
+        let (cache, members) = cache_with(1);
+        cache.tracked(members[0], false);
         let now = 1_000_000;
         let ticket = miss(&cache, "k", now);
-        cache.lost("test");
+        cache.lost(Some(members[0]), "test");
         cache.insert(ticket, &record(now), now);
         assert!(matches!(cache.lookup("k", now, TOUCH), Lookup::Miss(None)));
-        cache.tracked(true);
+        cache.tracked(members[0], true);
+        assert!(matches!(
+            cache.lookup("k", now, TOUCH),
+            Lookup::Miss(Some(_))
+        ));
+    }
+
+    #[test]
+    fn on_a_cluster_entries_are_used_only_while_every_primary_is_followed() {
+        let (cache, members) = cache_with(3);
+        let now = 1_000_000;
+        cache.tracked(members[0], false);
+        cache.tracked(members[1], false);
+        assert!(matches!(cache.lookup("k", now, TOUCH), Lookup::Miss(None)));
+        cache.tracked(members[2], false);
+        let ticket = miss(&cache, "k", now);
+        cache.insert(ticket, &record(now), now);
+        assert!(matches!(cache.lookup("k", now, TOUCH), Lookup::Hit(..)));
+
+        // One primary's connection lost: nothing is used, and its return alone brings back
+        // no entry from before.
+        cache.lost(Some(members[1]), "test");
+        assert!(matches!(cache.lookup("k", now, TOUCH), Lookup::Miss(None)));
+        cache.tracked(members[1], true);
+        assert!(matches!(
+            cache.lookup("k", now, TOUCH),
+            Lookup::Miss(Some(_))
+        ));
+
+        // A connection of a replaced set counts for nothing.
+        let stale = Member {
+            generation: 7,
+            index: 0,
+        };
+        cache.lost(Some(stale), "replaced");
         assert!(matches!(
             cache.lookup("k", now, TOUCH),
             Lookup::Miss(Some(_))

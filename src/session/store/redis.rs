@@ -337,7 +337,25 @@ fn reconnect_policy(config: &StoreConfig) -> ReconnectPolicy {
 /// One connection of its own (not connected yet) to the pool's Redis, for the near cache's
 /// invalidation messages: it is put in subscriber mode, so it can take no other commands.
 pub(super) fn invalidation_client(config: &StoreConfig) -> Result<Client, StoreError> {
+    invalidation_client_with(config, client_config(config)?)
+}
+
+/// An invalidation connection to one node of a Cluster (its own keys are reported on it).
+pub(super) fn invalidation_client_to(
+    config: &StoreConfig,
+    node: &Server,
+) -> Result<Client, StoreError> {
     let mut redis_config = client_config(config)?;
+    redis_config.server = ServerConfig::Centralized {
+        server: node.clone(),
+    };
+    invalidation_client_with(config, redis_config)
+}
+
+fn invalidation_client_with(
+    config: &StoreConfig,
+    mut redis_config: Config,
+) -> Result<Client, StoreError> {
     redis_config.fail_fast = false;
     Builder::from_config(redis_config)
         .with_connection_config(|conn: &mut ConnectionConfig| {
@@ -359,6 +377,11 @@ struct AcknowledgedWrites {
 }
 
 impl RedisStore {
+    /// A client of the store's pool (on a Cluster, it knows the cluster's primaries).
+    pub(super) fn a_client(&self) -> Client {
+        self.pool.next().clone()
+    }
+
     pub async fn connect(config: &StoreConfig) -> Result<RedisStore, StoreError> {
         let mut redis_config = client_config(config)?;
         // Keep retrying the first connection too: the proxy must start (and serve requests
