@@ -375,6 +375,18 @@ async fn idle_keep_alive_connections_park_and_serve_their_next_requests() {
     clients[1].write_all(rest.as_bytes()).await.unwrap();
     assert_eq!(read_echo(&mut clients[1]).await, (200, "slow head".into()));
 
+    // A request answered, and the start of the next one pipelined behind it whose rest comes
+    // only after the connection would have parked: both are answered.
+    until_parked(&proxy, CLIENTS).await;
+    let late = echo_request("late rest");
+    let (start, rest) = late.split_at(25);
+    let pipelined = format!("{}{start}", echo_request("on time"));
+    clients[2].write_all(pipelined.as_bytes()).await.unwrap();
+    assert_eq!(read_echo(&mut clients[2]).await, (200, "on time".into()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    clients[2].write_all(rest.as_bytes()).await.unwrap();
+    assert_eq!(read_echo(&mut clients[2]).await, (200, "late rest".into()));
+
     // A WebSocket opened on a connection that was parked.
     until_parked(&proxy, CLIENTS).await;
     let client = clients.pop().unwrap();

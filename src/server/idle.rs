@@ -98,9 +98,15 @@ impl<S: ClientSocket> ClientStream<S> {
         self.parked
     }
 
-    /// Back from parking with `unread`, what hyper had read and not parsed (normally nothing).
+    /// Back from parking with `unread`, what hyper had read and not parsed: normally nothing;
+    /// the start of a pipelined request head whose rest was late, which the next hyper
+    /// connection reads first.
     pub(crate) fn unpark(&mut self, unread: Bytes) {
         self.parked = false;
+        if !unread.is_empty() {
+            // A request is arriving: no parking until it is answered.
+            self.activity.bytes_arrived();
+        }
         self.prefix = unread;
     }
 
@@ -132,7 +138,9 @@ impl<S: ClientSocket> AsyncRead for ClientStream<S> {
         let before = buf.filled().len();
         match Pin::new(&mut this.socket).poll_read(cx, buf) {
             Poll::Pending if this.activity.park_requested() => {
-                // hyper, idle between requests, takes this as the client closing.
+                // hyper, idle between requests, takes this as the client closing (it still
+                // flushes what it has not sent; a head it holds the start of is handed back,
+                // as hyper answers an incomplete head with nothing).
                 this.parked = true;
                 Poll::Ready(Ok(()))
             }
