@@ -6,6 +6,7 @@
 //! - [`server`]: listener, accept loop, graceful shutdown; hands each request to the proxy.
 //!   [`server::tls`]: the HTTPS listener (rustls, ALPN h2/http1.1), certificate reloaded on change.
 //!   [`server::connections`]: header and idle timeouts, the connection cap, the open-file limit.
+//!   `server::idle`: idle HTTP/1.1 keep-alive connections parked as a bare socket, outside hyper.
 //!   `server::per_core`: `listener.runtime = "per-core"`, a runtime and listener per core.
 //! - [`reload`]: SIGHUP and file-change reload: validate, build, swap; a bad file changes nothing.
 //! - [`live`]: one config made live (routes, pools, store); swapped whole on reload.

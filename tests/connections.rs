@@ -167,6 +167,17 @@ fn certificates(dir: &std::path::Path) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
+/// Where the proxy's HTTPS listener listens, from its start-up log.
+fn https_address(proxy: &ProxyProcess) -> SocketAddr {
+    proxy
+        .logs()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|doc| doc["fields"]["message"] == "unstick listening (https)")
+        .and_then(|doc| doc["fields"]["address"].as_str()?.parse().ok())
+        .expect("https listener")
+}
+
 #[tokio::test]
 async fn silent_connections_to_the_tls_listener_are_closed_after_the_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,13 +187,7 @@ async fn silent_connections_to_the_tls_listener_are_closed_after_the_header_time
         ..timeouts("1s", "30s")
     };
     let (_redis, _app, proxy) = stage(listener, false).await;
-    let https: SocketAddr = proxy
-        .logs()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .find(|doc| doc["fields"]["message"] == "unstick listening (https)")
-        .and_then(|doc| doc["fields"]["address"].as_str()?.parse().ok())
-        .expect("https listener");
+    let https = https_address(&proxy);
 
     // No handshake at all.
     let silent = open_quiet(https, 100, b"").await;
@@ -287,7 +292,7 @@ fn echo_request(client: &str) -> String {
 
 /// Reads one response (head and Content-Length body) from a raw HTTP/1.1 connection and
 /// returns its status and the `X-Client` the app saw.
-async fn read_echo(stream: &mut BufReader<TcpStream>) -> (u16, String) {
+async fn read_echo<S: tokio::io::AsyncRead + Unpin>(stream: &mut BufReader<S>) -> (u16, String) {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let read = stream.read_until(b'\n', &mut head).await.unwrap();
@@ -403,6 +408,33 @@ async fn idle_keep_alive_connections_park_and_serve_their_next_requests() {
     // Closed by the client while parked: counted out.
     drop(clients);
     until_parked(&proxy, 0).await;
+}
+
+#[tokio::test]
+async fn idle_tls_keep_alive_connections_park_and_serve_their_next_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let connector = certificates(dir.path());
+    let listener = ListenerOptions {
+        tls: Some((dir.path().join("cert.pem"), dir.path().join("key.pem"))),
+        ..timeouts("10s", "30s")
+    };
+    let (_redis, _app, proxy) = stage(listener, true).await;
+    let tcp = TcpStream::connect(https_address(&proxy)).await.unwrap();
+    let server_name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector
+        .connect(server_name, tcp)
+        .await
+        .expect("handshake");
+    let mut client = BufReader::new(tls);
+    for round in 0..3 {
+        let name = format!("tls {round}");
+        client
+            .write_all(echo_request(&name).as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(read_echo(&mut client).await, (200, name));
+        until_parked(&proxy, 1).await;
+    }
 }
 
 #[tokio::test]
