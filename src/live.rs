@@ -3,7 +3,7 @@
 //! to the end; a reload swaps in a new one whole.
 
 use crate::config::{CaptureSource, Config, OldStoreConfig, RouteConfig, UpstreamConfig};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::headers::OwnedHeaders;
 use crate::session::old_store::OldStoreError;
 use crate::session::old_stores::{open_old_store, OldStoreHandle};
@@ -16,6 +16,8 @@ use std::sync::Arc;
 pub struct Route {
     /// `host` + `path_prefix`, for metrics and logs.
     pub label: Arc<String>,
+    /// Its requests by status and their latency.
+    pub metrics: RouteMetrics,
     /// The route as the session layer sees it: config, instances, old stores.
     pub sessions: Arc<SessionRoute>,
 }
@@ -80,19 +82,21 @@ impl LiveState {
             .routes
             .iter()
             .filter_map(|r| {
-                let label = r.label();
+                let pool = pools.get(r.upstream.as_str())?.clone();
+                let label = Arc::new(r.label());
                 Some(Arc::new(Route {
+                    metrics: RouteMetrics::new(&metrics, label.clone(), r.mode.as_str()),
                     sessions: Arc::new(SessionRoute {
                         activity: metrics.activity.route(&label),
                         config: r.clone(),
-                        pool: pools.get(r.upstream.as_str())?.clone(),
+                        pool,
                         old_stores: r
                             .old_stores
                             .iter()
                             .filter_map(|name| old_stores.get(name.as_str()).cloned())
                             .collect(),
                     }),
-                    label: Arc::new(label),
+                    label,
                 }))
             })
             .collect();

@@ -8,7 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 // The labels counted on every request are shared or static strings, so that counting a
@@ -76,6 +76,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub session_outcomes: Family<OutcomeLabels, Counter>,
+    /// The counters of [`STORELESS_OUTCOMES`], looked up once (see [`RouteMetrics`]).
+    storeless_outcomes: [OnceLock<Counter>; STORELESS_OUTCOMES.len()],
     pub redis_seconds: Family<CommandLabels, Histogram, fn() -> Histogram>,
     pub redis_errors: Family<CommandLabels, Counter>,
     pub redis_skipped: Family<CommandLabels, Counter>,
@@ -118,6 +120,7 @@ impl Metrics {
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             session_outcomes: Family::default(),
+            storeless_outcomes: Default::default(),
             redis_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             redis_errors: Family::default(),
             redis_skipped: Family::default(),
@@ -281,12 +284,28 @@ impl Metrics {
     }
 
     pub fn outcome(&self, outcome: &'static str, store: &str) {
+        if store.is_empty() {
+            if let Some((_, counter)) = STORELESS_OUTCOMES
+                .iter()
+                .zip(self.storeless_outcomes.iter())
+                .find(|(name, _)| **name == outcome)
+            {
+                counter
+                    .get_or_init(|| self.outcome_counter(outcome, store))
+                    .inc();
+                return;
+            }
+        }
+        self.outcome_counter(outcome, store).inc();
+    }
+
+    fn outcome_counter(&self, outcome: &'static str, store: &str) -> Counter {
         self.session_outcomes
             .get_or_create(&OutcomeLabels {
                 outcome,
                 store: store.to_string(),
             })
-            .inc();
+            .clone()
     }
 
     pub fn cookie_change(&self, change: &'static str) {
@@ -326,6 +345,67 @@ impl Metrics {
     }
 }
 
+/// Session outcomes that name no old store, counted on nearly every request.
+const STORELESS_OUTCOMES: [&str; 6] = [
+    "hit",
+    "miss",
+    "no_cookie",
+    "ended",
+    "store_skipped",
+    "store_error",
+];
+
+/// A route's request counters (by status) and latency histogram, looked up once instead of
+/// on every request: a label lookup hashes the route's name under a lock, about 1,000
+/// instructions each.
+pub struct RouteMetrics {
+    requests: Family<RequestLabels, Counter>,
+    route: Arc<String>,
+    mode: &'static str,
+    /// Statuses 100 to 599, each looked up at its first request.
+    by_status: Box<[OnceLock<Counter>]>,
+    seconds: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn new(metrics: &Metrics, route: Arc<String>, mode: &'static str) -> Self {
+        let seconds = metrics
+            .request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+            })
+            .clone();
+        RouteMetrics {
+            requests: metrics.requests.clone(),
+            route,
+            mode,
+            by_status: (100..600).map(|_| OnceLock::new()).collect(),
+            seconds,
+        }
+    }
+
+    /// One request answered with `status` after `seconds`.
+    pub fn request(&self, status: u16, seconds: f64) {
+        let counter = || {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: self.route.clone(),
+                    mode: self.mode,
+                    status,
+                })
+                .clone()
+        };
+        match status
+            .checked_sub(100)
+            .and_then(|i| self.by_status.get(usize::from(i)))
+        {
+            Some(slot) => slot.get_or_init(counter).inc(),
+            None => counter().inc(),
+        };
+        self.seconds.observe(seconds);
+    }
+}
+
 /// Counts one in a gauge for as long as it lives (an open connection, a parked one).
 pub struct GaugeGuard(Gauge);
 
@@ -339,5 +419,59 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn looked_up_once_requests_and_outcomes_are_counted_under_their_labels() {
+        let metrics = Metrics::new();
+        let route = RouteMetrics::new(&metrics, Arc::new("shop/".to_string()), "redis");
+        for status in [200, 200, 503, 999] {
+            route.request(status, 0.01);
+        }
+        metrics.outcome("hit", "");
+        metrics.outcome("hit", "");
+        metrics.outcome("copied_forward", "php");
+        let text = metrics.encode();
+        let requests = |status: &str| {
+            sample(
+                &text,
+                &format!(
+                    "unstick_requests_total{{route=\"shop/\",mode=\"redis\",status=\"{status}\"}}"
+                ),
+            )
+        };
+        assert_eq!(requests("200"), Some(2.0), "{text}");
+        assert_eq!(requests("503"), Some(1.0), "{text}");
+        assert_eq!(requests("999"), Some(1.0), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                "unstick_request_duration_seconds_count{route=\"shop/\"}"
+            ),
+            Some(4.0),
+            "{text}"
+        );
+        let outcome = |labels: &str| {
+            sample(
+                &text,
+                &format!("unstick_session_outcomes_total{{{labels}}}"),
+            )
+        };
+        assert_eq!(outcome("outcome=\"hit\",store=\"\""), Some(2.0), "{text}");
+        assert_eq!(
+            outcome("outcome=\"copied_forward\",store=\"php\""),
+            Some(1.0),
+            "{text}"
+        );
     }
 }
