@@ -226,6 +226,8 @@ impl Activity {
             state.in_progress += 1;
             state.served = true;
         }
+        // A park asked for before it began is off (after an upgrade the tunnel reads on).
+        self.park.store(false, Ordering::Relaxed);
         Busy(self.clone())
     }
 
