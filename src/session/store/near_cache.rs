@@ -229,14 +229,19 @@ impl NearCache {
             )));
             client.connect();
         }
+        let tasks = tasks.iter().map(|t| t.abort_handle()).collect();
         let mut members = self.members.lock().unwrap_or_else(|p| p.into_inner());
         if members.generation == generation {
             members.clients = clients;
-            members.tasks = tasks.iter().map(|t| t.abort_handle()).collect();
+            members.tasks = tasks;
         } else {
-            for task in tasks {
-                task.abort();
+            // Replaced again meanwhile: these are not followed.
+            Members {
+                clients,
+                tasks,
+                ..Members::default()
             }
+            .close();
         }
     }
 
