@@ -178,6 +178,19 @@ fn https_address(proxy: &ProxyProcess) -> SocketAddr {
         .expect("https listener")
 }
 
+/// A TLS connection to `localhost` at `address`, handshake done.
+async fn tls_connect(
+    connector: &tokio_rustls::TlsConnector,
+    address: SocketAddr,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let server_name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector
+        .connect(server_name, tcp)
+        .await
+        .expect("handshake")
+}
+
 #[tokio::test]
 async fn silent_connections_to_the_tls_listener_are_closed_after_the_header_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -194,14 +207,7 @@ async fn silent_connections_to_the_tls_listener_are_closed_after_the_header_time
     // A complete handshake, then no request.
     let mut shaken = Vec::new();
     for _ in 0..20 {
-        let tcp = TcpStream::connect(https).await.unwrap();
-        let server_name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        shaken.push(
-            connector
-                .connect(server_name, tcp)
-                .await
-                .expect("handshake"),
-        );
+        shaken.push(tls_connect(&connector, https).await);
     }
     let started = Instant::now();
     let (closed, last) = closed_within(silent, CLOSE_BOUND).await;
@@ -419,13 +425,7 @@ async fn idle_tls_keep_alive_connections_park_and_serve_their_next_requests() {
         ..timeouts("10s", "30s")
     };
     let (_redis, _app, proxy) = stage(listener, true).await;
-    let tcp = TcpStream::connect(https_address(&proxy)).await.unwrap();
-    let server_name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector
-        .connect(server_name, tcp)
-        .await
-        .expect("handshake");
-    let mut client = BufReader::new(tls);
+    let mut client = BufReader::new(tls_connect(&connector, https_address(&proxy)).await);
     for round in 0..3 {
         let name = format!("tls {round}");
         client

@@ -1,14 +1,12 @@
 //! The near cache with real processes: two proxies on one Redis (a change made through either,
 //! or by hand in Redis, is honoured by the other), hits that cost Redis no command, idle and
 //! absolute ends and renewals of cached sessions, the loss of the invalidation connection,
-//! `serve_stale_for` while Redis is down, a Sentinel failover, and a Cluster (every primary
-//! reports its own keys; a failover is followed).
+//! and `serve_stale_for` while Redis is down (Sentinel and Cluster: tests/redis_ha.rs).
 
 mod support;
 
 use fred::prelude::*;
 use std::time::{Duration, Instant};
-use support::redis_ha::{wait_until, RedisCluster, RedisSentinel, SERVICE};
 use support::*;
 
 const TOKEN: &str = "test-admin-token-0123456789";
@@ -299,148 +297,4 @@ async fn echo_status(proxy: &impl RunningProxy, cookie: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-#[tokio::test]
-async fn with_sentinel_the_cache_follows_a_failover_and_changes_on_the_new_master_are_seen() {
-    let mut service = RedisSentinel::start().await;
-    let app = TestApp::start().await;
-    let mut config = ProxyConfig::for_test_app("", &[("t", app.address)]);
-    config.redis.sentinels = service.sentinel_addresses();
-    config.redis.service_name = Some(SERVICE.into());
-    // Logins reach the replica before the master is killed.
-    config.redis.wait_replicas = Some(1);
-    config.redis.wait_timeout = Some("2s".into());
-    config.admin = true;
-    let one = start(&config).await;
-    let two = start(&config).await;
-
-    let alice = test_app_login(&one, "alice").await;
-    let bob = test_app_login(&one, "bob").await;
-    cache_on(&two, &alice, "alice").await;
-    cache_on(&two, &bob, "bob").await;
-    let logout = reqwest::Client::new()
-        .post(one.url("/logout"))
-        .header("cookie", &alice)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), 200);
-    until_refused(&two, &alice, "logout through the other proxy").await;
-
-    // The master dies; the sentinels promote the replica.
-    let flushes = counter(&two, "unstick_near_cache_flushes_total").await;
-    service.master.kill();
-    let replica = service.replica.port;
-    wait_until(Duration::from_secs(30), "the replica promoted", || async {
-        service.reported_master_port().await == Some(replica)
-    })
-    .await;
-    let started = Instant::now();
-    while counter(&two, "unstick_near_cache_flushes_total").await <= flushes {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "cache not dropped at the failover"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    // Served again from the new master (each proxy follows the sentinels on its own), cached
-    // again, and a logout through one is seen by two.
-    until_served(&one, &bob, "bob through one after the failover").await;
-    until_served(&two, &bob, "bob through two after the failover").await;
-    cache_on(&two, &bob, "bob").await;
-    let logout = reqwest::Client::new()
-        .post(one.url("/logout"))
-        .header("cookie", &bob)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), 200);
-    until_refused(&two, &bob, "logout on the new master").await;
-    assert_eq!(user_seen(&two, &alice).await, None);
-}
-
-async fn logout(proxy: &ProxyProcess, cookie: &str) {
-    let logout = reqwest::Client::new()
-        .post(proxy.url("/logout"))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(logout.status(), 200);
-}
-
-async fn until_served(proxy: &ProxyProcess, cookie: &str, what: &str) {
-    let started = Instant::now();
-    while echo_status(proxy, cookie).await != 200 {
-        assert!(started.elapsed() < DEADLINE, "{what}: not served");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[tokio::test]
-async fn on_a_cluster_every_primary_reports_changes_and_a_failover_is_followed() {
-    let mut cluster = RedisCluster::start().await;
-    let app = TestApp::start().await;
-    let mut config = ProxyConfig::for_test_app("", &[("t", app.address)]);
-    config.redis.cluster_nodes = cluster.seeds();
-    // Logins reach a replica before a primary is killed.
-    config.redis.wait_replicas = Some(1);
-    config.redis.wait_timeout = Some("2s".into());
-    config.admin = true;
-    let one = start(&config).await;
-    let two = start(&config).await;
-
-    // Sessions on every primary, each cached by the other proxy.
-    let mut sessions = Vec::new();
-    for i in 0..12 {
-        let user = format!("user{i}");
-        let cookie = test_app_login(&one, &user).await;
-        cache_on(&two, &cookie, &user).await;
-        sessions.push((user, cookie));
-    }
-    let primaries = cluster.master_ports().await;
-    assert_eq!(primaries.len(), 3);
-    for port in &primaries {
-        assert!(cluster.keys_on(*port).await > 0, "no session on :{port}");
-    }
-
-    // A logout through one is seen by two, whichever primary holds the session.
-    for (user, cookie) in &sessions[..6] {
-        logout(&one, cookie).await;
-        until_refused(&two, cookie, user).await;
-    }
-
-    // The primary holding the most sessions dies; its replica is promoted.
-    let mut victim = (0, 0);
-    for port in primaries {
-        let keys = cluster.keys_on(port).await;
-        if keys > victim.1 {
-            victim = (port, keys);
-        }
-    }
-    let flushes = counter(&two, "unstick_near_cache_flushes_total").await;
-    cluster.node_mut(victim.0).kill();
-    cluster.wait_healthy(3, Duration::from_secs(30)).await;
-    let started = Instant::now();
-    while counter(&two, "unstick_near_cache_flushes_total").await <= flushes {
-        assert!(
-            started.elapsed() < DEADLINE,
-            "cache not dropped at the failover"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-
-    // Cached again on the new primaries, and logouts through one are still seen by two.
-    for (user, cookie) in &sessions[6..] {
-        // Each proxy finds the new primary on its own.
-        until_served(&one, cookie, user).await;
-        until_served(&two, cookie, user).await;
-        cache_on(&two, cookie, user).await;
-    }
-    for (user, cookie) in &sessions[6..] {
-        logout(&one, cookie).await;
-        until_refused(&two, cookie, user).await;
-    }
 }

@@ -1,6 +1,6 @@
 //! Redis deployments beyond one server: a Redis Cluster and a Sentinel service whose master is
-//! killed under session load, logins that wait for a replica, and several proxies sharing
-//! one Redis. Real `redis-server` processes, the real binary, the bundled legacy app.
+//! killed under session load, logins that wait for a replica, several proxies sharing one
+//! Redis, and their near caches following a failover. Real `redis-server` processes, the real binary, the bundled legacy app.
 
 mod support;
 
@@ -499,15 +499,7 @@ async fn with_sentinel_the_near_caches_follow_the_master_across_a_failover() {
     })
     .await;
     for proxy in [&one, &two] {
-        wait_until(Duration::from_secs(30), "bob served again", || async {
-            let answer = reqwest::Client::new()
-                .get(proxy.url("/echo"))
-                .header("cookie", &bob)
-                .send()
-                .await;
-            matches!(answer, Ok(answer) if answer.status() == 200)
-        })
-        .await;
+        until_served_again(proxy, &bob, "bob served again").await;
     }
     until_near_cached(&two, TOKEN, &bob, "bob").await;
     let after = metric(
@@ -516,12 +508,98 @@ async fn with_sentinel_the_near_caches_follow_the_master_across_a_failover() {
         &[],
     );
     assert!(after > flushes, "the cache was dropped on the switch");
+    logout(&one, &bob).await;
+    until_refused(&two, &bob, "logout after the failover").await;
+}
+
+/// Waits (bounded) until `proxy` serves `cookie` again after a failover: each proxy finds the
+/// new primary on its own.
+async fn until_served_again(proxy: &ProxyProcess, cookie: &str, what: &str) {
+    wait_until(Duration::from_secs(30), what, || async {
+        let answer = reqwest::Client::new()
+            .get(proxy.url("/echo"))
+            .header("cookie", cookie)
+            .send()
+            .await;
+        matches!(answer, Ok(answer) if answer.status() == 200)
+    })
+    .await;
+}
+
+async fn logout(proxy: &ProxyProcess, cookie: &str) {
     let logout = reqwest::Client::new()
-        .post(one.url("/logout"))
-        .header("cookie", &bob)
+        .post(proxy.url("/logout"))
+        .header("cookie", cookie)
         .send()
         .await
         .expect("logout");
     assert_eq!(logout.status(), 200);
-    until_refused(&two, &bob, "logout after the failover").await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_the_near_caches_hear_every_primary_and_follow_a_failover() {
+    let mut cluster = RedisCluster::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::for_test_app("", &[("t", app.address)]);
+    config.redis.cluster_nodes = cluster.seeds();
+    // Sessions must be on a replica when their primary dies.
+    config.redis.wait_replicas = Some(1);
+    config.redis.wait_timeout = Some("2s".into());
+    config.admin = true;
+    let env = [("UNSTICK_ADMIN_TOKEN", TOKEN)];
+    let one = ProxyProcess::start_with_env(&config.to_toml(), &env).await;
+    let two = ProxyProcess::start_with_env(&config.to_toml(), &env).await;
+
+    // Sessions on every primary, each cached by the other proxy.
+    let mut sessions = Vec::new();
+    for i in 0..12 {
+        let user = format!("user{i}");
+        let cookie = test_app_login(&one, &user).await;
+        until_near_cached(&two, TOKEN, &cookie, &user).await;
+        sessions.push((user, cookie));
+    }
+    let primaries = cluster.master_ports().await;
+    assert_eq!(primaries.len(), 3);
+    for port in &primaries {
+        assert!(cluster.keys_on(*port).await > 0, "no session on :{port}");
+    }
+
+    // A logout through one is seen by two, whichever primary holds the session.
+    for (user, cookie) in &sessions[..6] {
+        logout(&one, cookie).await;
+        until_refused(&two, cookie, user).await;
+    }
+
+    // The primary holding the most sessions dies; its replica is promoted.
+    let mut victim = (0, 0);
+    for port in primaries {
+        let keys = cluster.keys_on(port).await;
+        if keys > victim.1 {
+            victim = (port, keys);
+        }
+    }
+    let flushes = metric(
+        &admin_metrics(&two, TOKEN).await,
+        "unstick_near_cache_flushes_total",
+        &[],
+    );
+    cluster.node_mut(victim.0).kill();
+    cluster.wait_healthy(3, Duration::from_secs(30)).await;
+    for (user, cookie) in &sessions[6..] {
+        until_served_again(&one, cookie, user).await;
+        until_served_again(&two, cookie, user).await;
+        until_near_cached(&two, TOKEN, cookie, user).await;
+    }
+    let after = metric(
+        &admin_metrics(&two, TOKEN).await,
+        "unstick_near_cache_flushes_total",
+        &[],
+    );
+    assert!(after > flushes, "the cache was dropped on the switch");
+
+    // Logouts through one are still seen by two, on the new primaries too.
+    for (user, cookie) in &sessions[6..] {
+        logout(&one, cookie).await;
+        until_refused(&two, cookie, user).await;
+    }
 }
