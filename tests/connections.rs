@@ -191,23 +191,46 @@ async fn tls_connect(
         .expect("handshake")
 }
 
-#[tokio::test]
-async fn silent_connections_to_the_tls_listener_are_closed_after_the_header_timeout() {
+/// The proxy with an HTTPS listener (a fresh CA and a leaf for `localhost`), a client that
+/// trusts it, and where it listens.
+struct TlsStage {
+    connector: tokio_rustls::TlsConnector,
+    https: SocketAddr,
+    proxy: ProxyProcess,
+    _redis: RedisServer,
+    _app: TestApp,
+    _certificates: tempfile::TempDir,
+}
+
+async fn stage_tls(header_timeout: &str, idle_timeout: &str, admin: bool) -> TlsStage {
     let dir = tempfile::tempdir().unwrap();
     let connector = certificates(dir.path());
     let listener = ListenerOptions {
         tls: Some((dir.path().join("cert.pem"), dir.path().join("key.pem"))),
-        ..timeouts("1s", "30s")
+        ..timeouts(header_timeout, idle_timeout)
     };
-    let (_redis, _app, proxy) = stage(listener, false).await;
-    let https = https_address(&proxy);
+    let (redis, app, proxy) = stage(listener, admin).await;
+    TlsStage {
+        connector,
+        https: https_address(&proxy),
+        proxy,
+        _redis: redis,
+        _app: app,
+        _certificates: dir,
+    }
+}
+
+#[tokio::test]
+async fn silent_connections_to_the_tls_listener_are_closed_after_the_header_timeout() {
+    let stage = stage_tls("1s", "30s", false).await;
+    let (connector, https) = (&stage.connector, stage.https);
 
     // No handshake at all.
     let silent = open_quiet(https, 100, b"").await;
     // A complete handshake, then no request.
     let mut shaken = Vec::new();
     for _ in 0..20 {
-        shaken.push(tls_connect(&connector, https).await);
+        shaken.push(tls_connect(connector, https).await);
     }
     let started = Instant::now();
     let (closed, last) = closed_within(silent, CLOSE_BOUND).await;
@@ -418,14 +441,9 @@ async fn idle_keep_alive_connections_park_and_serve_their_next_requests() {
 
 #[tokio::test]
 async fn idle_tls_keep_alive_connections_park_and_serve_their_next_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let connector = certificates(dir.path());
-    let listener = ListenerOptions {
-        tls: Some((dir.path().join("cert.pem"), dir.path().join("key.pem"))),
-        ..timeouts("10s", "30s")
-    };
-    let (_redis, _app, proxy) = stage(listener, true).await;
-    let mut client = BufReader::new(tls_connect(&connector, https_address(&proxy)).await);
+    let stage = stage_tls("10s", "30s", true).await;
+    let proxy = &stage.proxy;
+    let mut client = BufReader::new(tls_connect(&stage.connector, stage.https).await);
     for round in 0..3 {
         let name = format!("tls {round}");
         client
@@ -433,7 +451,7 @@ async fn idle_tls_keep_alive_connections_park_and_serve_their_next_requests() {
             .await
             .unwrap();
         assert_eq!(read_echo(&mut client).await, (200, name));
-        until_parked(&proxy, 1).await;
+        until_parked(proxy, 1).await;
     }
 }
 

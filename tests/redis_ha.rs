@@ -459,6 +459,27 @@ async fn two_proxies_on_one_redis_share_logins_logouts_and_revocations() {
     }
 }
 
+/// Two proxies with `config` and their admin listeners; every login waits for a replica, so
+/// that sessions survive their primary's death.
+async fn two_proxies_surviving_a_failover(mut config: ProxyConfig) -> (ProxyProcess, ProxyProcess) {
+    config.redis.wait_replicas = Some(1);
+    config.redis.wait_timeout = Some("2s".into());
+    config.admin = true;
+    let env = [("UNSTICK_ADMIN_TOKEN", TOKEN)];
+    let one = ProxyProcess::start_with_env(&config.to_toml(), &env).await;
+    let two = ProxyProcess::start_with_env(&config.to_toml(), &env).await;
+    (one, two)
+}
+
+/// How often `proxy`'s near cache was dropped whole.
+async fn cache_flushes(proxy: &ProxyProcess) -> f64 {
+    metric(
+        &admin_metrics(proxy, TOKEN).await,
+        "unstick_near_cache_flushes_total",
+        &[],
+    )
+}
+
 #[tokio::test]
 async fn with_sentinel_the_near_caches_follow_the_master_across_a_failover() {
     let mut service = RedisSentinel::start().await;
@@ -466,13 +487,7 @@ async fn with_sentinel_the_near_caches_follow_the_master_across_a_failover() {
     let mut config = ProxyConfig::for_test_app("", &[("t", app.address)]);
     config.redis.sentinels = service.sentinel_addresses();
     config.redis.service_name = Some(SERVICE.into());
-    // Bob's session must be on the replica when the master dies.
-    config.redis.wait_replicas = Some(1);
-    config.redis.wait_timeout = Some("2s".into());
-    config.admin = true;
-    let env = [("UNSTICK_ADMIN_TOKEN", TOKEN)];
-    let one = ProxyProcess::start_with_env(&config.to_toml(), &env).await;
-    let two = ProxyProcess::start_with_env(&config.to_toml(), &env).await;
+    let (one, two) = two_proxies_surviving_a_failover(config).await;
 
     let alice = test_app_login(&one, "alice").await;
     until_near_cached(&two, TOKEN, &alice, "alice").await;
@@ -488,11 +503,7 @@ async fn with_sentinel_the_near_caches_follow_the_master_across_a_failover() {
     // The master dies; the promoted replica tracks for both proxies.
     let bob = test_app_login(&one, "bob").await;
     until_near_cached(&two, TOKEN, &bob, "bob").await;
-    let flushes = metric(
-        &admin_metrics(&two, TOKEN).await,
-        "unstick_near_cache_flushes_total",
-        &[],
-    );
+    let flushes = cache_flushes(&two).await;
     service.master.kill();
     wait_until(Duration::from_secs(30), "the replica promoted", || async {
         service.reported_master_port().await == Some(service.replica.port)
@@ -502,11 +513,7 @@ async fn with_sentinel_the_near_caches_follow_the_master_across_a_failover() {
         until_served_again(proxy, &bob, "bob served again").await;
     }
     until_near_cached(&two, TOKEN, &bob, "bob").await;
-    let after = metric(
-        &admin_metrics(&two, TOKEN).await,
-        "unstick_near_cache_flushes_total",
-        &[],
-    );
+    let after = cache_flushes(&two).await;
     assert!(after > flushes, "the cache was dropped on the switch");
     logout(&one, &bob).await;
     until_refused(&two, &bob, "logout after the failover").await;
@@ -542,13 +549,7 @@ async fn on_a_cluster_the_near_caches_hear_every_primary_and_follow_a_failover()
     let app = TestApp::start().await;
     let mut config = ProxyConfig::for_test_app("", &[("t", app.address)]);
     config.redis.cluster_nodes = cluster.seeds();
-    // Sessions must be on a replica when their primary dies.
-    config.redis.wait_replicas = Some(1);
-    config.redis.wait_timeout = Some("2s".into());
-    config.admin = true;
-    let env = [("UNSTICK_ADMIN_TOKEN", TOKEN)];
-    let one = ProxyProcess::start_with_env(&config.to_toml(), &env).await;
-    let two = ProxyProcess::start_with_env(&config.to_toml(), &env).await;
+    let (one, two) = two_proxies_surviving_a_failover(config).await;
 
     // Sessions on every primary, each cached by the other proxy.
     let mut sessions = Vec::new();
@@ -578,11 +579,7 @@ async fn on_a_cluster_the_near_caches_hear_every_primary_and_follow_a_failover()
             victim = (port, keys);
         }
     }
-    let flushes = metric(
-        &admin_metrics(&two, TOKEN).await,
-        "unstick_near_cache_flushes_total",
-        &[],
-    );
+    let flushes = cache_flushes(&two).await;
     cluster.node_mut(victim.0).kill();
     cluster.wait_healthy(3, Duration::from_secs(30)).await;
     for (user, cookie) in &sessions[6..] {
@@ -590,11 +587,7 @@ async fn on_a_cluster_the_near_caches_hear_every_primary_and_follow_a_failover()
         until_served_again(&two, cookie, user).await;
         until_near_cached(&two, TOKEN, cookie, user).await;
     }
-    let after = metric(
-        &admin_metrics(&two, TOKEN).await,
-        "unstick_near_cache_flushes_total",
-        &[],
-    );
+    let after = cache_flushes(&two).await;
     assert!(after > flushes, "the cache was dropped on the switch");
 
     // Logouts through one are still seen by two, on the new primaries too.
