@@ -151,7 +151,7 @@ pub(crate) async fn serve_connection<S, H, F>(
         scheme,
         draining: false,
     };
-    let mut stream = ClientStream::new(stream, activity.clone());
+    let mut stream = ClientStream::new(stream, activity);
     // HTTP/2 when the client opens with the h2 preface (h2c, or ALPN h2 over TLS), else HTTP/1.1.
     let protocol = match watchdog.until_client_speaks(stream.sniff_protocol()).await {
         Some(Ok(protocol)) => protocol,
@@ -209,7 +209,6 @@ pub(crate) async fn serve_connection<S, H, F>(
             }
             None => return,
         }
-        activity.unparked();
         stream = parked;
     }
 }

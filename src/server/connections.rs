@@ -125,9 +125,7 @@ impl<S> Counted<S> {
                 .map(|m| GaugeGuard::new(&m.client_connections)),
         }
     }
-}
 
-impl<S> Counted<S> {
     pub(crate) fn get_ref(&self) -> &S {
         &self.inner
     }

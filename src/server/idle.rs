@@ -106,6 +106,7 @@ impl<S: ClientSocket> ClientStream<S> {
     /// connection reads first.
     pub(crate) fn unpark(&mut self, unread: Bytes) {
         self.parked = false;
+        self.activity.unparked();
         if !unread.is_empty() {
             // A request is arriving: no parking until it is answered.
             self.activity.bytes_arrived();

@@ -76,15 +76,15 @@ impl Members {
         for task in self.tasks.drain(..) {
             task.abort();
         }
+        let clients = std::mem::take(&mut self.clients);
         // Outside a runtime (the process ending) the connections just close with them.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            for client in self.clients.drain(..) {
+            for client in clients {
                 runtime.spawn(async move {
                     let _ = client.quit().await;
                 });
             }
         }
-        self.clients.clear();
     }
 }
 
