@@ -150,14 +150,26 @@ async fn revoking_a_user_logs_out_every_device_and_nobody_else() {
     )
     .await;
     let laptop = test_app_login(&proxy, "alice").await;
-    let phone = test_app_login(&proxy, "alice").await;
+    let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1";
+    let phone = test_app_login_from(&proxy, "alice", iphone).await;
     let bob = test_app_login(&proxy, "bob").await;
 
     let listed: serde_json::Value =
         json_of(admin(&proxy, reqwest::Method::GET, "/sessions?user=alice")).await;
     let sessions = listed["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2);
-    assert_eq!(sessions[0]["user_agent"], "alice-device");
+    let mut devices: Vec<&str> = sessions
+        .iter()
+        .map(|s| s["device"].as_str().unwrap())
+        .collect();
+    devices.sort();
+    assert_eq!(devices, ["Safari 17 on iPhone", "alice-device"]);
+    // Redis keeps the label, not the 140-byte User-Agent.
+    use fred::prelude::KeysInterface;
+    let phone_key = format!("test:s:{}", session_hash(phone.split_once('=').unwrap().1));
+    let stored: String = redis.client().await.get(&phone_key).await.unwrap();
+    assert!(stored.contains(r#""ua":"Safari 17 on iPhone""#), "{stored}");
+    assert!(!stored.contains("AppleWebKit"), "{stored}");
     for session in sessions {
         assert_eq!(session["id_hash"].as_str().unwrap().len(), 22);
         assert!(

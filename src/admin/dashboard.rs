@@ -239,7 +239,7 @@ impl Admin {
                 html,
                 r#"<tr><td><code title="{hash}">{short}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><form method="post" action="/dashboard/revoke"><input type="hidden" name="form_token" value="{form_token}"><input type="hidden" name="user" value="{user}"><input type="hidden" name="id_hash" value="{hash}"><button type="submit" class="revoke">Revoke</button></form></td></tr>"#,
                 escape(&session.user),
-                escape(session.user_agent.as_deref().unwrap_or("")),
+                escape(session.device.as_deref().unwrap_or("")),
                 escape(session.client_ip.as_deref().unwrap_or("")),
                 escape(session.origin.as_deref().unwrap_or("")),
                 time(session.created_ms),

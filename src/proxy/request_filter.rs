@@ -46,10 +46,7 @@ pub fn request_filter(
     let facts = RequestFacts {
         path: request.uri().path().to_string(),
         host,
-        user_agent: sent
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from),
+        user_agent: sent.get(USER_AGENT).cloned(),
         client_ip: client.ip,
     };
     let context = RequestContext {

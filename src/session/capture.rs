@@ -15,6 +15,7 @@ use super::cookie::{
     parse_session_cookie, remove_session_set_cookies, session_cookie_change, CookieChange,
     SessionHash, SessionId,
 };
+use super::device::device_label;
 use super::mapping::identity_from_json;
 use super::record::{now_ms, Identity, SessionRecord};
 use super::store::StoreError;
@@ -387,7 +388,7 @@ fn new_record(
         expires_ms: now + absolute.as_millis() as u64,
         idle_ms: idle.as_millis() as u64,
         origin: Some(at.instance.name.clone()),
-        user_agent: at.facts.user_agent.clone(),
+        device: device_label(at.facts.user_agent.as_ref()),
         client_ip: Some(at.facts.client_ip.to_string()),
         rotated_from: None,
         retires_ms: None,

@@ -11,6 +11,7 @@ use crate::config::{IdentityConfig, RouteConfig, SessionConfig};
 use crate::metrics::Metrics;
 use crate::migration::Mode;
 use crate::upstream::UpstreamPool;
+use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -45,7 +46,8 @@ impl SessionRoute {
 pub struct RequestFacts {
     pub path: String,
     pub host: Option<String>,
-    pub user_agent: Option<String>,
+    /// The header as sent; a record keeps only its [`super::device::device_label`].
+    pub user_agent: Option<HeaderValue>,
     pub client_ip: IpAddr,
 }
 

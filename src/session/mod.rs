@@ -1,5 +1,5 @@
 //! Sessions, a layer below the proxy: the app's cookie formats ([`cookie`]), what is kept per
-//! session ([`record`]) and where ([`store`]), how a request's session is found ([`resolve`])
+//! session ([`record`], [`device`]) and where ([`store`]), how a request's session is found ([`resolve`])
 //! and how responses begin and end it ([`capture`]), where identity comes from ([`mapping`],
 //! [`whoami`], old stores: [`old_store`] and its kinds in [`old_stores`]), and a user's
 //! sessions: index, revocation, cap ([`users`]); copying an old store's sessions ahead of
@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod context;
 pub mod cookie;
+pub mod device;
 pub mod mapping;
 pub mod old_store;
 pub mod old_stores;

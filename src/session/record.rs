@@ -33,7 +33,9 @@ pub struct SessionRecord {
     pub idle_ms: u64,
     /// The instance that saw the login.
     pub origin: Option<String>,
-    pub user_agent: Option<String>,
+    /// A short label of the client's device ([`super::device::device_label`]), stored as
+    /// `ua`, where earlier versions kept the whole User-Agent (still read as it is).
+    pub device: Option<String>,
     pub client_ip: Option<String>,
     /// The session id this one replaced when the app re-issued its cookie: a logout of this
     /// session ends that one too, even within its grace period.
@@ -84,7 +86,7 @@ struct Stored {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    user_agent: Option<String>,
+    device: Option<String>,
     #[serde(
         rename = "ip",
         alias = "client_ip",
@@ -133,7 +135,7 @@ impl From<SessionRecord> for Stored {
             expires_ms: record.expires_ms,
             idle_ms: record.idle_ms,
             origin: record.origin,
-            user_agent: record.user_agent,
+            device: record.device,
             client_ip: record.client_ip,
             rotated_from: record.rotated_from,
             retires_ms: record.retires_ms,
@@ -162,7 +164,7 @@ impl TryFrom<Stored> for SessionRecord {
             expires_ms: stored.expires_ms,
             idle_ms: stored.idle_ms,
             origin: stored.origin,
-            user_agent: stored.user_agent,
+            device: stored.device,
             client_ip: stored.client_ip,
             rotated_from: stored.rotated_from,
             retires_ms: stored.retires_ms,
@@ -215,7 +217,7 @@ mod tests {
             (1, 2, 3)
         );
         assert_eq!(record.retires_ms, Some(5));
-        assert_eq!(record.user_agent.as_deref(), Some("curl/8"));
+        assert_eq!(record.device.as_deref(), Some("curl/8"));
         let family = record.family.clone().unwrap();
         assert_eq!(family.as_str().len(), 22);
         let json = serde_json::to_string(&record).unwrap();

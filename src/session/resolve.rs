@@ -4,6 +4,7 @@
 
 use super::context::{RequestFacts, ResolvedSession, SessionRoute, Sessions};
 use super::cookie::SessionId;
+use super::device::device_label;
 use super::old_store::{LookupContext, OldSession};
 use super::record::{now_ms, SessionRecord};
 use super::store::{Loaded, StoreError};
@@ -252,7 +253,7 @@ pub fn copied_record(
     old: OldSession,
     now_ms: u64,
     origin: Option<&str>,
-    user_agent: Option<String>,
+    device: Option<String>,
     client_ip: Option<String>,
 ) -> SessionRecord {
     let remaining = old.remaining.unwrap_or_default();
@@ -262,7 +263,7 @@ pub fn copied_record(
         expires_ms: now_ms + settings.absolute_lifetime.max(remaining).as_millis() as u64,
         idle_ms: settings.idle_timeout.max(remaining).as_millis() as u64,
         origin: old.origin.or_else(|| origin.map(String::from)),
-        user_agent,
+        device,
         client_ip,
         rotated_from: None,
         retires_ms: None,
@@ -283,7 +284,7 @@ async fn copy_forward(
         old,
         now_ms(),
         origin,
-        facts.user_agent.clone(),
+        device_label(facts.user_agent.as_ref()),
         Some(facts.client_ip.to_string()),
     );
     let hash = id.hash();

@@ -14,7 +14,8 @@ use std::time::Duration;
 pub struct SessionSummary {
     pub id_hash: String,
     pub user: String,
-    pub user_agent: Option<String>,
+    /// A short label such as "Chrome 131 on Mac OSX" (see [`super::device`]).
+    pub device: Option<String>,
     pub client_ip: Option<String>,
     pub origin: Option<String>,
     pub created_ms: u64,
@@ -97,7 +98,7 @@ pub async fn list(store: &SessionStore, user: &str) -> Result<Vec<SessionSummary
             Some((record, last_seen_ms)) => sessions.push(SessionSummary {
                 id_hash: hash.to_string(),
                 user: record.identity.user,
-                user_agent: record.user_agent,
+                device: record.device,
                 client_ip: record.client_ip,
                 origin: record.origin,
                 created_ms: record.created_ms,
@@ -312,7 +313,7 @@ mod tests {
             expires_ms: created_ms + lasts_ms,
             idle_ms: lasts_ms,
             origin: None,
-            user_agent: None,
+            device: None,
             client_ip: None,
             rotated_from: None,
             retires_ms: None,
@@ -369,7 +370,7 @@ mod tests {
         assert_eq!(put(1, false).await, IfAbsent::Present);
 
         let mut newer = record(now_ms(), 60_000);
-        newer.user_agent = Some("the proxy's own".into());
+        newer.device = Some("the proxy's own".into());
         store
             .save(&hash(2), &newer, now_ms(), Duration::from_secs(1))
             .await

@@ -418,9 +418,18 @@ pub fn stored_seen(value: Option<String>) -> Option<u64> {
 /// Logs `user` in on a [`TestApp`] through the proxy (user agent `<user>-device`); returns
 /// the `sid=...` pair to send as the `Cookie` header.
 pub async fn test_app_login(proxy: &impl RunningProxy, user: &str) -> String {
+    test_app_login_from(proxy, user, &format!("{user}-device")).await
+}
+
+/// [`test_app_login`] from a client that sends `user_agent`.
+pub async fn test_app_login_from(
+    proxy: &impl RunningProxy,
+    user: &str,
+    user_agent: &str,
+) -> String {
     let response = reqwest::Client::new()
         .post(proxy.url(&format!("/login?user={user}")))
-        .header("user-agent", format!("{user}-device"))
+        .header("user-agent", user_agent)
         .send()
         .await
         .unwrap();

@@ -648,7 +648,7 @@ mod tests {
             expires_ms: now_ms + 3_600_000,
             idle_ms: 600_000,
             origin: None,
-            user_agent: None,
+            device: None,
             client_ip: None,
             rotated_from: None,
             retires_ms: None,
