@@ -556,10 +556,7 @@ async fn a_connection_the_app_closed_while_idle_is_replaced_not_failed() {
     let instance = pool.instance("a").unwrap().clone();
     for round in 1..=3 {
         if round > 1 {
-            // The connection went back to the pool, idle; now the app closes it.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            app.close_idle_connections();
-            std::thread::sleep(Duration::from_millis(50));
+            close_while_idle(&app).await;
         }
         let response = pool
             .send_to(
@@ -573,6 +570,60 @@ async fn a_connection_the_app_closed_while_idle_is_replaced_not_failed() {
         assert_eq!(&body[..], br#"{"user":"alice"}"#);
     }
     assert_eq!(app.connections(), 3, "one fresh connection per closed one");
+}
+
+/// The same race for a client's request: a GET on a connection the app closed while it was
+/// idle in the pool goes again on a fresh connection and is answered, not a 502. A POST in the
+/// same place is not repeated: the app may have acted on it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_clients_get_meeting_the_apps_keep_alive_timeout_is_sent_again() {
+    let app = ClosingApp::start(KeepAlive::UntilClosed);
+    let pool = one_instance_pool(app.address);
+    let client_request = |method: &str, path: &str| {
+        let body = match method {
+            "POST" => unstick::body::full("user=bob"),
+            _ => unstick::body::empty(),
+        };
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", app.address.to_string())
+            .header("cookie", "sid=alice")
+            .body(body)
+            .unwrap()
+    };
+    for round in 1..=3 {
+        if round > 1 {
+            close_while_idle(&app).await;
+        }
+        let (response, _) = pool
+            .send(client_request("GET", "/whoami"), None, false)
+            .await
+            .unwrap_or_else(|e| panic!("GET {round} failed: {e}"));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], br#"{"user":"alice"}"#);
+    }
+    assert_eq!(app.connections(), 3, "one fresh connection per closed one");
+
+    close_while_idle(&app).await;
+    let posted = pool
+        .send(client_request("POST", "/login?user=bob"), None, false)
+        .await;
+    assert!(
+        matches!(posted, Err(unstick::upstream::ForwardError::Failed { .. })),
+        "a POST that went out is not sent again: {:?}",
+        posted.map(|(response, _)| response.status())
+    );
+    assert_eq!(app.connections(), 3, "no new connection for the POST");
+}
+
+/// Leaves the pool's connection idle for longer than a keep-alive race needs to be covered
+/// (100 ms), then has the app close it. The test's runtime is blocked while the FIN arrives,
+/// so unstick has not noticed it when the next request takes the connection.
+async fn close_while_idle(app: &ClosingApp) {
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    app.close_idle_connections();
+    std::thread::sleep(Duration::from_millis(50));
 }
 
 /// An app that closes keep-alive connections after a short idle, as Node and gunicorn do,

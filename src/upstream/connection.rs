@@ -6,7 +6,7 @@ use crate::body::Body;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +33,13 @@ pub enum ConnectError {
 pub struct ConnectionPool {
     authority: String,
     max_idle: usize,
-    idle: Mutex<Vec<SendRequest<Body>>>,
+    idle: Mutex<Vec<PooledConnection>>,
+}
+
+/// A connection taken from the pool, and since when it had been there.
+pub struct PooledConnection {
+    pub sender: SendRequest<Body>,
+    pub pooled_at: Instant,
 }
 
 impl ConnectionPool {
@@ -45,17 +51,17 @@ impl ConnectionPool {
         }
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<Body>>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<PooledConnection>> {
         self.idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A ready pooled connection, if any (closed ones are dropped on the way).
-    pub fn take_idle(&self) -> Option<SendRequest<Body>> {
+    /// The ready pooled connection used last, if any (closed ones are dropped on the way).
+    pub fn take_idle(&self) -> Option<PooledConnection> {
         let mut idle = self.idle();
-        idle.retain(|sender| !sender.is_closed());
-        let position = idle.iter().rposition(|sender| sender.is_ready())?;
+        idle.retain(|pooled| !pooled.sender.is_closed());
+        let position = idle.iter().rposition(|pooled| pooled.sender.is_ready())?;
         Some(idle.swap_remove(position))
     }
 
@@ -63,7 +69,10 @@ impl ConnectionPool {
     pub fn put_back(&self, sender: SendRequest<Body>) {
         let mut idle = self.idle();
         if idle.len() < self.max_idle && !sender.is_closed() {
-            idle.push(sender);
+            idle.push(PooledConnection {
+                sender,
+                pooled_at: Instant::now(),
+            });
         }
     }
 

@@ -176,7 +176,7 @@ impl UpstreamPool {
                     request,
                     upgrade,
                     self.response_timeout,
-                    Resend::IfUnsent,
+                    Resend::ClientRequest,
                 )
                 .await
             {
@@ -208,7 +208,7 @@ impl UpstreamPool {
         request: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let attempt = self.send_on(instance, request, false, timeout, Resend::IfUnanswered);
+        let attempt = self.send_on(instance, request, false, timeout, Resend::OwnRequest);
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(Attempt::Unsent { error, .. })) => Err(ForwardError::Unreachable {
@@ -243,8 +243,11 @@ impl UpstreamPool {
         };
         loop {
             let reused = pooled.is_some();
+            let long_idle = pooled
+                .as_ref()
+                .is_some_and(|p| p.pooled_at.elapsed() >= RESEND_AFTER_IDLE);
             let mut sender = match pooled.take() {
-                Some(sender) => sender,
+                Some(pooled) => pooled.sender,
                 None => match instance.connections.connect(self.connect_timeout).await {
                     Ok(sender) => sender,
                     Err(e) => {
@@ -256,7 +259,8 @@ impl UpstreamPool {
                 },
             };
             let replica = match resend {
-                Resend::IfUnanswered if reused => replica(&request),
+                Resend::OwnRequest if reused => replica(&request),
+                Resend::ClientRequest if long_idle => replica(&request),
                 _ => None,
             };
             let sent =
@@ -295,15 +299,25 @@ impl UpstreamPool {
     }
 }
 
-/// When a request that went out on a reused connection may go again on a fresh one.
+/// When a request that went out on a reused connection may go again on a fresh one. Either
+/// way, one that was never sent goes again, and only safe bodiless requests are repeated
+/// after they went out (RFC 9110 section 9.2.2, RFC 9112 section 9.3.1).
 #[derive(Clone, Copy)]
 enum Resend {
-    /// Only when it was never sent: a client's request may have been acted on.
-    IfUnsent,
-    /// Also when the connection closed before any answer: unstick's own bodiless GETs, safe
-    /// to repeat (RFC 9110 section 9.2.2).
-    IfUnanswered,
+    /// A client's request: repeated when its connection had been idle in the pool for
+    /// [`RESEND_AFTER_IDLE`] or more and closed before any answer. That is the app's
+    /// keep-alive timeout meeting the request; a connection in steady use does not meet it,
+    /// and copying every request's headers to cover that case would cost every request.
+    ClientRequest,
+    /// unstick's own bodiless GETs (login capture, old-store lookups, health checks):
+    /// repeated whenever the connection closed before any answer.
+    OwnRequest,
 }
+
+/// How long a pooled connection must have been idle before a client's safe request sent on it
+/// is copied, to go again should the app have closed the connection (see [`Resend`]). App
+/// servers' keep-alive timeouts are a second or more (Node 5 s, gunicorn 2 s, Tomcat 20 s).
+const RESEND_AFTER_IDLE: Duration = Duration::from_millis(100);
 
 /// A copy of a bodiless request with a safe method (RFC 9110 section 9.2.1), to send again.
 fn replica(request: &Request<Body>) -> Option<Request<Body>> {
