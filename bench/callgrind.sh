@@ -11,7 +11,8 @@
 #   OUT_DIR=/tmp/cg bash bench/callgrind.sh   # keep the callgrind files for callgrind_annotate
 #
 # Knobs: UNSTICK_BIN (default target/release/unstick, built with `cargo build --release`),
-# RUNTIME (listener.runtime: multi-thread or per-core), N_SMALL=100, N_LARGE=600.
+# RUNTIME (listener.runtime: multi-thread or per-core), N_SMALL=100, N_LARGE=600, NGINX=1 (0:
+# skip the baseline: the same requests through nginx `proxy_pass`, also under callgrind).
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +20,7 @@ UNSTICK_BIN="${UNSTICK_BIN:-$REPO_DIR/target/release/unstick}"
 RUNTIME="${RUNTIME:-multi-thread}"
 N_SMALL="${N_SMALL:-100}"
 N_LARGE="${N_LARGE:-600}"
+NGINX="${NGINX:-1}"
 HOST=127.0.0.1
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/unstick-callgrind.XXXXXX")"
 OUT_DIR="${OUT_DIR:-$WORK_DIR}"
@@ -120,7 +122,16 @@ EOF
         tail -n 20 "$WORK_DIR/unstick.$n.log" >&2
         exit 1
     }
-    python3 - "$port" "$n" <<'PY' || die "requests failed"
+    send_requests "$port" "$n"
+    kill -TERM "$pid"
+    wait "$pid" || true
+    awk '/^(summary|totals):/ { print $2; exit }' "$out"
+}
+
+# N requests with the session cookie, then N with the same bytes under another cookie name,
+# over one keep-alive connection (a login first, through the proxy on PORT).
+send_requests() { # port n
+    python3 - "$1" "$2" <<'PY' || die "requests failed"
 import http.client, sys
 port, n = int(sys.argv[1]), int(sys.argv[2])
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -137,7 +148,57 @@ for cookie in (sid, "other.sid=" + sid.split("=", 1)[1]):
         assert b'"bench"' in body, body
 c.close()
 PY
-    kill -TERM "$pid"
+}
+
+# The same N + N requests through nginx (one process, `proxy_pass` with upstream keep-alive, as
+# bench/run.sh configures it) under callgrind: the baseline of the same run.
+measure_nginx() { # n
+    local n="$1" port out pid dir="$WORK_DIR/nginx"
+    port="$(free_ports 1)"
+    out="$OUT_DIR/callgrind.nginx.$n.out"
+    mkdir -p "$dir"
+    local user_line=""
+    if ((EUID == 0)); then user_line="user root;"; fi
+    cat >"$dir/nginx.conf" <<EOF
+$user_line
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path $dir/client_body;
+    proxy_temp_path $dir/proxy;
+    fastcgi_temp_path $dir/fastcgi;
+    uwsgi_temp_path $dir/uwsgi;
+    scgi_temp_path $dir/scgi;
+    upstream app {
+        server $HOST:$APP_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen $HOST:$port;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+        nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$WORK_DIR/nginx.$n.log" 2>&1 &
+    pid=$!
+    wait_for_port "$port" 300 "$pid" || {
+        tail -n 20 "$WORK_DIR/nginx.$n.log" >&2
+        exit 1
+    }
+    send_requests "$port" "$n"
+    kill -QUIT "$pid"
     wait "$pid" || true
     awk '/^(summary|totals):/ { print $2; exit }' "$out"
 }
@@ -147,3 +208,12 @@ large="$(measure "$N_LARGE")"
 log "Ir at N=$N_SMALL: $small, at N=$N_LARGE: $large"
 awk -v a="$large" -v b="$small" -v d="$((N_LARGE - N_SMALL))" -v r="$RUNTIME" \
     'BEGIN { printf "instructions per request pair (session + no session), %s: %.0f\n", r, (a - b) / d }'
+if [[ "$NGINX" == 1 ]]; then
+    nginx_small="$(measure_nginx "$N_SMALL")"
+    nginx_large="$(measure_nginx "$N_LARGE")"
+    log "nginx Ir at N=$N_SMALL: $nginx_small, at N=$N_LARGE: $nginx_large"
+    awk -v a="$large" -v b="$small" -v na="$nginx_large" -v nb="$nginx_small" \
+        -v d="$((N_LARGE - N_SMALL))" 'BEGIN {
+            printf "nginx, the same requests: %.0f\n", (na - nb) / d
+            printf "unstick/nginx instructions: %.2f\n", (a - b) / (na - nb) }'
+fi
