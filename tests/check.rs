@@ -147,6 +147,10 @@ async fn healthy_setup_passes_and_reports_latency() {
     assert!(run.stdout.contains("check passed"), "{}", run.explain());
     let strict = run_check_with(&healthy_config(&redis.url()).to_toml(), &["--strict"]).await;
     assert_eq!(strict.code, 0, "{}", strict.explain());
+    // A preflight check reads; it never writes to the Redis it checks.
+    use fred::prelude::ServerInterface;
+    let keys: u64 = redis.client().await.dbsize().await.unwrap();
+    assert_eq!(keys, 0, "check wrote to Redis");
 }
 
 #[tokio::test]

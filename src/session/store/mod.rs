@@ -35,6 +35,7 @@ impl SessionStore {
         match &config.url {
             StoreUrl::Redis(_) | StoreUrl::Sentinel(_) | StoreUrl::Cluster(_) => {
                 let store = RedisStore::connect(config).await?;
+                store.convert_earlier_layout_in_background();
                 let near = near_cache(config, &store)?;
                 Ok(SessionStore::Redis(store, near))
             }

@@ -17,8 +17,9 @@
 //! upper bound, some entries may belong to sessions that ended early (a logout not seen by
 //! the index); the cap and the listing peek at the sessions and skip those.
 //!
-//! Keys of the earlier layout (a hash per session and 64-hex names) are converted at start,
-//! see [`legacy`]; until a pass finds none left, a miss also looks for its earlier key.
+//! Keys of the earlier layout (a hash per session and 64-hex names) are converted at start by
+//! the processes that use sessions, see [`legacy`]; until a pass finds none left, a miss also
+//! looks for its earlier key.
 
 mod legacy;
 
@@ -451,8 +452,13 @@ impl RedisStore {
             probe,
             legacy: Arc::new(AtomicBool::new(true)),
         };
-        legacy::convert_in_background(store.clone());
         Ok(store)
+    }
+
+    /// Starts converting the keys of the earlier layout in the background (see [`legacy`]).
+    /// For the processes that use sessions; `check` connects without it, and writes nothing.
+    pub fn convert_earlier_layout_in_background(&self) {
+        legacy::convert_in_background(self.clone());
     }
 
     pub fn observed_by(mut self, metrics: Arc<Metrics>) -> RedisStore {
