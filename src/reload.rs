@@ -15,14 +15,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The `[listener]` settings that differ and are read only at start: the sockets, the
-/// connection limits and the shutdown grace. `trust_forwarded_headers` is not among them: each
-/// request reads it from the running config.
+/// connection limits and the shutdown grace. `trust_forwarded_headers` and `body_timeout` are not
+/// among them: each request reads them from the running config.
 fn restart_only_changes(running: &ListenerConfig, new: &ListenerConfig) -> Vec<&'static str> {
     // Destructured, so that a new setting must be sorted into one kind or the other.
     let ListenerConfig {
         address,
         shutdown_grace,
         trust_forwarded_headers: _,
+        body_timeout: _,
         header_timeout,
         idle_timeout,
         max_connections,

@@ -597,7 +597,7 @@ async fn a_clients_get_meeting_the_apps_keep_alive_timeout_is_sent_again() {
             close_while_idle(&app).await;
         }
         let (response, _) = pool
-            .send(client_request("GET", "/whoami"), None, false)
+            .send(client_request("GET", "/whoami"), None, false, None)
             .await
             .unwrap_or_else(|e| panic!("GET {round} failed: {e}"));
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -607,7 +607,7 @@ async fn a_clients_get_meeting_the_apps_keep_alive_timeout_is_sent_again() {
 
     close_while_idle(&app).await;
     let posted = pool
-        .send(client_request("POST", "/login?user=bob"), None, false)
+        .send(client_request("POST", "/login?user=bob"), None, false, None)
         .await;
     assert!(
         matches!(posted, Err(unstick::upstream::ForwardError::Failed { .. })),

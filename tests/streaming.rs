@@ -1,5 +1,6 @@
 //! Traffic that is not a small request and a small answer: WebSockets (anonymous and logged
-//! in), 100 MB bodies both ways in flat memory, and HTTP/2 over plain TCP (h2c).
+//! in), 100 MB bodies both ways in flat memory, slow and stalled uploads, and HTTP/2 over
+//! plain TCP (h2c).
 
 mod support;
 
@@ -7,7 +8,9 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::time::Duration;
 use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -76,6 +79,59 @@ async fn websockets_pass_through_for_anonymous_and_logged_in_clients() {
     // The proxy is still in shape for plain requests afterwards.
     let response = reqwest::get(proxy.url("/echo")).await.unwrap();
     assert_eq!(response.status(), 200);
+}
+
+/// An upload that takes longer than the app's response timeout is not cut by it: the timeout
+/// counts from the end of the request body. A client that stops sending in the middle of its
+/// body is answered 408 after `body_timeout` (and its app connection is let go).
+#[tokio::test]
+async fn slow_uploads_finish_and_stalled_ones_are_answered_408() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = config_for(&app, &redis);
+    config.upstream.response_timeout = Some("1s".into());
+    config.listener.body_timeout = Some("700ms".into());
+    let proxy = ProxyProcess::start(&config).await;
+
+    // Six chunks 400 ms apart: 2 s of upload, each pause within the body timeout.
+    let stream = futures_util::stream::unfold(0, |sent| async move {
+        if sent == 6 {
+            return None;
+        }
+        if sent > 0 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+        }
+        Some((
+            Ok::<_, std::io::Error>(Bytes::from(vec![b'u'; 1000])),
+            sent + 1,
+        ))
+    });
+    let response = reqwest::Client::new()
+        .post(proxy.url("/upload"))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer, serde_json::json!({ "bytes": 6000 }));
+
+    // 10 of the 100 bytes announced, then nothing.
+    let mut stream = tokio::net::TcpStream::connect(proxy.address).await.unwrap();
+    stream
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    let read =
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut answer)).await;
+    assert!(read.is_ok(), "neither an answer nor a close: {answer:?}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        proxy.logs().contains("client body stalled"),
+        "{}",
+        proxy.logs()
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ pub const LISTENER_RUNTIME: ListenerRuntime = ListenerRuntime::MultiThread;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 
 // [admin]
 pub const ADMIN_ADDRESS: SocketAddr =

@@ -39,6 +39,8 @@ pub struct RawListener {
     pub header_timeout: Option<Spanned<HumanDuration>>,
     /// A keep-alive connection with no request in progress is closed after this long.
     pub idle_timeout: Option<Spanned<HumanDuration>>,
+    /// The longest a client may pause while sending a request body.
+    pub body_timeout: Option<Spanned<HumanDuration>>,
     /// Open client connections at most; by default derived from the open-file limit.
     pub max_connections: Option<Spanned<usize>>,
     /// How connections are spread over threads.

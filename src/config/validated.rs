@@ -43,6 +43,9 @@ pub struct ListenerConfig {
     /// A connection with no request in progress is closed after this long (HTTP/1.1
     /// keep-alive between requests, HTTP/2 without open streams).
     pub idle_timeout: Duration,
+    /// The longest a client may send nothing while sending a request body; the request is
+    /// then ended (408 when the app has not answered yet).
+    pub body_timeout: Duration,
     /// Open client connections at most (all client listeners together); `None`: derived
     /// from the open-file limit at start.
     pub max_connections: Option<usize>,

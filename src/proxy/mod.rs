@@ -22,14 +22,14 @@ mod upgrade;
 mod upstream_peer;
 mod upstream_request;
 
-use crate::body::Body;
+use crate::body::{Body, ClientBody};
 use crate::live::LiveState;
 use arc_swap::ArcSwap;
 use context::RequestContext;
 use headers::ClientAddress;
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use logging::logging;
 use request_filter::request_filter;
 use resolve::resolve;
@@ -100,7 +100,15 @@ async fn forward(
     resolve(context, &mut parts.headers).await?;
     let peer = upstream_peer(context);
     upstream_request_filter(context, &mut parts)?;
-    let request = Request::from_parts(parts, body.boxed());
-    let (response, instance) = proxy_to_upstream(context, peer, request).await?;
+    let (body, body_sent) = match body.is_end_stream() {
+        true => (crate::body::incoming(body), None),
+        false => {
+            let pause_limit = context.live.config.listener.body_timeout;
+            let (body, sent) = ClientBody::new(body, pause_limit);
+            (body.boxed(), Some(sent))
+        }
+    };
+    let request = Request::from_parts(parts, body);
+    let (response, instance) = proxy_to_upstream(context, peer, request, body_sent).await?;
     response_filter(context, response, &instance).await
 }

@@ -2,7 +2,7 @@
 //! short plain-text body, never cached.
 
 use crate::body::{self, Body};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::HeaderValue;
 use http::{Response, StatusCode};
 use std::time::Duration;
@@ -17,6 +17,8 @@ pub enum Answer {
     RetryLater(Duration),
     BadGateway,
     GatewayTimeout,
+    /// The client stopped sending its request body (`listener.body_timeout`).
+    RequestTimeout,
 }
 
 impl Answer {
@@ -27,6 +29,7 @@ impl Answer {
             Answer::RetryLater(after) => retry_later(after),
             Answer::BadGateway => bad_gateway(),
             Answer::GatewayTimeout => gateway_timeout(),
+            Answer::RequestTimeout => request_timeout(),
         }
     }
 }
@@ -71,6 +74,18 @@ fn gateway_timeout() -> Response<Body> {
         StatusCode::GATEWAY_TIMEOUT,
         "The application did not answer in time.\n",
     )
+}
+
+/// With `Connection: close` (RFC 9110 section 15.5.9): the rest of the body may still come.
+fn request_timeout() -> Response<Body> {
+    let mut response = plain(
+        StatusCode::REQUEST_TIMEOUT,
+        "The request body stopped arriving.\n",
+    );
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn bad_request(text: &'static str) -> Response<Body> {

@@ -5,12 +5,11 @@
 use super::context::RequestContext;
 use super::response::Answer;
 use super::{headers, upgrade};
-use crate::body::Body;
+use crate::body::{self, Body};
 use crate::session::capture::{self, Recorder};
 use crate::upstream::Instance;
 use http::header::UPGRADE;
 use http::{Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 pub async fn response_filter(
@@ -73,5 +72,5 @@ pub async fn response_filter(
     if let (true, Some(client_upgrade)) = (switching, context.client_upgrade.take()) {
         upgrade::splice(client_upgrade, hyper::upgrade::on(&mut response));
     }
-    Ok(response.map(|body| body.boxed()))
+    Ok(response.map(body::incoming))
 }

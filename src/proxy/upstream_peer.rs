@@ -4,11 +4,12 @@
 
 use super::context::RequestContext;
 use super::response::Answer;
-use crate::body::Body;
+use crate::body::{Body, BodyStalled};
 use crate::upstream::{ForwardError, Instance};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
+use tokio::sync::oneshot;
 
 /// The instance to prefer for this request, if any.
 pub fn upstream_peer(context: &RequestContext) -> Option<&str> {
@@ -20,14 +21,21 @@ pub fn upstream_peer(context: &RequestContext) -> Option<&str> {
 }
 
 /// Sends the request to the app: the preferred instance when healthy, else another.
+/// `body_sent` hears when the client's body is over (`None`: it had none).
 pub async fn proxy_to_upstream(
     context: &RequestContext,
     peer: Option<&str>,
     request: Request<Body>,
+    body_sent: Option<oneshot::Receiver<()>>,
 ) -> Result<(Response<Incoming>, Arc<Instance>), Answer> {
     let upgrade = context.client_upgrade.is_some();
-    match context.route.pool().send(request, peer, upgrade).await {
+    let pool = context.route.pool();
+    match pool.send(request, peer, upgrade, body_sent).await {
         Ok(answer) => Ok(answer),
+        Err(ForwardError::Failed { source, .. }) if BodyStalled::caused(&source) => {
+            tracing::info!(error = %source, "client body stalled; answering 408");
+            Err(Answer::RequestTimeout)
+        }
         Err(e @ ForwardError::Timeout { .. }) => {
             tracing::warn!(error = %e, "upstream timeout");
             Err(Answer::GatewayTimeout)

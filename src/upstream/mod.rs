@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// How long an instance that refused a connection is skipped (when others are available).
 const DOWN_COOLDOWN: Duration = Duration::from_secs(5);
@@ -157,16 +158,20 @@ impl UpstreamPool {
         order
     }
 
-    /// Sends a request to the preferred instance when healthy, else any healthy one. A request
-    /// that was never sent moves on to the next instance; one that was sent is not retried.
-    /// `upgrade` requests get a connection of their own that is never pooled.
+    /// Sends a client's request to the preferred instance when healthy, else any healthy one.
+    /// A request that was never sent moves on to the next instance; one that was sent is not
+    /// retried. `upgrade` requests get a connection of their own that is never pooled. The
+    /// response timeout counts from when `body_sent` hears the end of the request body
+    /// (`None`: a request without one), so that a slow upload is not cut by it.
     pub async fn send(
         &self,
         request: Request<Body>,
         preferred: Option<&str>,
         upgrade: bool,
+        body_sent: Option<oneshot::Receiver<()>>,
     ) -> Result<(Response<Incoming>, Arc<Instance>), ForwardError> {
         let mut request = request;
+        let mut body_sent = body_sent;
         // Built only when an instance fails: no allocation on the way of a request that works.
         let mut last_error = None;
         for instance in self.candidates(preferred) {
@@ -177,6 +182,7 @@ impl UpstreamPool {
                     upgrade,
                     self.response_timeout,
                     Resend::ClientRequest,
+                    &mut body_sent,
                 )
                 .await
             {
@@ -208,7 +214,15 @@ impl UpstreamPool {
         request: Request<Body>,
         timeout: Duration,
     ) -> Result<Response<Incoming>, ForwardError> {
-        let attempt = self.send_on(instance, request, false, timeout, Resend::OwnRequest);
+        let mut no_body = None;
+        let attempt = self.send_on(
+            instance,
+            request,
+            false,
+            timeout,
+            Resend::OwnRequest,
+            &mut no_body,
+        );
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(Attempt::Unsent { error, .. })) => Err(ForwardError::Unreachable {
@@ -234,6 +248,7 @@ impl UpstreamPool {
         upgrade: bool,
         response_timeout: Duration,
         resend: Resend,
+        body_sent: &mut Option<oneshot::Receiver<()>>,
     ) -> Result<Response<Incoming>, Attempt> {
         let mut request = request;
         let mut pooled = if upgrade {
@@ -263,8 +278,8 @@ impl UpstreamPool {
                 Resend::ClientRequest if long_idle => replica(&request),
                 _ => None,
             };
-            let sent =
-                tokio::time::timeout(response_timeout, sender.try_send_request(request)).await;
+            let answer = sender.try_send_request(request);
+            let sent = answered_within(response_timeout, body_sent, answer).await;
             match sent {
                 Err(_) => {
                     return Err(Attempt::Failed(ForwardError::Timeout {
@@ -297,6 +312,24 @@ impl UpstreamPool {
             }
         }
     }
+}
+
+/// `answer`, waited for at most `timeout` after the request body is over (at once when
+/// `body_sent` is `None`, or has already been heard).
+async fn answered_within<F: std::future::Future>(
+    timeout: Duration,
+    body_sent: &mut Option<oneshot::Receiver<()>>,
+    answer: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut answer = std::pin::pin!(answer);
+    if let Some(sent) = body_sent {
+        tokio::select! {
+            output = &mut answer => return Ok(output),
+            _ = sent => {}
+        }
+        *body_sent = None;
+    }
+    tokio::time::timeout(timeout, answer).await
 }
 
 /// When a request that went out on a reused connection may go again on a fresh one. Either

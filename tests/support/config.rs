@@ -66,6 +66,7 @@ pub struct ListenerOptions {
     pub trust_forwarded_headers: bool,
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub body_timeout: Option<String>,
     pub max_connections: Option<usize>,
     /// `runtime`: `multi-thread` or `per-core`.
     pub runtime: Option<String>,
@@ -338,6 +339,7 @@ impl ProxyConfig {
         }
         table.optional_text("header_timeout", &options.header_timeout);
         table.optional_text("idle_timeout", &options.idle_timeout);
+        table.optional_text("body_timeout", &options.body_timeout);
         if let Some(max) = options.max_connections {
             table.value("max_connections", &max.to_string());
         }

@@ -91,6 +91,11 @@ impl Validator<'_> {
                 "listener.idle_timeout",
                 defaults::IDLE_TIMEOUT,
             )?,
+            body_timeout: self.positive(
+                raw.body_timeout,
+                "listener.body_timeout",
+                defaults::BODY_TIMEOUT,
+            )?,
             max_connections,
             runtime: match raw.runtime {
                 None => defaults::LISTENER_RUNTIME,
