@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 /// What a body's stream may fail with: hyper's errors, or [`BodyStalled`].
@@ -45,32 +45,54 @@ impl BodyStalled {
     }
 }
 
-/// A client's request body on its way to the app. A pause longer than `pause_limit` ends it
-/// with [`BodyStalled`], so that a client cannot hold an app connection by sending nothing;
-/// and its end (read whole, failed or dropped) is announced, for the response timeout to
-/// start then rather than while a slow client is still uploading.
+/// How a client's request body is going (see [`ClientBody`]); its sender is dropped when the
+/// body is over (read whole, failed or dropped).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Upload {
+    /// Frames passed on so far.
+    pub frames: u64,
+    /// Whether it waits for the client (rather than for the app to take more).
+    pub waiting_for_client: bool,
+}
+
+/// A client's request body on its way to the app. A pause of the client longer than
+/// `pause_limit` ends it with [`BodyStalled`], so that a client cannot hold an app connection
+/// by sending nothing. Its progress is reported ([`Upload`]), so that the response timeout
+/// can start when the body is over rather than while a slow client is still uploading.
 pub struct ClientBody {
     inner: Incoming,
     pause_limit: Duration,
     /// Armed while the client is silent; allocated at the first pause, reset at the next.
     pause: Option<Pin<Box<Sleep>>>,
-    paused: bool,
-    /// Dropped at the end of the body (or with it): its receiver then hears it.
-    until_sent: Option<oneshot::Sender<()>>,
+    progress: Option<watch::Sender<Upload>>,
 }
 
 impl ClientBody {
-    /// The body, and a receiver that resolves (with an error) once the body is over.
-    pub fn new(inner: Incoming, pause_limit: Duration) -> (ClientBody, oneshot::Receiver<()>) {
-        let (until_sent, sent) = oneshot::channel();
+    /// The body, and the receiver of its progress.
+    pub fn new(inner: Incoming, pause_limit: Duration) -> (ClientBody, watch::Receiver<Upload>) {
+        let (progress, upload) = watch::channel(Upload::default());
         let body = ClientBody {
             inner,
             pause_limit,
             pause: None,
-            paused: false,
-            until_sent: Some(until_sent),
+            progress: Some(progress),
         };
-        (body, sent)
+        (body, upload)
+    }
+
+    fn report(&self, waiting_for_client: bool, frame: bool) {
+        if let Some(progress) = &self.progress {
+            progress.send_modify(|upload| {
+                upload.waiting_for_client = waiting_for_client;
+                upload.frames += u64::from(frame);
+            });
+        }
+    }
+
+    fn waiting_for_client(&self) -> bool {
+        self.progress
+            .as_ref()
+            .is_some_and(|p| p.borrow().waiting_for_client)
     }
 }
 
@@ -84,19 +106,22 @@ impl hyper::body::Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.paused = false;
+            this.report(false, frame.is_some());
             if frame.is_none() || this.inner.is_end_stream() {
-                this.until_sent = None;
+                this.progress = None;
             }
             return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
         }
         let limit = this.pause_limit;
+        let newly_paused = !this.waiting_for_client();
+        if newly_paused {
+            this.report(true, false);
+        }
         let pause = this
             .pause
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        if !this.paused {
+        if newly_paused {
             pause.as_mut().reset(Instant::now() + limit);
-            this.paused = true;
         }
         match pause.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(BodyStalled(limit).into()))),

@@ -83,9 +83,10 @@ async fn websockets_pass_through_for_anonymous_and_logged_in_clients() {
 
 /// An upload that takes longer than the app's response timeout is not cut by it: the timeout
 /// counts from the end of the request body. A client that stops sending in the middle of its
-/// body is answered 408 after `body_timeout` (and its app connection is let go).
+/// body is answered 408 after `body_timeout` (and its app connection is let go); an app that
+/// stops taking the body gets no longer than the response timeout (504).
 #[tokio::test]
-async fn slow_uploads_finish_and_stalled_ones_are_answered_408() {
+async fn slow_uploads_finish_and_stalled_ones_are_answered_408_or_504() {
     let redis = RedisServer::start().await;
     let app = TestApp::start().await;
     let mut config = config_for(&app, &redis);
@@ -132,6 +133,32 @@ async fn slow_uploads_finish_and_stalled_ones_are_answered_408() {
         "{}",
         proxy.logs()
     );
+
+    // An app that accepts and then neither reads nor answers: once the socket buffers are
+    // full the upload stops moving.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_address = stuck.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = stuck.incoming().take(2).collect();
+        std::thread::sleep(Duration::from_secs(60));
+        drop(held);
+    });
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("t", stuck_address)]);
+    config.upstream.response_timeout = Some("1s".into());
+    let proxy = ProxyProcess::start(&config).await;
+    let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
+    let chunks =
+        futures_util::stream::iter((0..512).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let response = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .post(proxy.url("/upload"))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("an answer within 30 s");
+    assert_eq!(response.status(), 504);
 }
 
 #[tokio::test]

@@ -100,15 +100,15 @@ async fn forward(
     resolve(context, &mut parts.headers).await?;
     let peer = upstream_peer(context);
     upstream_request_filter(context, &mut parts)?;
-    let (body, body_sent) = match body.is_end_stream() {
+    let (body, upload) = match body.is_end_stream() {
         true => (crate::body::incoming(body), None),
         false => {
             let pause_limit = context.live.config.listener.body_timeout;
-            let (body, sent) = ClientBody::new(body, pause_limit);
-            (body.boxed(), Some(sent))
+            let (body, upload) = ClientBody::new(body, pause_limit);
+            (body.boxed(), Some(upload))
         }
     };
     let request = Request::from_parts(parts, body);
-    let (response, instance) = proxy_to_upstream(context, peer, request, body_sent).await?;
+    let (response, instance) = proxy_to_upstream(context, peer, request, upload).await?;
     response_filter(context, response, &instance).await
 }

@@ -4,12 +4,12 @@
 
 use super::context::RequestContext;
 use super::response::Answer;
-use crate::body::{Body, BodyStalled};
+use crate::body::{Body, BodyStalled, Upload};
 use crate::upstream::{ForwardError, Instance};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use std::sync::Arc;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 /// The instance to prefer for this request, if any.
 pub fn upstream_peer(context: &RequestContext) -> Option<&str> {
@@ -21,16 +21,16 @@ pub fn upstream_peer(context: &RequestContext) -> Option<&str> {
 }
 
 /// Sends the request to the app: the preferred instance when healthy, else another.
-/// `body_sent` hears when the client's body is over (`None`: it had none).
+/// `upload` reports the client's body as it goes (`None`: it has none).
 pub async fn proxy_to_upstream(
     context: &RequestContext,
     peer: Option<&str>,
     request: Request<Body>,
-    body_sent: Option<oneshot::Receiver<()>>,
+    upload: Option<watch::Receiver<Upload>>,
 ) -> Result<(Response<Incoming>, Arc<Instance>), Answer> {
     let upgrade = context.client_upgrade.is_some();
     let pool = context.route.pool();
-    match pool.send(request, peer, upgrade, body_sent).await {
+    match pool.send(request, peer, upgrade, upload).await {
         Ok(answer) => Ok(answer),
         Err(ForwardError::Failed { source, .. }) if BodyStalled::caused(&source) => {
             tracing::info!(error = %source, "client body stalled; answering 408");

@@ -6,7 +6,7 @@ mod connection;
 
 pub use connection::ConnectError;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, Upload};
 use crate::config::{HealthCheckConfig, LbCookieConfig, UpstreamConfig};
 use crate::session::cookie::cookie_values;
 use connection::ConnectionPool;
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 /// How long an instance that refused a connection is skipped (when others are available).
 const DOWN_COOLDOWN: Duration = Duration::from_secs(5);
@@ -161,17 +161,18 @@ impl UpstreamPool {
     /// Sends a client's request to the preferred instance when healthy, else any healthy one.
     /// A request that was never sent moves on to the next instance; one that was sent is not
     /// retried. `upgrade` requests get a connection of their own that is never pooled. The
-    /// response timeout counts from when `body_sent` hears the end of the request body
-    /// (`None`: a request without one), so that a slow upload is not cut by it.
+    /// response timeout counts from the end of the request body (`upload`; `None`: a request
+    /// without one), so that a slow upload is not cut by it; while the body is going, it
+    /// bounds each wait for the app to take more of it.
     pub async fn send(
         &self,
         request: Request<Body>,
         preferred: Option<&str>,
         upgrade: bool,
-        body_sent: Option<oneshot::Receiver<()>>,
+        upload: Option<watch::Receiver<Upload>>,
     ) -> Result<(Response<Incoming>, Arc<Instance>), ForwardError> {
         let mut request = request;
-        let mut body_sent = body_sent;
+        let mut upload = upload;
         // Built only when an instance fails: no allocation on the way of a request that works.
         let mut last_error = None;
         for instance in self.candidates(preferred) {
@@ -182,7 +183,7 @@ impl UpstreamPool {
                     upgrade,
                     self.response_timeout,
                     Resend::ClientRequest,
-                    &mut body_sent,
+                    &mut upload,
                 )
                 .await
             {
@@ -248,7 +249,7 @@ impl UpstreamPool {
         upgrade: bool,
         response_timeout: Duration,
         resend: Resend,
-        body_sent: &mut Option<oneshot::Receiver<()>>,
+        upload: &mut Option<watch::Receiver<Upload>>,
     ) -> Result<Response<Incoming>, Attempt> {
         let mut request = request;
         let mut pooled = if upgrade {
@@ -279,21 +280,21 @@ impl UpstreamPool {
                 _ => None,
             };
             let answer = sender.try_send_request(request);
-            let sent = answered_within(response_timeout, body_sent, answer).await;
+            let sent = answered_within(response_timeout, upload, answer).await;
             match sent {
-                Err(_) => {
+                None => {
                     return Err(Attempt::Failed(ForwardError::Timeout {
                         instance: instance.name.clone(),
                         timeout: response_timeout,
                     }))
                 }
-                Ok(Ok(response)) => {
+                Some(Ok(response)) => {
                     if !upgrade {
                         instance.connections.put_back(sender);
                     }
                     return Ok(response);
                 }
-                Ok(Err(mut error)) => match (error.take_message(), replica) {
+                Some(Err(mut error)) => match (error.take_message(), replica) {
                     (Some(unsent), _) if reused => request = unsent,
                     (None, Some(replica)) if closed_unanswered(error.error()) => request = replica,
                     (Some(unsent), _) => {
@@ -314,22 +315,30 @@ impl UpstreamPool {
     }
 }
 
-/// `answer`, waited for at most `timeout` after the request body is over (at once when
-/// `body_sent` is `None`, or has already been heard).
+/// `answer`, or `None` when the app takes longer than `timeout`: to answer once the request
+/// body is over (`upload`; `None`: at once), or to take more of the body while it goes. A
+/// pause of the client is not the app's: the client's own pause limit ends it.
 async fn answered_within<F: std::future::Future>(
     timeout: Duration,
-    body_sent: &mut Option<oneshot::Receiver<()>>,
+    upload: &mut Option<watch::Receiver<Upload>>,
     answer: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
+) -> Option<F::Output> {
     let mut answer = std::pin::pin!(answer);
-    if let Some(sent) = body_sent {
-        tokio::select! {
-            output = &mut answer => return Ok(output),
-            _ = sent => {}
+    if let Some(progress) = upload {
+        loop {
+            tokio::select! {
+                output = &mut answer => return Some(output),
+                changed = progress.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep(timeout) => {
+                    if !progress.borrow().waiting_for_client {
+                        return None;
+                    }
+                }
+            }
         }
-        *body_sent = None;
+        *upload = None;
     }
-    tokio::time::timeout(timeout, answer).await
+    tokio::time::timeout(timeout, answer).await.ok()
 }
 
 /// When a request that went out on a reused connection may go again on a fresh one. Either
