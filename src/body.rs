@@ -45,12 +45,10 @@ impl BodyStalled {
     }
 }
 
-/// How a client's request body is going (see [`ClientBody`]); its sender is dropped when the
-/// body is over (read whole, failed or dropped).
+/// How a client's request body is going (see [`ClientBody`]). Each frame passed on notifies
+/// the receiver; the sender is dropped when the body is over (read whole, failed or dropped).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Upload {
-    /// Frames passed on so far.
-    pub frames: u64,
     /// Whether it waits for the client (rather than for the app to take more).
     pub waiting_for_client: bool,
 }
@@ -80,12 +78,10 @@ impl ClientBody {
         (body, upload)
     }
 
-    fn report(&self, waiting_for_client: bool, frame: bool) {
+    /// Notifies the receiver, changed or not (`send_modify`): a frame is progress too.
+    fn report(&self, waiting_for_client: bool) {
         if let Some(progress) = &self.progress {
-            progress.send_modify(|upload| {
-                upload.waiting_for_client = waiting_for_client;
-                upload.frames += u64::from(frame);
-            });
+            progress.send_modify(|upload| upload.waiting_for_client = waiting_for_client);
         }
     }
 
@@ -106,7 +102,7 @@ impl hyper::body::Body for ClientBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            this.report(false, frame.is_some());
+            this.report(false);
             if frame.is_none() || this.inner.is_end_stream() {
                 this.progress = None;
             }
@@ -115,7 +111,7 @@ impl hyper::body::Body for ClientBody {
         let limit = this.pause_limit;
         let newly_paused = !this.waiting_for_client();
         if newly_paused {
-            this.report(true, false);
+            this.report(true);
         }
         let pause = this
             .pause
