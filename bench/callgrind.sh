@@ -22,6 +22,9 @@ N_SMALL="${N_SMALL:-100}"
 N_LARGE="${N_LARGE:-600}"
 NGINX="${NGINX:-1}"
 HOST=127.0.0.1
+BENCH_USER=bench
+# write_nginx_conf: bench/run.sh's nginx config.
+source "$REPO_DIR/bench/nginx_conf.sh"
 WORK_DIR="$(mktemp -d "${TMPDIR:-/tmp}/unstick-callgrind.XXXXXX")"
 OUT_DIR="${OUT_DIR:-$WORK_DIR}"
 mkdir -p "$OUT_DIR"
@@ -115,15 +118,23 @@ path_prefix = "/"
 upstream = "app"
 mode = "redis"
 EOF
-    RUST_LOG=warn TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$UNSTICK_BIN" serve --config "$WORK_DIR/unstick.toml" >"$WORK_DIR/unstick.$n.log" 2>&1 &
+    RUST_LOG=warn TOKIO_WORKER_THREADS=1 under_callgrind "$out" "$port" "$n" TERM \
+        "$UNSTICK_BIN" serve --config "$WORK_DIR/unstick.toml"
+}
+
+# Runs COMMAND under callgrind (output OUT, log OUT.log), sends it the N + N requests once it
+# listens on PORT, stops it with SIGNAL and prints its instruction count.
+under_callgrind() { # out port n signal command...
+    local out="$1" port="$2" n="$3" signal="$4" pid
+    shift 4
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$@" >"$out.log" 2>&1 &
     pid=$!
     wait_for_port "$port" 300 "$pid" || {
-        tail -n 20 "$WORK_DIR/unstick.$n.log" >&2
+        tail -n 20 "$out.log" >&2
         exit 1
     }
     send_requests "$port" "$n"
-    kill -TERM "$pid"
+    kill -"$signal" "$pid"
     wait "$pid" || true
     awk '/^(summary|totals):/ { print $2; exit }' "$out"
 }
@@ -150,57 +161,14 @@ c.close()
 PY
 }
 
-# The same N + N requests through nginx (one process, `proxy_pass` with upstream keep-alive, as
-# bench/run.sh configures it) under callgrind: the baseline of the same run.
+# The same N + N requests through nginx (`proxy_pass` with upstream keep-alive, bench/run.sh's
+# config, as one process) under callgrind: the baseline of the same run.
 measure_nginx() { # n
-    local n="$1" port out pid dir="$WORK_DIR/nginx"
+    local n="$1" port dir="$WORK_DIR/nginx"
     port="$(free_ports 1)"
-    out="$OUT_DIR/callgrind.nginx.$n.out"
-    mkdir -p "$dir"
-    local user_line=""
-    if ((EUID == 0)); then user_line="user root;"; fi
-    cat >"$dir/nginx.conf" <<EOF
-$user_line
-daemon off;
-master_process off;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $dir/client_body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    upstream app {
-        server $HOST:$APP_PORT;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen $HOST:$port;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-    valgrind --tool=callgrind --callgrind-out-file="$out" \
-        nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" >"$WORK_DIR/nginx.$n.log" 2>&1 &
-    pid=$!
-    wait_for_port "$port" 300 "$pid" || {
-        tail -n 20 "$WORK_DIR/nginx.$n.log" >&2
-        exit 1
-    }
-    send_requests "$port" "$n"
-    kill -QUIT "$pid"
-    wait "$pid" || true
-    awk '/^(summary|totals):/ { print $2; exit }' "$out"
+    PROXY_WORKERS=1 NGINX_MASTER=off write_nginx_conf "$dir" proxy "$port" "$APP_PORT"
+    under_callgrind "$OUT_DIR/callgrind.nginx.$n.out" "$port" "$n" QUIT \
+        nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log"
 }
 
 small="$(measure "$N_SMALL")"
