@@ -107,12 +107,7 @@ async fn slow_uploads_finish_and_stalled_ones_are_answered_408_or_504() {
             sent + 1,
         ))
     });
-    let response = reqwest::Client::new()
-        .post(proxy.url("/upload"))
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .unwrap();
+    let response = upload(&proxy, stream).await;
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer, serde_json::json!({ "bytes": 6000 }));
@@ -149,16 +144,26 @@ async fn slow_uploads_finish_and_stalled_ones_are_answered_408_or_504() {
     let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
     let chunks =
         futures_util::stream::iter((0..512).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
-    let response = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
+    assert_eq!(upload(&proxy, chunks).await.status(), 504);
+}
+
+/// `POST /upload` with `chunks` sent as they are produced (no length known up front). No
+/// answer within 120 s fails the test.
+async fn upload<S>(proxy: &impl RunningProxy, chunks: S) -> reqwest::Response
+where
+    S: futures_util::TryStream + Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    Bytes: From<S::Ok>,
+{
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
         .build()
         .unwrap()
         .post(proxy.url("/upload"))
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
-        .expect("an answer within 30 s");
-    assert_eq!(response.status(), 504);
+        .expect("an answer to the upload within 120 s")
 }
 
 #[tokio::test]
@@ -175,12 +180,7 @@ async fn hundred_megabyte_bodies_stream_both_ways_in_flat_memory() {
     let stream = futures_util::stream::iter(
         (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
     );
-    let response = http
-        .post(proxy.url("/upload"))
-        .body(reqwest::Body::wrap_stream(stream))
-        .send()
-        .await
-        .unwrap();
+    let response = upload(&proxy, stream).await;
     assert_eq!(response.status(), 200);
     let answer: serde_json::Value = response.json().await.unwrap();
     assert_eq!(answer, serde_json::json!({ "bytes": HUNDRED_MB }));
