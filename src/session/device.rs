@@ -13,7 +13,7 @@ pub const MAX_DEVICE_LABEL: usize = 40;
 pub fn device_label(user_agent: Option<&HeaderValue>) -> Option<String> {
     let user_agent = user_agent?.to_str().ok()?.trim();
     let known = |value: &str| !value.is_empty() && value != woothee::woothee::VALUE_UNKNOWN;
-    let label = match woothee::parser::Parser::new().parse(user_agent) {
+    let mut label = match woothee::parser::Parser::new().parse(user_agent) {
         // Browsers, devices and crawlers; for other programs ("misc": HTTP libraries, tools)
         // their own product token says more.
         Some(parsed)
@@ -41,20 +41,10 @@ pub fn device_label(user_agent: Option<&HeaderValue>) -> Option<String> {
             .unwrap_or_default()
             .to_string(),
     };
-    let label = cut(label, MAX_DEVICE_LABEL);
+    // ASCII only (`to_str` takes visible ASCII, and the parser's names are ASCII): every byte
+    // is a character boundary.
+    label.truncate(MAX_DEVICE_LABEL);
     (!label.is_empty()).then_some(label)
-}
-
-/// `text` cut to at most `max` bytes, at a character boundary.
-fn cut(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let end = (0..=max)
-            .rev()
-            .find(|&i| text.is_char_boundary(i))
-            .unwrap_or(0);
-        text.truncate(end);
-    }
-    text
 }
 
 #[cfg(test)]
