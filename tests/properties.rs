@@ -16,8 +16,7 @@ use std::sync::LazyLock;
 use unstick::config::{parse_config, Config, IdFormat, LaravelKey, SessionConfig};
 use unstick::proxy::headers::{strip_reserved_headers, OwnedHeaders};
 use unstick::session::cookie::{
-    has_conflicting_cookies, keep_only_session_cookie, parse_session_cookie, session_cookie_change,
-    session_ids_from_request,
+    keep_only_session_cookie, parse_session_cookie, session_cookie_change, session_cookies,
 };
 use unstick::session::old_stores::django::{DjangoSigner, SESSION_SALT};
 use unstick::session::old_stores::php_serialize::{decode_session, unserialize};
@@ -118,11 +117,11 @@ proptest! {
         let mut headers = HeaderMap::new();
         headers.append(COOKIE, HeaderValue::from_bytes(&bytes).unwrap());
         let config = session(format);
-        let ids = session_ids_from_request(&headers, &config);
-        prop_assert!(ids.len() <= 4);
-        if has_conflicting_cookies(&headers, "sid") {
+        let found = session_cookies(&headers, &config);
+        prop_assert!(found.ids.len() <= 4);
+        if found.conflicting {
             keep_only_session_cookie(&mut headers, "sid", "x");
-            prop_assert!(!has_conflicting_cookies(&headers, "sid"));
+            prop_assert!(!session_cookies(&headers, &config).conflicting);
         }
     }
 
@@ -146,7 +145,7 @@ proptest! {
         let header = pairs.join(&b"; "[..]);
         let mut headers = HeaderMap::new();
         headers.append(COOKIE, HeaderValue::from_bytes(&header).unwrap());
-        let ids = session_ids_from_request(&headers, &session(IdFormat::Plain));
+        let ids = session_cookies(&headers, &session(IdFormat::Plain)).ids;
         prop_assert_eq!(ids.len(), 1);
         prop_assert_eq!(ids[0].id(), id.as_str());
     }

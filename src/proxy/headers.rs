@@ -263,12 +263,14 @@ pub fn set_forwarded(
 ) {
     let (for_name, proto_name, host_name) =
         (&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST);
-    let previous = headers.get(for_name).and_then(|v| v.to_str().ok());
+    // The client's chain is looked up only when trusted: an untrusted one is replaced whole.
+    let previous = match trust_client {
+        true => headers.get(for_name).and_then(|v| v.to_str().ok()),
+        false => None,
+    };
     let chain = match previous {
-        Some(previous) if trust_client => {
-            HeaderValue::from_str(&format!("{previous}, {}", client.ip)).ok()
-        }
-        _ => Some(client.header_value.clone()),
+        Some(previous) => HeaderValue::from_str(&format!("{previous}, {}", client.ip)).ok(),
+        None => Some(client.header_value.clone()),
     };
     if let Some(value) = chain {
         headers.insert(for_name, value);

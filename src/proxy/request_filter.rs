@@ -7,7 +7,7 @@ use super::headers::{self, ClientAddress};
 use super::response::Answer;
 use crate::config::DuplicateCookies;
 use crate::live::LiveState;
-use crate::session::cookie::{has_conflicting_cookies, session_ids_from_request};
+use crate::session::cookie::session_cookies;
 use crate::session::RequestFacts;
 use http::header::{HOST, USER_AGENT};
 use http::uri::Authority;
@@ -36,13 +36,12 @@ pub fn request_filter(
 
     let session = &live.config.session;
     let sent = request.headers();
-    let ambiguous_cookies = has_conflicting_cookies(sent, &session.cookie_name);
-    if ambiguous_cookies && session.duplicate_cookies == DuplicateCookies::Refuse {
+    let cookies = session_cookies(sent, session);
+    if cookies.conflicting && session.duplicate_cookies == DuplicateCookies::Refuse {
         return Err(Answer::BadRequest(
             "Several session cookies with different values: clear this site's cookies and log in again.\n",
         ));
     }
-    let session_ids = session_ids_from_request(sent, session);
     let facts = RequestFacts {
         path: request.uri().path().to_string(),
         host,
@@ -56,8 +55,8 @@ pub fn request_filter(
         client: client.clone(),
         scheme,
         facts,
-        session_ids,
-        ambiguous_cookies,
+        session_ids: cookies.ids,
+        ambiguous_cookies: cookies.conflicting,
         client_upgrade,
         session: None,
         home: None,

@@ -178,22 +178,37 @@ impl fmt::Display for SessionHash {
     }
 }
 
-/// Every session id the request carries in the app's cookie, in the order sent, that parses
-/// in the configured format. Browsers can send two cookies of one name (host-only and domain,
-/// or two paths); callers try them in this order, so the choice is deterministic.
-pub fn session_ids_from_request(headers: &HeaderMap, session: &SessionConfig) -> Vec<SessionId> {
-    let mut ids: Vec<SessionId> = Vec::new();
-    for value in cookie_values(headers, &session.cookie_name) {
-        if let Some(id) = parse_session_cookie(value, &session.id_format) {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
+/// The app's session cookies in a request, read in one pass over its `Cookie` headers.
+#[derive(Debug, Default)]
+pub struct SessionCookies {
+    /// Every session id carried that parses in the configured format, in the order sent.
+    /// Browsers can send two cookies of one name (host-only and domain, or two paths);
+    /// callers try them in this order, so the choice is deterministic.
+    pub ids: Vec<SessionId>,
+    /// Cookies of that name with different values came: the app could pick another one than
+    /// unstick.
+    pub conflicting: bool,
+}
+
+/// Reads the session cookies of a request (see [`SessionCookies`]).
+pub fn session_cookies(headers: &HeaderMap, session: &SessionConfig) -> SessionCookies {
+    let name = session.cookie_name.as_bytes();
+    let mut found = SessionCookies::default();
+    let mut first: Option<&[u8]> = None;
+    for (_, value) in cookie_pairs(headers).filter(|(n, _)| *n == name) {
+        match first {
+            None => first = Some(value),
+            Some(first) => found.conflicting |= value != first,
         }
-        if ids.len() == MAX_CANDIDATES {
-            break;
+        if found.ids.len() == MAX_CANDIDATES {
+            continue;
+        }
+        let id = cookie_text(value).and_then(|v| parse_session_cookie(v, &session.id_format));
+        if let Some(id) = id.filter(|id| !found.ids.contains(id)) {
+            found.ids.push(id);
         }
     }
-    ids
+    found
 }
 
 /// Every `name=value` pair of the request's `Cookie` headers, in the order sent, as bytes.
@@ -212,33 +227,24 @@ fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
 }
 
 /// Values of every request cookie named `name`, in the order sent, across all `Cookie`
-/// headers. Quotes around a value (RFC 6265 section 4.1.1) are removed; a value that is not
-/// UTF-8 is skipped (no session id of ours is).
+/// headers, as [`cookie_text`] reads them.
 pub fn cookie_values<'a>(
     headers: &'a HeaderMap,
     name: &'a str,
 ) -> impl Iterator<Item = &'a str> + 'a {
     cookie_pairs(headers)
         .filter(move |(n, _)| *n == name.as_bytes())
-        .filter_map(|(_, value)| {
-            let value = value
-                .strip_prefix(b"\"")
-                .and_then(|v| v.strip_suffix(b"\""))
-                .unwrap_or(value);
-            std::str::from_utf8(value).ok()
-        })
+        .filter_map(|(_, value)| cookie_text(value))
 }
 
-/// Whether the request carries cookies named `name` with different values: the app could
-/// pick another one than unstick.
-pub fn has_conflicting_cookies(headers: &HeaderMap, name: &str) -> bool {
-    let mut values = cookie_pairs(headers)
-        .filter(|(n, _)| *n == name.as_bytes())
-        .map(|(_, value)| value);
-    match values.next() {
-        Some(first) => values.any(|value| value != first),
-        None => false,
-    }
+/// A cookie value without the quotes around it (RFC 6265 section 4.1.1), if it is UTF-8
+/// (no session id of ours is anything else).
+fn cookie_text(value: &[u8]) -> Option<&str> {
+    let value = value
+        .strip_prefix(b"\"")
+        .and_then(|v| v.strip_suffix(b"\""))
+        .unwrap_or(value);
+    std::str::from_utf8(value).ok()
 }
 
 /// Leaves, of the cookies named `name`, only those whose value is `value` (the session
@@ -435,13 +441,15 @@ fn set_cookie_named<'a>(header: &'a HeaderValue, name: &str) -> Option<cookie::C
 
 /// The last `Set-Cookie` for the app's cookie in a response, as a [`CookieChange`].
 pub fn session_cookie_change(headers: &HeaderMap, cookie_name: &str) -> Option<CookieChange> {
-    let now = cookie::time::OffsetDateTime::now_utc();
     let mut change = None;
     for header in headers.get_all(SET_COOKIE) {
         let Some(parsed) = set_cookie_named(header, cookie_name) else {
             continue;
         };
-        let expires_in = parsed.expires_datetime().map(|at| at - now);
+        // The clock is read only for a cookie that has an `Expires`: most responses set none.
+        let expires_in = parsed
+            .expires_datetime()
+            .map(|at| at - cookie::time::OffsetDateTime::now_utc());
         let lifetime = parsed.max_age().or(expires_in);
         change = Some(match lifetime {
             _ if parsed.value().is_empty() => CookieChange::Cleared,
@@ -629,11 +637,12 @@ mod tests {
             "connect.sid=\"second\"; b=2",
             "connect.sid=first",
         ]);
-        let ids = session_ids_from_request(&headers, &config);
+        let found = session_cookies(&headers, &config);
         assert_eq!(
-            ids.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            found.ids.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
             ["first", "second"]
         );
+        assert!(found.conflicting);
     }
 
     #[test]
@@ -644,31 +653,33 @@ mod tests {
             COOKIE,
             HeaderValue::from_bytes(b"pref=caf\xc3\xa9; connect.sid=alice; x=\xff\xfe").unwrap(),
         );
-        let ids = session_ids_from_request(&headers, &config);
+        let found = session_cookies(&headers, &config);
         assert_eq!(
-            ids.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            found.ids.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
             ["alice"]
         );
+        assert!(!found.conflicting);
     }
 
     #[test]
     fn only_the_resolved_session_cookie_is_kept() {
+        let config = session(IdFormat::Plain);
+        let conflicting = |headers: &HeaderMap| session_cookies(headers, &config).conflicting;
         let mut headers = request(&[
             "a=1; connect.sid=alice; pref=caf\u{e9}",
             "connect.sid=\"bob\"; connect.sid=alice; b=2",
         ]);
-        assert!(has_conflicting_cookies(&headers, "connect.sid"));
+        assert!(conflicting(&headers));
         keep_only_session_cookie(&mut headers, "connect.sid", "alice");
         let all: Vec<_> = headers.get_all(COOKIE).iter().collect();
         assert_eq!(
             all,
             ["a=1; connect.sid=alice; pref=caf\u{e9}; connect.sid=alice; b=2"]
         );
-        assert!(!has_conflicting_cookies(&headers, "connect.sid"));
-        assert!(!has_conflicting_cookies(
-            &request(&["connect.sid=a; connect.sid=a; x=1"]),
-            "connect.sid"
-        ));
+        assert!(!conflicting(&headers));
+        assert!(!conflicting(&request(&[
+            "connect.sid=a; connect.sid=a; x=1"
+        ])));
     }
 
     #[test]
@@ -683,7 +694,7 @@ mod tests {
             "connect.sid ; =;",
         ] {
             assert!(
-                session_ids_from_request(&request(&[junk]), &config).is_empty(),
+                session_cookies(&request(&[junk]), &config).ids.is_empty(),
                 "{junk:?}"
             );
         }
@@ -692,7 +703,7 @@ mod tests {
             COOKIE,
             HeaderValue::from_bytes(b"connect.sid=\xff\xfe").unwrap(),
         );
-        assert!(session_ids_from_request(&headers, &config).is_empty());
+        assert!(session_cookies(&headers, &config).ids.is_empty());
     }
 
     #[test]

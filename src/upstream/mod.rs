@@ -47,6 +47,13 @@ pub struct Instance {
     down_until_ms: AtomicU64,
 }
 
+impl Instance {
+    /// Whether the instance counts as up at `now_ms` (the pool's clock).
+    fn is_up_at(&self, now_ms: u64) -> bool {
+        self.down_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+}
+
 /// The instances of one `[[upstreams]]` entry.
 pub struct UpstreamPool {
     pub name: String,
@@ -124,7 +131,7 @@ impl UpstreamPool {
     }
 
     pub fn is_healthy(&self, instance: &Instance) -> bool {
-        instance.down_until_ms.load(Ordering::Relaxed) <= self.now_ms()
+        instance.is_up_at(self.now_ms())
     }
 
     fn mark_down(&self, instance: &Instance, for_how_long: Duration) {
@@ -143,16 +150,19 @@ impl UpstreamPool {
         let count = self.instances.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut order: Vec<Arc<Instance>> = Vec::with_capacity(count);
+        let now = self.now_ms();
         if let Some(instance) = preferred.and_then(|name| self.instance(name)) {
-            if self.is_healthy(instance) {
+            if instance.is_up_at(now) {
                 order.push(instance.clone());
             }
         }
-        let rotated = (0..count).map(|i| &self.instances[(start + i) % count]);
-        let (up, down): (Vec<_>, Vec<_>) = rotated.partition(|i| self.is_healthy(i));
-        for instance in up.into_iter().chain(down) {
-            if !order.iter().any(|o| Arc::ptr_eq(o, instance)) {
-                order.push(instance.clone());
+        let rotated = || (0..count).map(|i| &self.instances[(start + i) % count]);
+        // Healthy ones first, then the rest: two passes rather than two more vectors.
+        for healthy in [true, false] {
+            for instance in rotated().filter(|i| i.is_up_at(now) == healthy) {
+                if !order.iter().any(|o| Arc::ptr_eq(o, instance)) {
+                    order.push(instance.clone());
+                }
             }
         }
         order
