@@ -12,7 +12,8 @@
 #
 # Knobs: UNSTICK_BIN (default target/release/unstick, built with `cargo build --release`),
 # RUNTIME (listener.runtime: multi-thread or per-core), N_SMALL=100, N_LARGE=600, NGINX=1 (0:
-# skip the baseline: the same requests through nginx `proxy_pass`, also under callgrind).
+# skip the baseline: the same requests through nginx `proxy_pass`, also under callgrind),
+# NEAR_CACHE=1 (0: `[redis.near_cache] enabled = false`, a Redis GET per session request).
 set -euo pipefail
 
 REPO_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +22,7 @@ RUNTIME="${RUNTIME:-multi-thread}"
 N_SMALL="${N_SMALL:-100}"
 N_LARGE="${N_LARGE:-600}"
 NGINX="${NGINX:-1}"
+NEAR_CACHE="${NEAR_CACHE:-1}"
 HOST=127.0.0.1
 BENCH_USER=bench
 # write_nginx_conf: bench/run.sh's nginx config.
@@ -89,6 +91,8 @@ measure() { # n
     # The default runtime is left unnamed, so that older binaries can be measured too.
     local runtime_line=""
     [[ "$RUNTIME" == multi-thread ]] || runtime_line="runtime = \"$RUNTIME\""
+    local near_cache_lines=""
+    [[ "$NEAR_CACHE" == 1 ]] || near_cache_lines=$'[redis.near_cache]\nenabled = false'
     cat >"$WORK_DIR/unstick.toml" <<EOF
 [listener]
 address = "$HOST:$port"
@@ -97,6 +101,8 @@ $runtime_line
 [redis]
 url = "redis://$HOST:$REDIS_PORT"
 key_prefix = "cg$n:"
+
+$near_cache_lines
 
 [session]
 cookie = "demo.sid"
@@ -175,7 +181,7 @@ small="$(measure "$N_SMALL")"
 large="$(measure "$N_LARGE")"
 log "Ir at N=$N_SMALL: $small, at N=$N_LARGE: $large"
 awk -v a="$large" -v b="$small" -v d="$((N_LARGE - N_SMALL))" -v r="$RUNTIME" \
-    'BEGIN { printf "instructions per request pair (session + no session), %s: %.0f\n", r, (a - b) / d }'
+    -v c="$NEAR_CACHE" 'BEGIN { printf "instructions per request pair (session + no session), %s, near cache %s: %.0f\n", r, (c == 1 ? "on" : "off"), (a - b) / d }'
 if [[ "$NGINX" == 1 ]]; then
     nginx_small="$(measure_nginx "$N_SMALL")"
     nginx_large="$(measure_nginx "$N_LARGE")"

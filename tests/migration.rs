@@ -183,6 +183,63 @@ async fn a_junk_cookie_does_not_fan_out_on_every_request() {
     assert_eq!(one.whoami_calls() + two.whoami_calls(), 2);
 }
 
+/// A logout while another request of the same session is still at the old store wins: that
+/// request's copy does not bring the session back over the logout. (Fixed: the copy-forward
+/// was a plain write, over the marker the logout left.)
+#[tokio::test]
+async fn a_logout_during_an_old_store_lookup_is_not_undone_by_its_copy() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let mut config = ProxyConfig::for_test_app(&redis.url(), &[("one", app.address)]);
+    // The app's answer to the old store's lookup is held, once read, until the test lets it go.
+    config.use_old_store(OldStore::whoami("app", "/whoami?hold=1"));
+    config.mode = Mode::Overlap;
+    let proxy = start_server(&config).await;
+    // Logged in before unstick: only the app holds the session.
+    let login = reqwest::Client::new()
+        .post(format!("http://{}/login?user=alice", app.address))
+        .send()
+        .await
+        .unwrap();
+    let cookie = cookie_set_by(&login);
+
+    let page = {
+        let request = reqwest::Client::new()
+            .get(proxy.url("/echo"))
+            .header("cookie", &cookie);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    app.until_held(1).await;
+    let logout = {
+        let request = reqwest::Client::new()
+            .post(proxy.url("/logout"))
+            .header("cookie", &cookie);
+        tokio::spawn(async move { request.send().await.unwrap() })
+    };
+    app.until_held(2).await;
+    // The logout's lookup answers first, and the logout ends the session; then the page's.
+    app.release_newest_held();
+    assert_eq!(logout.await.unwrap().status(), 200);
+    app.release_held();
+    let page: serde_json::Value = page.await.unwrap().json().await.unwrap();
+    assert!(
+        page["headers"].get("x-auth-user").is_none(),
+        "answered after the logout, as alice: {page}"
+    );
+
+    assert_eq!(
+        user_seen(&proxy, &cookie).await,
+        None,
+        "the logged-out session is back; logs:\n{}",
+        proxy.logs()
+    );
+    let key = format!("test:s:{}", session_hash(cookie.trim_start_matches("sid=")));
+    let value: Option<String> = fred::interfaces::KeysInterface::get(&redis.client().await, &key)
+        .await
+        .unwrap();
+    assert_eq!(value.as_deref(), Some("-"));
+}
+
 #[tokio::test]
 async fn a_slow_old_store_does_not_stall_requests() {
     let redis = RedisServer::start().await;

@@ -18,7 +18,8 @@ pub struct RequestContext {
     /// The listener's scheme, `http` or `https`.
     pub scheme: &'static str,
     pub facts: RequestFacts,
-    /// The session ids the request carries, in cookie order.
+    /// The session ids the request carries, in cookie order; an id that resolved as ended is
+    /// taken out with its cookie, so that these are the ids the app sees.
     pub session_ids: Vec<SessionId>,
     /// Several session cookies of different values came with the request.
     pub ambiguous_cookies: bool,

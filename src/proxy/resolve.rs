@@ -39,8 +39,11 @@ pub async fn resolve(context: &mut RequestContext, headers: &mut HeaderMap) -> R
     count_on_dashboard(context, Some(&resolution));
     let cookie_name = &live.config.session.cookie_name;
     if let Outcome::Ended(ended) = &resolution.outcome {
-        // A logged-out id never reaches the app: an instance may still hold its login.
+        // A logged-out id never reaches the app: an instance may still hold its login. Nor is
+        // the app's answer read as being about it (a login path answered without a cookie
+        // would otherwise be taken as a login under that id, and bring it back).
         remove_session_cookie(headers, cookie_name, ended.cookie_value());
+        context.session_ids.retain(|id| id != ended);
     }
     if let (true, Some(session)) = (context.ambiguous_cookies, &resolution.session) {
         // The app must read the session unstick resolved, not another of the same name.

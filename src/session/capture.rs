@@ -275,7 +275,9 @@ async fn new_cookie(
             store_login(at, &hash, identity, new.cookie_lifetime).await?;
         }
         Some(identity) => {
-            rotate_session(sessions, current, &hash, Some(identity), instance).await?;
+            if !rotate_session(sessions, current, &hash, Some(identity), instance).await? {
+                return Ok(());
+            }
             sessions.metrics.cookie_change("rotated");
             tracing::info!(session = hash.short(), previous = current.hash.short(), %user, "session id rotated by the app; identity refreshed");
         }
@@ -284,7 +286,9 @@ async fn new_cookie(
             end_current(sessions, route, current).await?;
         }
         None => {
-            rotate_session(sessions, current, &hash, None, instance).await?;
+            if !rotate_session(sessions, current, &hash, None, instance).await? {
+                return Ok(());
+            }
             sessions.metrics.cookie_change("rebound");
             tracing::debug!(
                 session = hash.short(),
@@ -342,13 +346,16 @@ async fn store_login(
 /// gave, if any), same created and end times, and the instance that issued the id as its
 /// origin (it holds the app's side of the session now). The old id is retired: it resolves
 /// for [`ROTATION_GRACE`] more, and a logout of the new id ends it at once.
+///
+/// `false`: the old id ended while the response was on its way (a logout in another tab, a
+/// revoke), so the new one is ended too rather than carrying the session on.
 async fn rotate_session(
     sessions: &Sessions,
     current: &ResolvedSession,
     new_hash: &SessionHash,
     identity: Option<Identity>,
     instance: &Instance,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let now = now_ms();
     let mut record = current.record.clone();
     if let Some(identity) = identity {
@@ -363,12 +370,28 @@ async fn rotate_session(
     store
         .index_remove(&current.record.identity.user, &current.hash)
         .await?;
+    // The new id is stored and indexed before the old one is retired: a revoke that comes
+    // after the retirement finds the new id in the index, and one that came before leaves
+    // nothing live to retire.
     store_session(sessions, new_hash, &record).await?;
     let mut retired = current.record.clone();
     let deadline = now + ROTATION_GRACE.as_millis() as u64;
     retired.retires_ms = Some(retired.retires_ms.map_or(deadline, |r| r.min(deadline)));
     let touch = sessions.settings.touch_interval();
-    store.save(&current.hash, &retired, now, touch).await
+    if store.save_if_live(&current.hash, &retired, now, touch).await? {
+        return Ok(true);
+    }
+    let user = &record.identity.user;
+    store.index_remove(user, new_hash).await?;
+    let remember = sessions.settings.absolute_lifetime;
+    // A marker, not a deletion: the instance that issued the new id holds it as a login.
+    store.end(new_hash, now, remember).await?;
+    tracing::info!(
+        session = new_hash.short(),
+        previous = current.hash.short(),
+        "the app re-issued the id of a session that ended meanwhile; the new id is ended too"
+    );
+    Ok(false)
 }
 
 fn new_record(

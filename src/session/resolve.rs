@@ -7,8 +7,8 @@ use super::cookie::SessionId;
 use super::device::device_label;
 use super::old_store::{LookupContext, OldSession};
 use super::record::{now_ms, SessionRecord};
-use super::store::{Loaded, StoreError};
-use super::users::store_session;
+use super::store::{IfAbsent, Loaded, StoreError};
+use super::users::store_session_if_absent;
 use crate::activity::Resolved;
 use crate::config::SessionConfig;
 use crate::migration::Mode;
@@ -120,13 +120,23 @@ pub async fn resolve_session(
     }
     if mode.asks_old_stores_on_miss() {
         // Boxed: a rare branch whose future would otherwise enlarge every request's.
-        let copied = Box::pin(ask_old_stores(sessions, route, ids, home.as_deref(), facts)).await?;
-        if let Some((session, store)) = copied {
-            return Ok(Resolution {
-                home: session.record.origin.clone().or(home),
-                session: Some(session),
-                outcome: Outcome::CopiedForward(store),
-            });
+        let answer = Box::pin(ask_old_stores(sessions, route, ids, home.as_deref(), facts)).await?;
+        match answer {
+            OldStoreAnswer::Copied(session, store) => {
+                return Ok(Resolution {
+                    home: session.record.origin.clone().or(home),
+                    session: Some(session),
+                    outcome: Outcome::CopiedForward(store),
+                });
+            }
+            OldStoreAnswer::Ended(id) => {
+                return Ok(Resolution {
+                    session: None,
+                    home,
+                    outcome: Outcome::Ended(id),
+                });
+            }
+            OldStoreAnswer::Missing => {}
         }
     } else if mode.warms(route.config.warm) {
         warm_in_background(sessions.clone(), route.clone(), ids, home.clone(), facts);
@@ -200,6 +210,15 @@ fn carried_home(route: &SessionRoute, ids: &[SessionId], headers: &HeaderMap) ->
         .map(|instance| instance.name.clone())
 }
 
+/// What the old stores answered for a request's ids.
+enum OldStoreAnswer {
+    /// Found in this old store and copied into the session store.
+    Copied(ResolvedSession, String),
+    /// Found, but the id ended while the old store was asked (a logout came first).
+    Ended(SessionId),
+    Missing,
+}
+
 /// Asks the route's old stores in order; the first hit is copied into the session store.
 /// An old store that fails or times out is skipped (and counted): it must not stall requests.
 async fn ask_old_stores(
@@ -208,7 +227,7 @@ async fn ask_old_stores(
     ids: &[SessionId],
     origin: Option<&str>,
     facts: &RequestFacts,
-) -> Result<Option<(ResolvedSession, String)>, StoreError> {
+) -> Result<OldStoreAnswer, StoreError> {
     let context = LookupContext {
         pool: &route.pool,
         host: facts.host.as_deref(),
@@ -225,14 +244,17 @@ async fn ask_old_stores(
             match found {
                 Ok(Some(old)) => {
                     sessions.metrics.outcome("fallback_hit", &name);
-                    let session = copy_forward(sessions, id, old, origin, facts).await?;
+                    let Some(session) = copy_forward(sessions, id, old, origin, facts).await?
+                    else {
+                        return Ok(OldStoreAnswer::Ended(id.clone()));
+                    };
                     tracing::info!(
                         session = session.hash.short(),
                         user = %session.record.identity.user,
                         store = %name,
                         "copied forward from old store"
                     );
-                    return Ok(Some((session, name)));
+                    return Ok(OldStoreAnswer::Copied(session, name));
                 }
                 Ok(None) => sessions.metrics.outcome("fallback_miss", &name),
                 Err(e) => {
@@ -242,7 +264,7 @@ async fn ask_old_stores(
             }
         }
     }
-    Ok(None)
+    Ok(OldStoreAnswer::Missing)
 }
 
 /// The record of an old store's session copied into the session store, from `now_ms` on. It
@@ -271,14 +293,17 @@ pub fn copied_record(
     }
 }
 
-/// Writes an old store's session into the session store (see [`copied_record`]).
+/// Writes an old store's session into the session store (see [`copied_record`]) as the
+/// pre-copy does: only where the store holds nothing for the id. The old store was asked
+/// while the session store was not looking: a logout meanwhile left a marker, which wins
+/// (`None`), and a copy by a parallel request is kept as it is.
 async fn copy_forward(
     sessions: &Sessions,
     id: &SessionId,
     old: OldSession,
     origin: Option<&str>,
     facts: &RequestFacts,
-) -> Result<ResolvedSession, StoreError> {
+) -> Result<Option<ResolvedSession>, StoreError> {
     let record = copied_record(
         &sessions.settings,
         old,
@@ -288,12 +313,22 @@ async fn copy_forward(
         Some(facts.client_ip.to_string()),
     );
     let hash = id.hash();
-    store_session(sessions, &hash, &record).await?;
-    Ok(ResolvedSession {
+    let record = match store_session_if_absent(sessions, &hash, &record, None, false).await? {
+        IfAbsent::Written => record,
+        IfAbsent::Present => {
+            let touch = sessions.settings.touch_interval();
+            match sessions.store.load(&hash, now_ms(), touch).await? {
+                Loaded::Live(stored) => stored,
+                Loaded::Ended | Loaded::Missing => return Ok(None),
+            }
+        }
+        IfAbsent::Ended => return Ok(None),
+    };
+    Ok(Some(ResolvedSession {
         id: id.clone(),
         hash,
         record,
-    })
+    }))
 }
 
 /// Warming: copy the session into Redis without delaying the request.
@@ -308,8 +343,8 @@ fn warm_in_background(
     let facts = facts.clone();
     tokio::spawn(async move {
         match ask_old_stores(&sessions, &route, &ids, origin.as_deref(), &facts).await {
-            Ok(Some((_, store))) => sessions.metrics.outcome("warmed", &store),
-            Ok(None) => {}
+            Ok(OldStoreAnswer::Copied(_, store)) => sessions.metrics.outcome("warmed", &store),
+            Ok(OldStoreAnswer::Ended(_) | OldStoreAnswer::Missing) => {}
             Err(e) => tracing::debug!(error = %e, "warming skipped: session store unavailable"),
         }
     });

@@ -261,9 +261,10 @@ pub async fn store_session(
     Ok(())
 }
 
-/// Stores a session copied ahead of its first use (the bulk pre-copy) unless the store holds
-/// that id already, live or ended, and indexes it under its user as [`store_session`] does.
-/// Unlike a login it ends no other session: the per-user cap applies at the user's next login.
+/// Stores a session copied from an old store (the bulk pre-copy, a copy-forward) unless the
+/// store holds that id already, live or ended, and indexes it under its user as
+/// [`store_session`] does. Unlike a login it ends no other session: the per-user cap applies
+/// at the user's next login.
 ///
 /// The key lives, if unused, no longer than `lasts` (what the session had left in the old
 /// store), so an abandoned session vanishes when it would have there. Its last renewal is
@@ -372,7 +373,7 @@ mod tests {
         let mut newer = record(now_ms(), 60_000);
         newer.device = Some("the proxy's own".into());
         store
-            .save(&hash(2), &newer, now_ms(), Duration::from_secs(1))
+            .save_acknowledged(&hash(2), &newer, now_ms(), Duration::from_secs(1))
             .await
             .unwrap();
         assert_eq!(put(2, false).await, IfAbsent::Present);
@@ -396,6 +397,42 @@ mod tests {
 
     /// The memory store keeps the Redis semantics: ended entries are pruned and never count
     /// towards the cap; the oldest live session is the one ended.
+    /// The memory store keeps the Redis semantics of `save_if_live`: only a live session's
+    /// record is replaced; an ended or missing id stays as it is.
+    #[tokio::test]
+    async fn a_save_if_live_never_revives_an_ended_or_missing_id() {
+        let store = SessionStore::Memory(MemoryStore::default());
+        let touch = Duration::from_secs(1);
+        let first = record(now_ms(), 60_000);
+        let mut update = first.clone();
+        update.device = Some("updated".into());
+        let (store, update) = (&store, &update);
+        let saved = |n: u8| async move {
+            store
+                .save_if_live(&hash(n), update, now_ms(), touch)
+                .await
+                .unwrap()
+        };
+        assert!(!saved(1).await, "missing");
+        store
+            .end(&hash(2), now_ms(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(!saved(2).await, "ended");
+        assert_eq!(
+            store.load(&hash(2), now_ms(), touch).await.unwrap(),
+            crate::session::store::Loaded::Ended
+        );
+        store
+            .save_acknowledged(&hash(3), &first, now_ms(), touch)
+            .await
+            .unwrap();
+        assert!(saved(3).await, "live");
+        let (kept, _) = store.peek(&hash(3)).await.unwrap().unwrap();
+        assert_eq!(&kept, update);
+        assert!(store.peek(&hash(1)).await.unwrap().is_none());
+    }
+
     #[tokio::test]
     async fn the_cap_counts_live_sessions_and_ends_the_oldest() {
         let store = SessionStore::Memory(MemoryStore::default());
@@ -403,7 +440,7 @@ mod tests {
         let save_and_register = |n: u8, lasts_ms: u64, max: usize| {
             let (store, record) = (store.clone(), record(now_ms(), lasts_ms));
             async move {
-                store.save(&hash(n), &record, now_ms(), touch).await?;
+                store.save_acknowledged(&hash(n), &record, now_ms(), touch).await?;
                 register(&store, &hash(n), &record, max, remember, touch).await
             }
         };

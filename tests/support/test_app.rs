@@ -12,7 +12,9 @@
 //! `POST /elevate` gives the session the `admin` role under a new id, as apps rotate their
 //! session id on a privilege change (session-fixation protection); `GET /page` sends the
 //! request's `sid` back in a new `Set-Cookie` (a new anonymous id without one), as apps with
-//! rolling or re-encrypted cookies do on every response.
+//! rolling or re-encrypted cookies do on every response. With `?hold=1`, `POST /elevate` waits
+//! before it does anything, and `GET /whoami` once it has read the session, until the test
+//! lets the request go ([`TestApp::release_held`]): a request under way.
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -55,6 +57,9 @@ struct State {
     counter: Mutex<u64>,
     whoami_calls: std::sync::atomic::AtomicU64,
     account_calls: std::sync::atomic::AtomicU64,
+    /// Requests that arrived with `?hold=1`, and what lets each one go on.
+    held: std::sync::atomic::AtomicU64,
+    release_held: tokio::sync::Notify,
 }
 
 impl TestApp {
@@ -94,6 +99,27 @@ impl TestApp {
         self.state
             .account_calls
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `count` requests with `?hold=1` have been held in all.
+    pub async fn until_held(&self, count: u64) {
+        for _ in 0..500 {
+            if self.state.held.load(std::sync::atomic::Ordering::SeqCst) >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{count} requests with ?hold=1 did not reach the app within 10 s");
+    }
+
+    /// Lets the request held longest go on.
+    pub fn release_held(&self) {
+        self.state.release_held.notify_one();
+    }
+
+    /// Lets the request held last go on.
+    pub fn release_newest_held(&self) {
+        self.state.release_held.notify_last();
     }
 
     /// How many `GET /whoami` requests this instance has answered.
@@ -153,6 +179,19 @@ fn new_session_id(state: &State) -> String {
     let mut counter = state.counter.lock().unwrap();
     *counter += 1;
     format!("t{}x{:016x}", *counter, rand_u64())
+}
+
+/// With `?hold=1`, waits for the test to let the request go.
+async fn hold_if_asked(state: &State, query: &HashMap<String, String>) {
+    if !query.contains_key("hold") {
+        return;
+    }
+    let released = state.release_held.notified();
+    tokio::pin!(released);
+    // Waiting before it counts: a release right after the count is never lost.
+    released.as_mut().enable();
+    state.held.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    released.await;
 }
 
 async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
@@ -220,6 +259,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
             response
         }
         ("POST", "/elevate") => {
+            hold_if_asked(state, &query).await;
             let Some(old) = session_id(&request) else {
                 return full(StatusCode::UNAUTHORIZED, "no session");
             };
@@ -259,6 +299,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
                 .whoami_calls
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let user = session_user(state, &request);
+            hold_if_asked(state, &query).await;
             let roles = if session_is_elevated(state, &request) {
                 vec!["member", "admin"]
             } else {

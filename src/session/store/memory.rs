@@ -89,6 +89,28 @@ impl MemoryStore {
         entries.insert(hash.clone(), entry);
     }
 
+    pub fn save_if_live(
+        &self,
+        hash: &SessionHash,
+        record: &SessionRecord,
+        now_ms: u64,
+        touch: Duration,
+    ) -> bool {
+        let mut entries = self.entries();
+        let Some(entry) = entries.get_mut(hash) else {
+            return false;
+        };
+        if entry.record.is_none() || entry.expires_at_ms <= now_ms {
+            return false;
+        }
+        *entry = Entry {
+            record: Some(record.clone()),
+            seen_ms: now_ms,
+            expires_at_ms: now_ms + record.ttl_ms(now_ms, touch),
+        };
+        true
+    }
+
     pub fn save_if_absent(
         &self,
         hash: &SessionHash,

@@ -101,25 +101,29 @@ impl SessionStore {
         }
     }
 
-    /// Writes a session with its TTL.
-    pub async fn save(
+    /// Replaces the record of a session that is still live, in one atomic step; `false` when
+    /// the id ended or is gone (a logout or a revoke came first): nothing is written, so an
+    /// update made for a request in flight never brings an ended session back.
+    pub async fn save_if_live(
         &self,
         hash: &SessionHash,
         record: &SessionRecord,
         now_ms: u64,
         touch_interval: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         match self {
             SessionStore::Redis(store, near) => {
                 let saved = store
-                    .observed("save", store.save(hash, record, now_ms, touch_interval))
+                    .observed(
+                        "save_if_live",
+                        store.save_if_live(hash, record, now_ms, touch_interval),
+                    )
                     .await;
                 forget(store, near, hash);
                 saved
             }
             SessionStore::Memory(store) => {
-                store.save(hash, record, now_ms, touch_interval);
-                Ok(())
+                Ok(store.save_if_live(hash, record, now_ms, touch_interval))
             }
         }
     }

@@ -936,6 +936,18 @@ return 1
 static SAVE_IF_ABSENT: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::from_lua(SAVE_IF_ABSENT_LUA));
 
+/// Replaces a session's record only while the key holds a live session (as [`TOUCH`] tells
+/// one): not the marker of an id that ended, not a key deleted by a logout. Returns 1 written,
+/// 0 not. Single key. ARGV: value, ttl_ms.
+const SAVE_IF_LIVE_LUA: &str = r#"
+if redis.call('GETRANGE', KEYS[1], 10, 10) ~= '{' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
+static SAVE_IF_LIVE: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::from_lua(SAVE_IF_LIVE_LUA));
+
 impl RedisStore {
     /// See [`super::SessionStore::save_if_absent`].
     pub async fn save_if_absent(
@@ -964,5 +976,26 @@ impl RedisStore {
             2 => IfAbsent::Ended,
             _ => IfAbsent::Present,
         })
+    }
+
+    /// See [`super::SessionStore::save_if_live`].
+    pub async fn save_if_live(
+        &self,
+        hash: &SessionHash,
+        record: &SessionRecord,
+        now_ms: u64,
+        touch: Duration,
+    ) -> Result<bool, StoreError> {
+        let value = session_value(now_ms, record)?;
+        let ttl = record.ttl_ms(now_ms, touch).max(1);
+        let answer: i64 = SAVE_IF_LIVE
+            .evalsha_with_reload(
+                self.pool.next(),
+                self.key(hash),
+                vec![value, ttl.to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(answer == 1)
     }
 }
