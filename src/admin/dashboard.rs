@@ -433,7 +433,9 @@ pub fn escape(text: &str) -> String {
 }
 
 fn time(ms: u64) -> String {
-    let at = UNIX_EPOCH + Duration::from_millis(ms);
+    // RFC 3339 ends with the year 9999; a record from the store may say later.
+    const LAST_RFC3339_MS: u64 = 253_402_300_799_000;
+    let at = UNIX_EPOCH + Duration::from_millis(ms.min(LAST_RFC3339_MS));
     humantime::format_rfc3339_seconds(at)
         .to_string()
         .replace('T', " ")
@@ -551,6 +553,12 @@ fn html_headers(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_stored_time_is_shown_without_failing() {
+        assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(time(u64::MAX), "9999-12-31 23:59:59 UTC");
+    }
 
     #[test]
     fn escape_covers_markup_and_quotes() {

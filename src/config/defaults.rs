@@ -39,6 +39,9 @@ pub const NEAR_CACHE_SERVE_STALE_FOR: Duration = Duration::ZERO;
 
 // [session]
 pub const IDLE_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+/// Browsers keep a cookie at most 400 days (RFC 6265bis section 5.5), so no session is longer:
+/// the bound of `absolute_lifetime`, and of a lifetime an app's cookie or an old store gives.
+pub const SESSION_LIFETIME_MAX: Duration = Duration::from_secs(400 * 24 * 3600);
 
 // [identity]
 pub const USER_HEADER: &str = "x-auth-user";

@@ -98,6 +98,8 @@ pub enum Problem {
     BadLaravelKeys,
     #[error("must be at least {}", humantime::format_duration(*.min))]
     TooShort { min: std::time::Duration },
+    #[error("must be at most {} days (browsers keep no cookie longer)", .max.as_secs() / 86_400)]
+    TooLong { max: std::time::Duration },
     #[error("must not be shorter than session.idle_timeout")]
     LifetimeBelowIdleTimeout,
     #[error("{0:?} is not a valid header name")]

@@ -387,6 +387,21 @@ mode = "redis"
     }
 
     #[test]
+    fn a_session_longer_than_browsers_keep_cookies_is_refused() {
+        let text = MINIMAL.replace(
+            "absolute_lifetime = \"12h\"",
+            "absolute_lifetime = \"500days\"",
+        );
+        let message = parse(&text).unwrap_err().to_string();
+        assert!(
+            message.starts_with("unstick.toml:12: `session.absolute_lifetime`")
+                && message.contains("at most 400 days"),
+            "{message}"
+        );
+        assert!(parse(&text.replace("500days", "400days")).is_ok());
+    }
+
+    #[test]
     fn unknown_key_names_key_and_line() {
         let text = MINIMAL.replace("idle_timeout", "idle_timout");
         let message = parse(&text).unwrap_err().to_string();

@@ -378,7 +378,10 @@ async fn rotate_session(
     let deadline = now + ROTATION_GRACE.as_millis() as u64;
     retired.retires_ms = Some(retired.retires_ms.map_or(deadline, |r| r.min(deadline)));
     let touch = sessions.settings.touch_interval();
-    if store.save_if_live(&current.hash, &retired, now, touch).await? {
+    if store
+        .save_if_live(&current.hash, &retired, now, touch)
+        .await?
+    {
         return Ok(true);
     }
     let user = &record.identity.user;

@@ -2,6 +2,7 @@
 //! in the app's own format, and noticing when a response sets or clears it. The cookie itself
 //! is never rewritten; unstick only reads it.
 
+use crate::config::defaults::SESSION_LIFETIME_MAX;
 use crate::config::{IdFormat, LaravelKey, SessionConfig};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD_NO_PAD};
 use base64::engine::DecodePaddingMode;
@@ -456,7 +457,10 @@ pub fn session_cookie_change(headers: &HeaderMap, cookie_name: &str) -> Option<C
             Some(left) if left <= cookie::time::Duration::ZERO => CookieChange::Cleared,
             _ => CookieChange::Set {
                 value: parsed.value().to_string(),
-                lifetime: lifetime.and_then(|d| Duration::try_from(d).ok()),
+                // A browser keeps it no longer, whatever the app asks (a Max-Age of 10^20).
+                lifetime: lifetime
+                    .and_then(|d| Duration::try_from(d).ok())
+                    .map(|d| d.min(SESSION_LIFETIME_MAX)),
             },
         });
     }
@@ -770,6 +774,21 @@ mod tests {
                 lifetime: Some(Duration::from_secs(2_592_000))
             })
         );
+        // An app's lifetime beyond what browsers keep is read as their 400 days.
+        for endless in [
+            "connect.sid=abc; Max-Age=99999999999999999999",
+            "connect.sid=abc; Expires=Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            let headers = HeaderMap::from_iter([(SET_COOKIE, HeaderValue::from_static(endless))]);
+            assert_eq!(
+                session_cookie_change(&headers, "connect.sid"),
+                Some(CookieChange::Set {
+                    value: "abc".into(),
+                    lifetime: Some(SESSION_LIFETIME_MAX)
+                }),
+                "{endless}"
+            );
+        }
         let mut response = HeaderMap::new();
         for header in [
             "connect.sid=; Path=/; Max-Age=0",

@@ -187,7 +187,10 @@ impl SessionRecord {
 
     /// Milliseconds this record may still live if unused from `now_ms` on.
     pub fn ttl_ms(&self, now_ms: u64, touch_interval: Duration) -> u64 {
-        let idle = self.idle_ms + touch_interval.as_millis() as u64;
+        // Saturating: the record is read from the store, which is not trusted to be sane.
+        let idle = self
+            .idle_ms
+            .saturating_add(touch_interval.as_millis() as u64);
         idle.min(self.ends_ms().saturating_sub(now_ms))
     }
 }

@@ -278,7 +278,11 @@ pub fn copied_record(
     device: Option<String>,
     client_ip: Option<String>,
 ) -> SessionRecord {
-    let remaining = old.remaining.unwrap_or_default();
+    // An old store's own word on how long the session has left, bounded as any lifetime.
+    let remaining = old
+        .remaining
+        .unwrap_or_default()
+        .min(crate::config::defaults::SESSION_LIFETIME_MAX);
     SessionRecord {
         identity: old.identity,
         created_ms: now_ms,

@@ -440,7 +440,9 @@ mod tests {
         let save_and_register = |n: u8, lasts_ms: u64, max: usize| {
             let (store, record) = (store.clone(), record(now_ms(), lasts_ms));
             async move {
-                store.save_acknowledged(&hash(n), &record, now_ms(), touch).await?;
+                store
+                    .save_acknowledged(&hash(n), &record, now_ms(), touch)
+                    .await?;
                 register(&store, &hash(n), &record, max, remember, touch).await
             }
         };

@@ -62,6 +62,16 @@ impl Validator<'_> {
             };
             return Err(self.err(raw.idle_timeout.span(), "session.idle_timeout", problem));
         }
+        if absolute_lifetime > defaults::SESSION_LIFETIME_MAX {
+            let problem = Problem::TooLong {
+                max: defaults::SESSION_LIFETIME_MAX,
+            };
+            return Err(self.err(
+                raw.absolute_lifetime.span(),
+                "session.absolute_lifetime",
+                problem,
+            ));
+        }
         if absolute_lifetime < idle_timeout {
             return Err(self.err(
                 raw.absolute_lifetime.span(),
