@@ -125,7 +125,7 @@ pub async fn resolve_session(
             OldStoreAnswer::Copied(session, store) => {
                 return Ok(Resolution {
                     home: session.record.origin.clone().or(home),
-                    session: Some(session),
+                    session: Some(*session),
                     outcome: Outcome::CopiedForward(store),
                 });
             }
@@ -213,7 +213,7 @@ fn carried_home(route: &SessionRoute, ids: &[SessionId], headers: &HeaderMap) ->
 /// What the old stores answered for a request's ids.
 enum OldStoreAnswer {
     /// Found in this old store and copied into the session store.
-    Copied(ResolvedSession, String),
+    Copied(Box<ResolvedSession>, String),
     /// Found, but the id ended while the old store was asked (a logout came first).
     Ended(SessionId),
     Missing,
@@ -254,7 +254,7 @@ async fn ask_old_stores(
                         store = %name,
                         "copied forward from old store"
                     );
-                    return Ok(OldStoreAnswer::Copied(session, name));
+                    return Ok(OldStoreAnswer::Copied(Box::new(session), name));
                 }
                 Ok(None) => sessions.metrics.outcome("fallback_miss", &name),
                 Err(e) => {
