@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Frame, Incoming, SizeHint};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -53,6 +54,23 @@ pub struct Upload {
     pub waiting_for_client: bool,
 }
 
+/// Kept with a client's request body until the body has been read whole or dropped: the
+/// server's mark that the request is still being read, so that its connection is not taken
+/// for idle while the rest of the body is still to come (it would read that rest as a request).
+#[derive(Clone)]
+pub struct BodyInFlight {
+    /// Held, never read: dropping it is the signal.
+    _mark: Arc<dyn Send + Sync>,
+}
+
+impl BodyInFlight {
+    pub fn new(mark: impl Send + Sync + 'static) -> BodyInFlight {
+        BodyInFlight {
+            _mark: Arc::new(mark),
+        }
+    }
+}
+
 /// A client's request body on its way to the app. A pause of the client longer than
 /// `pause_limit` ends it with [`BodyStalled`], so that a client cannot hold an app connection
 /// by sending nothing. Its progress is reported ([`Upload`]), so that the response timeout
@@ -63,17 +81,24 @@ pub struct ClientBody {
     /// Armed while the client is silent; allocated at the first pause, reset at the next.
     pause: Option<Pin<Box<Sleep>>>,
     progress: Option<watch::Sender<Upload>>,
+    /// Let go with `progress`, when the body is over.
+    in_flight: Option<BodyInFlight>,
 }
 
 impl ClientBody {
     /// The body, and the receiver of its progress.
-    pub fn new(inner: Incoming, pause_limit: Duration) -> (ClientBody, watch::Receiver<Upload>) {
+    pub fn new(
+        inner: Incoming,
+        pause_limit: Duration,
+        in_flight: Option<BodyInFlight>,
+    ) -> (ClientBody, watch::Receiver<Upload>) {
         let (progress, upload) = watch::channel(Upload::default());
         let body = ClientBody {
             inner,
             pause_limit,
             pause: None,
             progress: Some(progress),
+            in_flight,
         };
         (body, upload)
     }
@@ -105,6 +130,7 @@ impl hyper::body::Body for ClientBody {
             this.report(false);
             if frame.is_none() || this.inner.is_end_stream() {
                 this.progress = None;
+                this.in_flight = None;
             }
             return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
         }

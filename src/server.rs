@@ -10,14 +10,14 @@ pub mod tls;
 
 pub use running::{start, RunningServer, StartError};
 
-use crate::body::Body;
+use crate::body::{Body, BodyInFlight};
 use crate::metrics::GaugeGuard;
 use crate::proxy::headers::ClientAddress;
 use crate::proxy::Proxy;
 use bytes::Bytes;
 use connections::{AcceptState, Activity, ConnectionLimits, Counted, Expiry, Tracked};
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -140,8 +140,14 @@ pub(crate) async fn serve_connection<S, H, F>(
     let activity = Activity::new(at);
     let mut service = {
         let activity = activity.clone();
-        service_fn(move |request| {
+        service_fn(move |mut request: Request<Incoming>| {
             let busy = activity.begin();
+            if !request.body().is_end_stream() {
+                // The request is in progress until its body is over too, not only its answer:
+                // an app may answer before it has read the body (see `BodyInFlight`).
+                let body_busy = BodyInFlight::new(activity.begin());
+                request.extensions_mut().insert(body_busy);
+            }
             let response = handler(request);
             async move { Ok::<_, Infallible>(response.await.map(|body| Tracked::new(body, busy))) }
         })

@@ -347,6 +347,39 @@ async fn read_echo<S: tokio::io::AsyncRead + Unpin>(stream: &mut BufReader<S>) -
     (status, client)
 }
 
+/// A request whose body is still coming when its answer has gone (the app answered before it
+/// read the body, as Node apps can) keeps its connection from parking: the rest of the body
+/// is body, never a request. (Fixed: the connection counted as idle once the answer had gone,
+/// parked mid-body, and read the rest of the body as a new request, a request smuggled past
+/// whatever stands in front of unstick.)
+#[tokio::test]
+async fn the_rest_of_a_body_after_its_answer_is_never_read_as_a_request() {
+    let (_redis, _app, proxy) = stage(timeouts("10s", "30s"), true).await;
+    let smuggled = echo_request("smuggled");
+    let mut client = BufReader::new(TcpStream::connect(proxy.address).await.unwrap());
+    let head = format!(
+        "POST /answer-early HTTP/1.1\r\nHost: parked\r\nContent-Length: {}\r\n\r\n",
+        10 + smuggled.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(b"0123456789").await.unwrap();
+    assert_eq!(read_echo(&mut client).await, (200, String::new()));
+    // The client pauses for far longer than an idle connection takes to park, then sends the
+    // rest of the body (which reads like a request), and then a request of its own.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    client.write_all(smuggled.as_bytes()).await.unwrap();
+    client
+        .write_all(echo_request("next").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        read_echo(&mut client).await,
+        (200, "next".into()),
+        "the body's rest was answered as a request; logs:\n{}",
+        proxy.logs()
+    );
+}
+
 /// Waits (bounded) until the proxy's parked-connections gauge reads `count`.
 async fn until_parked(proxy: &ProxyProcess, count: usize) {
     for _ in 0..100 {

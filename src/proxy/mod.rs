@@ -22,7 +22,7 @@ mod upgrade;
 mod upstream_peer;
 mod upstream_request;
 
-use crate::body::{Body, ClientBody};
+use crate::body::{Body, BodyInFlight, ClientBody};
 use crate::live::LiveState;
 use arc_swap::ArcSwap;
 use context::RequestContext;
@@ -104,7 +104,8 @@ async fn forward(
         true => (crate::body::incoming(body), None),
         false => {
             let pause_limit = context.live.config.listener.body_timeout;
-            let (body, upload) = ClientBody::new(body, pause_limit);
+            let in_flight = parts.extensions.remove::<BodyInFlight>();
+            let (body, upload) = ClientBody::new(body, pause_limit, in_flight);
             (body.boxed(), Some(upload))
         }
     };

@@ -4,7 +4,8 @@
 //!
 //! Cookie `sid`. `POST /login?user=U` sets it (and `X-Unstick-Identity`); `GET /whoami`;
 //! `GET /account` (an HTML page, "Logged in as …" with roles and email, as PHP apps have);
-//! `GET /echo`; `POST /upload` -> `{"bytes": n}`; `GET /download?bytes=N`; `GET /ws` (echo;
+//! `GET /echo`; `POST /upload` -> `{"bytes": n}`; `POST /answer-early` answers at once and reads
+//! the body after (as Node does when a handler ends before the body); `GET /download?bytes=N`; `GET /ws` (echo;
 //! the 101 carries the `X-Auth-User` it received as `X-Echo-User`);
 //! `GET /slow?ms=N`; `POST /password-changed` answers with `X-Unstick-Logout-All`;
 //! `POST /login-keep?user=U` logs in under the request's own id, setting no cookie;
@@ -349,6 +350,11 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
                 }
             }
             json(serde_json::json!({ "bytes": bytes }))
+        }
+        ("POST", "/answer-early") => {
+            let mut body = request.into_body();
+            tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+            json(serde_json::json!({ "early": true }))
         }
         ("GET", "/download") => {
             let total: u64 = query.get("bytes").and_then(|b| b.parse().ok()).unwrap_or(0);
