@@ -117,11 +117,21 @@ impl LiveState {
             internal_response_headers.push(header.clone());
         }
         // Without a trusted proxy in front, a client's own forwarding claims are dropped
-        // (X-Forwarded-* are replaced by ours).
+        // (X-Forwarded-For, -Proto and -Host are replaced by ours), and so are the rewrite
+        // hints some frameworks route by (Symfony and IIS read X-Original-URL as the path).
         let untrusted_forwarding = [
-            HeaderName::from_static("forwarded"),
-            HeaderName::from_static("x-real-ip"),
-        ];
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-ssl",
+            "x-forwarded-scheme",
+            "x-forwarded-server",
+            "front-end-https",
+            "x-original-url",
+            "x-rewrite-url",
+        ]
+        .map(HeaderName::from_static);
         let untrusted_forwarding = untrusted_forwarding
             .iter()
             .filter(|_| !config.listener.trust_forwarded_headers);

@@ -108,6 +108,11 @@ async fn headers_only_unstick_may_set_never_reach_the_app() {
     let forged = [
         ("Forwarded", "for=6.6.6.6;proto=https"),
         ("X-Real-IP", "6.6.6.6"),
+        ("X-Forwarded-Port", "443"),
+        ("X-Forwarded-Prefix", "/admin"),
+        ("X-Forwarded-Ssl", "on"),
+        ("X-Original-URL", "/admin/users"),
+        ("X_Rewrite_URL", "/admin/users"),
         ("X_Forwarded_For", "6.6.6.6"),
         ("X_Real_IP", "6.6.6.6"),
         ("X-Unstick-Logout", "1"),
@@ -132,6 +137,11 @@ async fn headers_only_unstick_may_set_never_reach_the_app() {
     for name in [
         "forwarded",
         "x-real-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-ssl",
+        "x-original-url",
+        "x_rewrite_url",
         "x_forwarded_for",
         "x_real_ip",
         "x-unstick-logout",
@@ -150,6 +160,33 @@ async fn headers_only_unstick_may_set_never_reach_the_app() {
     );
     // A header that only looks similar passes.
     assert!(received.contains(&"connection_"), "{seen}");
+}
+
+/// Only WebSocket is tunnelled: after an `h2c` upgrade the client's next requests would reach
+/// the app past unstick (no header hygiene, no identity), so the upgrade is dropped and the
+/// request is answered as plain HTTP/1.1.
+#[tokio::test]
+async fn an_upgrade_to_anything_but_websocket_is_not_passed_on() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    let proxy = start_server(&config).await;
+    let response = reqwest::Client::new()
+        .get(proxy.url("/echo"))
+        .header("Connection", "Upgrade, HTTP2-Settings")
+        .header("Upgrade", "h2c")
+        .header("HTTP2-Settings", "AAMAAABkAAQAoAAAAAIAAAAA")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let seen: serde_json::Value = response.json().await.unwrap();
+    for name in ["upgrade", "connection", "http2-settings"] {
+        assert!(
+            seen["headers"].get(name).is_none(),
+            "{name} reached the app: {seen}"
+        );
+    }
 }
 
 /// Proxy credentials are for the first proxy that expects them (RFC 9110 section 11.7.2);
@@ -195,9 +232,14 @@ async fn a_trusted_proxy_in_front_may_send_forwarding_headers() {
             .get(proxy.url("/echo"))
             .header("Forwarded", "for=203.0.113.7")
             .header("X-Real-IP", "203.0.113.7")
+            .header("X-Forwarded-Port", "8443")
             .header("X_Real_IP", "6.6.6.6"),
     )
     .await;
+    assert_eq!(
+        seen["headers"]["x-forwarded-port"],
+        serde_json::json!(["8443"])
+    );
     assert_eq!(
         seen["headers"]["forwarded"],
         serde_json::json!(["for=203.0.113.7"])

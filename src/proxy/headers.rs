@@ -87,10 +87,15 @@ impl OwnedHeaders {
     }
 }
 
-/// The protocol a request asks to switch to (`Connection: upgrade` + `Upgrade: x`), if any.
+/// The protocol a request asks to switch to (`Connection: upgrade` + `Upgrade: websocket`), if
+/// any. Only WebSocket is tunnelled: past a switch unstick sees no more requests, and another
+/// protocol (`h2c`, say) would carry them to the app without header hygiene or identity.
+/// Other upgrades are dropped, and the request goes on as plain HTTP/1.1 (RFC 9110 section
+/// 7.8 lets a server ignore Upgrade).
 pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(header::UPGRADE).cloned())
+    let websocket = |v: &&HeaderValue| v.as_bytes().eq_ignore_ascii_case(b"websocket");
+    asks.then(|| headers.get(header::UPGRADE).filter(websocket).cloned())
         .flatten()
 }
 
@@ -428,6 +433,32 @@ mod tests {
         assert!(upgrade.is_none());
         strip_hop_by_hop(&mut headers, upgrade.as_ref());
         assert!(headers.is_empty(), "{headers:?}");
+    }
+
+    #[test]
+    fn only_websocket_is_an_upgrade() {
+        for (protocol, tunnelled) in [
+            ("websocket", true),
+            ("WebSocket", true),
+            ("h2c", false),
+            ("TLS/1.2", false),
+            ("websocket, h2c", false),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::UPGRADE, HeaderValue::from_str(protocol).unwrap());
+            headers.insert(
+                header::CONNECTION,
+                HeaderValue::from_static("Upgrade, HTTP2-Settings"),
+            );
+            let upgrade = requested_upgrade(&headers);
+            assert_eq!(upgrade.is_some(), tunnelled, "{protocol}");
+            strip_hop_by_hop(&mut headers, upgrade.as_ref());
+            assert_eq!(
+                headers.contains_key(header::UPGRADE),
+                tunnelled,
+                "{protocol}"
+            );
+        }
     }
 
     #[test]
