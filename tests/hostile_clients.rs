@@ -162,6 +162,35 @@ async fn headers_only_unstick_may_set_never_reach_the_app() {
     assert!(received.contains(&"connection_"), "{seen}");
 }
 
+/// A revoked session id sent escaped another way (`%74...` for `t...`), which an app that
+/// decodes its cookie (PHP, Rack) reads as the same id, is withheld from the app as the id
+/// itself is. (Fixed: that spelling was an unknown id to unstick and went to the app, which
+/// still held the session.)
+#[tokio::test]
+async fn a_revoked_id_escaped_another_way_is_still_withheld() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    let proxy = start_server(&config).await;
+    let cookie = test_app_login(&proxy, "alice").await;
+    let changed = reqwest::Client::new()
+        .post(proxy.url("/password-changed"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let value = cookie.strip_prefix("sid=").unwrap();
+    let escaped = format!("sid=%{:02X}{}", value.as_bytes()[0], &value[1..]);
+    for spelling in [cookie.as_str(), escaped.as_str()] {
+        let seen = echo(&proxy, Some(spelling)).await;
+        assert!(
+            seen["headers"].get("cookie").is_none(),
+            "{spelling} reached the app: {seen}"
+        );
+    }
+}
+
 /// Only WebSocket is tunnelled: after an `h2c` upgrade the client's next requests would reach
 /// the app past unstick (no header hygiene, no identity), so the upgrade is dropped and the
 /// request is answered as plain HTTP/1.1.

@@ -42,6 +42,25 @@ impl SessionId {
         SessionHash::of_digest(Sha256::digest(self.id.as_bytes()).into())
     }
 
+    /// The hashes of other spellings of this id that an app which decodes its cookie (Rack,
+    /// PHP: `%XX` and `+` for a space) reads as one id: decoded, and escaped as Rack writes
+    /// cookies. A client can send an ended id escaped differently from how the app wrote it
+    /// (`%61bc` for `abc`, `a=` for `a%3D`); it is checked against these. None for ids of
+    /// letters, digits, `-`, `_`, `.` and `*`, which most apps use.
+    pub fn escaped_variants(&self) -> Vec<SessionHash> {
+        let plus_as_space = self.id.replace('+', " ");
+        let decoded: Vec<u8> = percent_encoding::percent_decode_str(&plus_as_space).collect();
+        let escaped: String = form_urlencoded::byte_serialize(&decoded).collect();
+        let mut variants: Vec<&[u8]> = Vec::new();
+        for variant in [decoded.as_slice(), escaped.as_bytes()] {
+            if variant != self.id.as_bytes() && !variants.contains(&variant) {
+                variants.push(variant);
+            }
+        }
+        let hash = |bytes: &[u8]| SessionHash::of_digest(Sha256::digest(bytes).into());
+        variants.into_iter().map(hash).collect()
+    }
+
     /// The raw id, for building an old store's key or file name. Never log or store it.
     pub fn id(&self) -> &str {
         &self.id
@@ -708,6 +727,23 @@ mod tests {
             HeaderValue::from_bytes(b"connect.sid=\xff\xfe").unwrap(),
         );
         assert!(session_cookies(&headers, &config).ids.is_empty());
+    }
+
+    #[test]
+    fn an_id_escaped_another_way_has_the_apps_spelling_among_its_variants() {
+        let id = |v: &str| parse_session_cookie(v, &IdFormat::Plain).unwrap();
+        assert!(id("t1xab12-_.*").escaped_variants().is_empty());
+        assert!(id("%74%31xab")
+            .escaped_variants()
+            .contains(&id("t1xab").hash()));
+        // Rack writes `=` and `/` escaped: any spelling of that cookie finds it.
+        let rails = "ab%3D%3D--cd%2Fef";
+        for spelling in ["ab==--cd/ef", "ab%3d%3d--cd%2fef", "%61b%3D%3D--cd%2Fef"] {
+            let variants = id(spelling).escaped_variants();
+            assert!(variants.contains(&id(rails).hash()), "{spelling}");
+        }
+        // `+` is a space to Rack and PHP, and what Rack writes for one.
+        assert!(id("a%20b").escaped_variants().contains(&id("a+b").hash()));
     }
 
     #[test]

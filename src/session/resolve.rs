@@ -171,6 +171,16 @@ async fn find_in_store(sessions: &Sessions, ids: &[SessionId]) -> Result<Found, 
             Loaded::Missing => {}
         }
     }
+    // An app that decodes its cookie reads an ended id escaped another way (`%61bc` for
+    // `abc`) as that id: such a spelling stays withheld too. Ids without escapable bytes have
+    // no other spelling, and cost no lookup here.
+    for id in ids {
+        for hash in id.escaped_variants() {
+            if sessions.store.load(&hash, now_ms(), touch).await? == Loaded::Ended {
+                return Ok(Found::Ended(id.clone()));
+            }
+        }
+    }
     Ok(Found::Missing)
 }
 
