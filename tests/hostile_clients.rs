@@ -77,6 +77,33 @@ async fn two_session_cookies_never_give_the_app_and_unstick_different_users() {
     );
 }
 
+/// A browser can keep the cookie of a session that ended beside a new login's (two paths or
+/// domains): the live one is used, and the ended one is still withheld from the app. (Fixed:
+/// the ended one, sent first, made the request anonymous.)
+#[tokio::test]
+async fn an_ended_session_cookie_sent_before_a_live_one_does_not_hide_it() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    let proxy = start_server(&config).await;
+    let old = test_app_login(&proxy, "alice").await;
+    let changed = reqwest::Client::new()
+        .post(proxy.url("/password-changed"))
+        .header(COOKIE, &old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    let new = test_app_login(&proxy, "alice").await;
+    let seen = echo(&proxy, Some(&format!("{old}; {new}"))).await;
+    assert_eq!(seen["headers"]["x-auth-user"], serde_json::json!(["alice"]));
+    assert_eq!(seen["headers"]["cookie"], serde_json::json!([new.clone()]));
+    // Alone, the ended one is anonymous and withheld.
+    let seen = echo(&proxy, Some(&old)).await;
+    assert!(seen["headers"].get("x-auth-user").is_none(), "{seen}");
+    assert!(seen["headers"].get("cookie").is_none(), "{seen}");
+}
+
 #[tokio::test]
 async fn duplicate_session_cookies_can_be_refused() {
     let redis = RedisServer::start().await;

@@ -154,9 +154,13 @@ enum Found {
     Missing,
 }
 
-/// The first id with a live (or ended) session in the store. One round trip per id tried.
+/// The first id with a live session in the store, else the first that ended. One round trip
+/// per id tried. A live session wins over an ended one sent before it: a browser can keep the
+/// cookie of a session that ended (another path or domain) beside a new login's, and the
+/// ended one is then withheld as any other cookie of that name (`keep_only_session_cookie`).
 async fn find_in_store(sessions: &Sessions, ids: &[SessionId]) -> Result<Found, StoreError> {
     let touch = sessions.settings.touch_interval();
+    let mut ended = None;
     for id in ids {
         let hash = id.hash();
         match sessions.store.load(&hash, now_ms(), touch).await? {
@@ -167,9 +171,14 @@ async fn find_in_store(sessions: &Sessions, ids: &[SessionId]) -> Result<Found, 
                     record,
                 })))
             }
-            Loaded::Ended => return Ok(Found::Ended(id.clone())),
+            Loaded::Ended => {
+                ended.get_or_insert_with(|| id.clone());
+            }
             Loaded::Missing => {}
         }
+    }
+    if let Some(id) = ended {
+        return Ok(Found::Ended(id));
     }
     // An app that decodes its cookie reads an ended id escaped another way (`%61bc` for
     // `abc`) as that id: such a spelling stays withheld too. Ids without escapable bytes have
