@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 /// timeout under a load spike); three in a row, spread over the command timeout, are not.
 pub const FAILURES_TO_DOWN: u32 = 3;
 
+/// A failure is reported as news at most this often. When Redis dies under load, answers to
+/// commands sent before reset the run of failures between those that fail, and each failure
+/// after a success would otherwise be the first of a new run, a warning each.
+const NEWS_INTERVAL: Duration = Duration::from_secs(5);
+
 #[derive(Default)]
 pub struct Health {
     down: AtomicBool,
@@ -23,6 +28,8 @@ pub struct Health {
     /// Commands not sent since the store went down.
     skipped: AtomicU64,
     since: Mutex<Option<Instant>>,
+    /// When a failure was last reported as news.
+    last_news: Mutex<Option<Instant>>,
     /// Wakes the probe at once when a connection is re-established.
     pub(super) wake: tokio::sync::Notify,
     /// Tasks following the client's connection events. They hold the client, which holds
@@ -75,12 +82,23 @@ impl Health {
             && self.mark_down(&format!(
                 "{in_a_row} commands in a row failed without an answer, the last: {reason}"
             ));
-        let error = if in_a_row > 1 || self.is_down() {
+        let error = if in_a_row > 1 || self.is_down() || !self.claim_news() {
             StoreError::Repeated(reason)
         } else {
             StoreError::Unavailable(reason)
         };
         (error, down)
+    }
+
+    /// Whether a failure may be reported as news now (see [`NEWS_INTERVAL`]); if so, it is.
+    fn claim_news(&self) -> bool {
+        let mut last = self.last_news.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < NEWS_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// Marks the store down; `true` when it was up (the caller starts probing).
@@ -104,6 +122,8 @@ impl Health {
         if !self.down.swap(false, Ordering::AcqRel) {
             return;
         }
+        // The next outage is news again, however soon.
+        *self.last_news.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let down_for = since.map(|s| s.elapsed()).unwrap_or_default();
         let skipped = self.skipped.load(Ordering::Relaxed);
         // Nearly all are session lookups answered 503; on legacy routes the request went on
@@ -129,7 +149,11 @@ mod tests {
         let (first, down) = health.failed(failure());
         assert!(first.is_news() && !down);
         health.succeeded();
-        assert!(!health.failed(failure()).1);
+        let (after_a_success, down) = health.failed(failure());
+        assert!(
+            !after_a_success.is_news() && !down,
+            "failures between answers (Redis dying under load) are reported once"
+        );
         let (second, down) = health.failed(failure());
         assert!(!second.is_news() && !down, "a repeat is reported once");
         assert!(health.failed(failure()).1);

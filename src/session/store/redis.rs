@@ -167,6 +167,9 @@ struct Probe {
 }
 
 /// No answer (an outage: counts towards the store being down), or an answer that is an error.
+/// What fred says when no connection can take a command (`router::commands`).
+const NO_CONNECTION: &str = "Failed to route command.";
+
 fn unavailable(error: Error) -> StoreError {
     match error.kind() {
         ErrorKind::Timeout
@@ -177,6 +180,11 @@ fn unavailable(error: Error) -> StoreError {
         | ErrorKind::Tls
         | ErrorKind::Cluster
         | ErrorKind::Sentinel => StoreError::Unavailable(error.to_string()),
+        // fred's word when it has no connection to send on (Redis just died): an outage, not
+        // a refusal, though its kind says nothing.
+        ErrorKind::Unknown if error.details() == NO_CONNECTION => {
+            StoreError::Unavailable(error.to_string())
+        }
         _ => StoreError::Refused(error.to_string()),
     }
 }
@@ -997,5 +1005,18 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(answer == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_connection_is_an_outage_and_an_error_reply_a_refusal() {
+        let outage = unavailable(Error::new(ErrorKind::Unknown, NO_CONNECTION));
+        assert!(matches!(outage, StoreError::Unavailable(_)), "{outage}");
+        let refused = unavailable(Error::new(ErrorKind::Unknown, "ERR unknown command"));
+        assert!(matches!(refused, StoreError::Refused(_)), "{refused}");
     }
 }
