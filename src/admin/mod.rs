@@ -15,6 +15,7 @@ use http::header::CONTENT_TYPE;
 use http::HeaderValue;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -184,9 +185,14 @@ fn query_of<B>(request: &Request<B>) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-/// Compares without an early exit, so the time taken tells nothing of where they differ.
+/// Compares without an early exit, so the time taken tells nothing of where they differ, nor
+/// how long the secret is.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 fn text(status: StatusCode, message: impl Into<bytes::Bytes>) -> Response<Body> {
@@ -201,4 +207,17 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_compare_equal_only_when_they_are() {
+        assert!(constant_time_eq(b"token-123", b"token-123"));
+        assert!(!constant_time_eq(b"token-123", b"token-124"));
+        assert!(!constant_time_eq(b"token-123", b"token-12"));
+        assert!(!constant_time_eq(b"", b"token"));
+    }
 }

@@ -45,13 +45,24 @@ pub enum SessionEvent {
     Logout,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewCookie {
     pub id: SessionId,
     /// The cookie value as the browser will send it (for the whoami call).
     pub cookie_value: String,
     /// Max-Age/Expires of a persistent ("remember me") cookie.
     pub cookie_lifetime: Option<Duration>,
+}
+
+/// The value is a bearer credential: hidden, as [`SessionId`]'s `Debug` hides the id.
+impl std::fmt::Debug for NewCookie {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewCookie")
+            .field("id", &self.id)
+            .field("cookie_value", &"<hidden>")
+            .field("cookie_lifetime", &self.cookie_lifetime)
+            .finish()
+    }
 }
 
 /// What a response asks of unstick.
