@@ -166,15 +166,25 @@ pub fn strip_internal_headers(headers: &mut HeaderMap, internal: &[HeaderName]) 
     }
 }
 
-/// Adds the identity headers from a session record. Call after stripping, never before.
-pub fn inject_identity(headers: &mut HeaderMap, names: &IdentityHeaders, identity: &Identity) {
+/// Adds the identity headers from a session record; `false` (and nothing added) when its user
+/// cannot be a header value. Call after stripping, never before.
+pub fn inject_identity(
+    headers: &mut HeaderMap,
+    names: &IdentityHeaders,
+    identity: &Identity,
+) -> bool {
+    // A user that cannot be a header (control characters, as a hostile whoami answer might
+    // carry) is no identity at all: roles without their user would be worse than nothing.
+    let Ok(user) = HeaderValue::from_str(&identity.user) else {
+        return false;
+    };
+    headers.insert(names.user.clone(), user);
     let mut set = |name: &HeaderName, value: &str| {
-        // A value that cannot be a header (control characters) is left out, not mangled.
+        // Any other value that cannot be a header is left out, not mangled.
         if let Ok(value) = HeaderValue::from_str(value) {
             headers.insert(name.clone(), value);
         }
     };
-    set(&names.user, &identity.user);
     if !identity.roles.is_empty() {
         set(&names.roles, &identity.roles.join(","));
     }
@@ -186,6 +196,7 @@ pub fn inject_identity(headers: &mut HeaderMap, names: &IdentityHeaders, identit
             set(name, value);
         }
     }
+    true
 }
 
 /// The text an identity signature covers: a version, the timestamp, then each identity
@@ -459,6 +470,19 @@ mod tests {
                 "{protocol}"
             );
         }
+    }
+
+    #[test]
+    fn a_user_that_cannot_be_a_header_means_no_identity_at_all() {
+        let identity = Identity {
+            user: "bob\r\nx-auth-roles: admin".into(),
+            roles: vec!["admin".into()],
+            email: Some("b@x".into()),
+            attributes: Default::default(),
+        };
+        let mut headers = HeaderMap::new();
+        assert!(!inject_identity(&mut headers, &names(), &identity));
+        assert!(headers.is_empty(), "{headers:?}");
     }
 
     #[test]

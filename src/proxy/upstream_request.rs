@@ -16,12 +16,18 @@ pub fn upstream_request_filter(context: &RequestContext, parts: &mut Parts) -> R
     let config = &context.live.config;
     let identity = &config.identity;
     if let Some(session) = &context.session {
-        headers::inject_identity(
+        let injected = headers::inject_identity(
             &mut parts.headers,
             &identity.headers,
             &session.record.identity,
         );
-        if let Some(signature) = &identity.signature {
+        if !injected {
+            tracing::warn!(
+                session = session.hash.short(),
+                "the session's user cannot be a header value; the request goes on without identity"
+            );
+        }
+        if let (true, Some(signature)) = (injected, &identity.signature) {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
