@@ -380,13 +380,7 @@ async fn an_id_rotated_while_its_session_is_revoked_stays_ended() {
     };
     // The phone's request is past unstick and at the app when the laptop changes the password.
     app.until_held(1).await;
-    let changed = reqwest::Client::new()
-        .post(proxy.url("/password-changed"))
-        .header("cookie", &laptop)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(changed.status(), 200);
+    log_out_everywhere(&proxy, &laptop).await;
     assert_eq!(user_seen(&proxy, &laptop).await, None);
     app.release_held();
     let response = elevate.await.unwrap();
@@ -419,13 +413,7 @@ async fn a_login_page_visited_with_a_revoked_id_does_not_bring_it_back() {
     let proxy = start_server(&config).await;
     let cookie = test_app_login(&proxy, "alice").await;
     assert_eq!(user_seen(&proxy, &cookie).await.as_deref(), Some("alice"));
-    let changed = reqwest::Client::new()
-        .post(proxy.url("/password-changed"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(changed.status(), 200);
+    log_out_everywhere(&proxy, &cookie).await;
 
     for visit in 1..=3 {
         assert_eq!(

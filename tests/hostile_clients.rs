@@ -87,13 +87,7 @@ async fn an_ended_session_cookie_sent_before_a_live_one_does_not_hide_it() {
     let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
     let proxy = start_server(&config).await;
     let old = test_app_login(&proxy, "alice").await;
-    let changed = reqwest::Client::new()
-        .post(proxy.url("/password-changed"))
-        .header(COOKIE, &old)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(changed.status(), 200);
+    log_out_everywhere(&proxy, &old).await;
     let new = test_app_login(&proxy, "alice").await;
     let seen = echo(&proxy, Some(&format!("{old}; {new}"))).await;
     assert_eq!(seen["headers"]["x-auth-user"], serde_json::json!(["alice"]));
@@ -200,13 +194,7 @@ async fn a_revoked_id_escaped_another_way_is_still_withheld() {
     let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
     let proxy = start_server(&config).await;
     let cookie = test_app_login(&proxy, "alice").await;
-    let changed = reqwest::Client::new()
-        .post(proxy.url("/password-changed"))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(changed.status(), 200);
+    log_out_everywhere(&proxy, &cookie).await;
     let value = cookie.strip_prefix("sid=").unwrap();
     let escaped = format!("sid=%{:02X}{}", value.as_bytes()[0], &value[1..]);
     for spelling in [cookie.as_str(), escaped.as_str()] {

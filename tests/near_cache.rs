@@ -102,13 +102,7 @@ async fn logouts_revokes_and_evictions_through_one_proxy_are_seen_by_the_other()
     // The app asks to log out everywhere.
     let dave = test_app_login(&one, "dave").await;
     cache_on(&two, &dave, "dave").await;
-    let changed = reqwest::Client::new()
-        .post(one.url("/password-changed"))
-        .header("cookie", &dave)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(changed.status(), 200);
+    log_out_everywhere(&one, &dave).await;
     until_refused(&two, &dave, "logout everywhere").await;
 
     assert!(counter(&two, "unstick_near_cache_invalidations_total").await >= 5.0);

@@ -352,12 +352,7 @@ async fn the_app_can_ask_to_log_out_everywhere() {
     let laptop = test_app_login(&proxy, "erin").await;
     let phone = test_app_login(&proxy, "erin").await;
     let frank = test_app_login(&proxy, "frank").await;
-    let response = reqwest::Client::new()
-        .post(proxy.url("/password-changed"))
-        .header("cookie", &laptop)
-        .send()
-        .await
-        .unwrap();
+    let response = log_out_everywhere(&proxy, &laptop).await;
     assert!(
         response.headers().get("x-unstick-logout-all").is_none(),
         "internal header reached the client"

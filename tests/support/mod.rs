@@ -468,6 +468,19 @@ pub async fn echo(proxy: &impl RunningProxy, cookie: Option<&str>) -> serde_json
     json_of(request).await
 }
 
+/// The user of this [`TestApp`] session changes their password: the app answers with
+/// `X-Unstick-Logout-All`, which asks unstick to end every session of that user.
+pub async fn log_out_everywhere(proxy: &impl RunningProxy, cookie: &str) -> reqwest::Response {
+    let response = reqwest::Client::new()
+        .post(proxy.url("/password-changed"))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response
+}
+
 /// The user a [`TestApp`] was told about (`X-Auth-User`) for a request with this cookie.
 pub async fn user_seen(proxy: &impl RunningProxy, cookie: &str) -> Option<String> {
     let echo = echo(proxy, Some(cookie)).await;
