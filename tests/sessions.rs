@@ -130,6 +130,36 @@ async fn logout_ends_the_session_everywhere() {
     }
 }
 
+/// A logout at another spelling of the logout path, which the app routes as that path
+/// (Tomcat's `;jsessionid=` in rewritten links, a doubled or trailing `/`, `%6C` for `l`),
+/// ends the session as the path itself does. (Fixed: only the exact path was a logout; the
+/// app logged the user out, and unstick kept the session, its cleared cookie taken for
+/// housekeeping.)
+#[tokio::test]
+async fn a_logout_at_another_spelling_of_the_logout_path_ends_the_session() {
+    let redis = RedisServer::start().await;
+    let app = TestApp::start().await;
+    let config = ProxyConfig::for_test_app(&redis.url(), &[("t", app.address)]);
+    let proxy = start_server(&config).await;
+    for spelling in [
+        "/logout;jsessionid=A1B2C3",
+        "//logout",
+        "/logout/",
+        "/%6Cogout",
+    ] {
+        let cookie = test_app_login(&proxy, "alice").await;
+        let response = reqwest::Client::new()
+            .post(proxy.url(spelling))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{spelling}");
+        assert_eq!(user_seen(&proxy, &cookie).await, None, "{spelling}");
+    }
+    assert!(redis.keys("test:s:*").await.is_empty(), "sessions left");
+}
+
 #[tokio::test]
 async fn idle_sessions_expire_and_used_ones_slide() {
     let (redis, _a, _b, proxy) = legacy_pair(|config| {

@@ -15,7 +15,7 @@ use super::error::ConfigError;
 use super::error::Problem;
 use super::raw::*;
 use super::validated::*;
-use crate::config::values::Text;
+use crate::config::values::{routed_path, Text};
 use http::HeaderName;
 use std::ops::Range;
 use std::path::Path;
@@ -98,7 +98,8 @@ impl Validator<'_> {
             if !path.get_ref().0.starts_with('/') {
                 return Err(self.err(path.span(), key, Problem::PathWithoutLeadingSlash));
             }
-            paths.push(path.into_inner().0);
+            // Compared with a request's path in the same form.
+            paths.push(routed_path(&path.into_inner().0).into_owned());
         }
         Ok(paths)
     }

@@ -453,7 +453,8 @@ pub struct RouteConfig {
     pub path_prefix: String,
     pub upstream: String,
     pub mode: Mode,
-    /// A 2xx answer to a request on one of these paths ends the session.
+    /// A 2xx answer to a request on one of these paths ends the session. As
+    /// [`super::values::routed_path`] gives them, as requests' paths are compared.
     pub logout_paths: Vec<String>,
     /// A 2xx/3xx answer on one of these paths is checked for a login that kept the session id.
     pub login_paths: Vec<String>,

@@ -1,8 +1,10 @@
 //! Value types shared by the raw config structs: strings with `${VAR}` interpolation and
 //! human durations (`250ms`, `30m`, `7d`). Both fail inside deserialization, so the TOML
-//! error that results names the key and the line.
+//! error that results names the key and the line. Also the normal forms that config values
+//! and requests are compared in (header names, paths).
 
 use serde::{Deserialize, Deserializer};
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -98,9 +100,91 @@ pub fn normalize_header_name(name: &str) -> String {
         .collect()
 }
 
+/// A request path as app servers route it, for matching `logout_paths` and `login_paths`:
+/// path parameters cut (`/logout;jsessionid=...`: Tomcat and Jetty ignore them), `%XX` of
+/// unreserved characters decoded (`/%6Cogout`), `.` and `..` segments resolved, empty
+/// segments (`//`, a trailing `/`) dropped. Servers differ in which of these they do; matching
+/// more spellings can only end a session the app kept, never keep one the app ended.
+pub fn routed_path(path: &str) -> Cow<'_, str> {
+    let plain = !path.contains([';', '%'])
+        && !path.contains("//")
+        && !path.contains("/.")
+        && (path.len() <= 1 || !path.ends_with('/'));
+    if plain {
+        return Cow::Borrowed(path);
+    }
+    let mut segments: Vec<String> = Vec::new();
+    for segment in path.split('/') {
+        let segment = decode_unreserved(segment.split(';').next().unwrap_or_default());
+        match segment.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+    }
+    Cow::Owned(format!("/{}", segments.join("/")))
+}
+
+/// `%XX` decoded where it stands for a letter, a digit, `-`, `.`, `_` or `~` (RFC 3986
+/// section 2.3: the same either way); other escapes (`%2F`) are kept as they are.
+fn decode_unreserved(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = bytes
+            .get(i + 1..i + 3)
+            .filter(|_| bytes[i] == b'%')
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_alphanumeric() || b"-._~".contains(b));
+        match escaped {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII bytes were put in place of escapes: UTF-8 stays UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::interpolate;
+    use super::{interpolate, routed_path};
+
+    #[test]
+    fn paths_are_compared_as_app_servers_route_them() {
+        for (path, routed) in [
+            ("/logout", "/logout"),
+            ("/", "/"),
+            ("/logout;jsessionid=A1B2", "/logout"),
+            ("/a;v=1/logout", "/a/logout"),
+            ("//logout", "/logout"),
+            ("/logout/", "/logout"),
+            ("/%6Cogout", "/logout"),
+            ("/%6cogout", "/logout"),
+            ("/a/../logout", "/logout"),
+            ("/./logout", "/logout"),
+            ("/../logout", "/logout"),
+            ("/a%2Fb", "/a%2Fb"),
+            ("/%zz", "/%zz"),
+            ("/%", "/%"),
+            ("/caf\u{e9}%41", "/caf\u{e9}A"),
+        ] {
+            assert_eq!(routed_path(path), routed, "{path}");
+        }
+        assert!(matches!(
+            routed_path("/logout"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     fn env(name: &str) -> Option<String> {
         (name == "REDIS_URL").then(|| "redis://r:6379".to_string())

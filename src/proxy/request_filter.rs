@@ -5,6 +5,7 @@
 use super::context::RequestContext;
 use super::headers::{self, ClientAddress};
 use super::response::Answer;
+use crate::config::values::routed_path;
 use crate::config::DuplicateCookies;
 use crate::live::LiveState;
 use crate::session::cookie::session_cookies;
@@ -43,7 +44,7 @@ pub fn request_filter(
         ));
     }
     let facts = RequestFacts {
-        path: request.uri().path().to_string(),
+        path: routed_path(request.uri().path()).into_owned(),
         host,
         user_agent: sent.get(USER_AGENT).cloned(),
         client_ip: client.ip,

@@ -44,6 +44,8 @@ impl SessionRoute {
 /// Facts about the request that a new session record keeps.
 #[derive(Debug, Clone)]
 pub struct RequestFacts {
+    /// As app servers route it ([`crate::config::values::routed_path`]), for `logout_paths`
+    /// and `login_paths`.
     pub path: String,
     pub host: Option<String>,
     /// The header as sent; a record keeps only its [`super::device::device_label`].

@@ -7,7 +7,8 @@
 //! `GET /echo`; `POST /upload` -> `{"bytes": n}`; `POST /answer-early` answers at once and reads
 //! the body after (as Node does when a handler ends before the body); `GET /download?bytes=N`; `GET /ws` (echo;
 //! the 101 carries the `X-Auth-User` it received as `X-Echo-User`);
-//! `GET /slow?ms=N`; `POST /password-changed` answers with `X-Unstick-Logout-All`;
+//! `GET /slow?ms=N`; paths are routed leniently (`/logout;jsessionid=x`, `//logout/` are
+//! `/logout`); `POST /password-changed` answers with `X-Unstick-Logout-All`;
 //! `POST /login-keep?user=U` logs in under the request's own id, setting no cookie;
 //! `POST /logout`; `POST /signout` (a logout announced with `X-Unstick-Logout`);
 //! `POST /elevate` gives the session the `admin` role under a new id, as apps rotate their
@@ -182,6 +183,18 @@ fn new_session_id(state: &State) -> String {
     format!("t{}x{:016x}", *counter, rand_u64())
 }
 
+/// The path as a lenient app server routes it: Tomcat cuts `;jsessionid=...`, and many merge
+/// `//`, drop a trailing `/` and decode `%6C`.
+fn routed(path: &str) -> String {
+    let decoded = percent_encoding::percent_decode_str(path).decode_utf8_lossy();
+    let segments: Vec<&str> = decoded
+        .split('/')
+        .map(|segment| segment.split(';').next().unwrap_or_default())
+        .filter(|segment| !segment.is_empty())
+        .collect();
+    format!("/{}", segments.join("/"))
+}
+
 /// With `?hold=1`, waits for the test to let the request go.
 async fn hold_if_asked(state: &State, query: &HashMap<String, String>) {
     if !query.contains_key("hold") {
@@ -197,7 +210,8 @@ async fn hold_if_asked(state: &State, query: &HashMap<String, String>) {
 
 async fn handle(state: &State, request: Request<Incoming>) -> Response<Body> {
     let query = query(&request);
-    match (request.method().as_str(), request.uri().path()) {
+    let path = routed(request.uri().path());
+    match (request.method().as_str(), path.as_str()) {
         ("GET", "/echo") => {
             let mut headers: HashMap<String, Vec<String>> = HashMap::new();
             for (name, value) in request.headers() {
