@@ -372,12 +372,11 @@ async fn an_id_rotated_while_its_session_is_revoked_stays_ended() {
     let phone = test_app_login(&proxy, "alice").await;
     let laptop = test_app_login(&proxy, "alice").await;
 
-    let elevate = {
-        let request = reqwest::Client::new()
+    let elevate = in_flight(
+        reqwest::Client::new()
             .post(proxy.url("/elevate?hold=1"))
-            .header("cookie", &phone);
-        tokio::spawn(async move { request.send().await.unwrap() })
-    };
+            .header("cookie", &phone),
+    );
     // The phone's request is past unstick and at the app when the laptop changes the password.
     app.until_held(1).await;
     log_out_everywhere(&proxy, &laptop).await;

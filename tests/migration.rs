@@ -203,19 +203,17 @@ async fn a_logout_during_an_old_store_lookup_is_not_undone_by_its_copy() {
         .unwrap();
     let cookie = cookie_set_by(&login);
 
-    let page = {
-        let request = reqwest::Client::new()
+    let page = in_flight(
+        reqwest::Client::new()
             .get(proxy.url("/echo"))
-            .header("cookie", &cookie);
-        tokio::spawn(async move { request.send().await.unwrap() })
-    };
+            .header("cookie", &cookie),
+    );
     app.until_held(1).await;
-    let logout = {
-        let request = reqwest::Client::new()
+    let logout = in_flight(
+        reqwest::Client::new()
             .post(proxy.url("/logout"))
-            .header("cookie", &cookie);
-        tokio::spawn(async move { request.send().await.unwrap() })
-    };
+            .header("cookie", &cookie),
+    );
     app.until_held(2).await;
     // The logout's lookup answers first, and the logout ends the session; then the page's.
     app.release_newest_held();

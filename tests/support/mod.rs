@@ -468,6 +468,11 @@ pub async fn echo(proxy: &impl RunningProxy, cookie: Option<&str>) -> serde_json
     json_of(request).await
 }
 
+/// Sends `request` in the background: a request under way while the test does something else.
+pub fn in_flight(request: reqwest::RequestBuilder) -> tokio::task::JoinHandle<reqwest::Response> {
+    tokio::spawn(async move { request.send().await.unwrap() })
+}
+
 /// The user of this [`TestApp`] session changes their password: the app answers with
 /// `X-Unstick-Logout-All`, which asks unstick to end every session of that user.
 pub async fn log_out_everywhere(proxy: &impl RunningProxy, cookie: &str) -> reqwest::Response {
